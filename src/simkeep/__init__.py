@@ -1,0 +1,3 @@
+"""simkeep: the operator's system for number-keeping SIM cards."""
+
+__version__ = "0.1.0"

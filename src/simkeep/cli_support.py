@@ -1,0 +1,67 @@
+"""What every CLI command shares: settings, an engine, output as text or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from simkeep.config import Settings, get_settings
+from simkeep.db.engine import make_engine, make_session_factory
+from simkeep.logging import configure_logging
+
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+def load_settings() -> Settings:
+    """Settings for a command, with logging configured."""
+    settings = get_settings()
+    configure_logging(settings)
+    return settings
+
+
+@contextmanager
+def open_engine(settings: Settings) -> Iterator[Engine]:
+    """An engine for the configured database, disposed afterwards."""
+    engine = make_engine(
+        settings.database_url,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        pool_size=settings.db_pool_size,
+    )
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def open_session(settings: Settings) -> Iterator[Session]:
+    """A session on the configured database; the command commits."""
+    with open_engine(settings) as engine:
+        session = make_session_factory(engine)()
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+def emit(result: Any, *, as_json: bool, text: str) -> None:
+    """Print ``result`` as JSON, or ``text`` for a person."""
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, default=str, indent=2))
+    else:
+        print(text)
+
+
+def fail(message: str, *, as_json: bool, code: str, exit_code: int = 1, **extra: Any) -> typer.Exit:
+    """Print an error (as JSON when asked) and return the Exit to raise."""
+    if as_json:
+        print(json.dumps({"error": code, "message": message, **extra}, ensure_ascii=False, default=str))
+    else:
+        typer.echo(f"error [{code}]: {message}", err=True)
+    return typer.Exit(exit_code)

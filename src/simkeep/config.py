@@ -1,0 +1,56 @@
+"""Settings, read from the environment with the ``SIMKEEP_`` prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "dev-only-change-me"  # noqa: S105 - a known placeholder, refused in production
+
+
+class Settings(BaseSettings):
+    """Everything an operator configures. Each field is documented in docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="SIMKEEP_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = Field(default_factory=lambda: f"sqlite:///{Path('var/simkeep.db').resolve()}")
+    secret_key: str = PLACEHOLDER_SECRET
+    sqlite_busy_timeout_ms: int = 30_000
+    db_pool_size: int = 10
+
+    # Policies (DOMAIN.md section 4); all configurable per operator.
+    currency: str = "CNY"
+    online_replacement_cooldown_days: int = 30
+    activation_deadline_days: int = 30
+    staff_token_ttl_minutes: int = 8 * 60
+    line_token_ttl_minutes: int = 30
+    failed_proofs_before_lock: int = 5
+    failed_proof_window_minutes: int = 60
+
+    log_json: bool | None = None  # default: JSON in production, console otherwise
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_in_production(self) -> Settings:
+        if self.environment == "production" and (
+            self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32
+        ):
+            msg = "SIMKEEP_SECRET_KEY must be set to a random value of at least 32 characters in production"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the configured database is SQLite."""
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

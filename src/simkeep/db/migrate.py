@@ -1,0 +1,55 @@
+"""Running migrations and checking that models and migrations agree (``alembic check``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+import simkeep.models  # noqa: F401 - registers every table on the metadata
+from simkeep.db.base import Base
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config pointing at simkeep's migration tree."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (default: the newest)."""
+    cfg = alembic_config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    """The newest revision in the migration tree."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def drift(engine: Engine) -> list[object]:
+    """Differences between the models and a database built by the migrations; empty when they agree."""
+    with engine.connect() as connection:
+        ctx = MigrationContext.configure(
+            connection, opts={"compare_type": True, "render_as_batch": connection.dialect.name == "sqlite"}
+        )
+        return list(compare_metadata(ctx, Base.metadata))

@@ -1,0 +1,136 @@
+"""Domain errors and the one place that maps them to responses.
+
+Domain code raises :class:`DomainError` subclasses that carry a stable code and a message, never an HTTP
+status. :func:`http_status_for` is the single mapping from codes to HTTP statuses used by the JSON API
+(RFC 9457 problem details), and later by the CAMARA routes and the portal pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class DomainError(Exception):
+    """A refusal the caller can act upon, with a stable SCREAMING_SNAKE code."""
+
+    code: str = "DOMAIN_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+
+class NotFound(DomainError):
+    """The thing asked about does not exist (or the caller may not know that it exists)."""
+
+    code = "NOT_FOUND"
+
+
+class InvalidInput(DomainError):
+    """Input that fails a domain check (a bad ICCID, a bad phone number ...)."""
+
+    code = "INVALID_INPUT"
+
+
+class Conflict(DomainError):
+    """The request conflicts with the current state (duplicate, already open ...)."""
+
+    code = "CONFLICT"
+
+
+class NotAllowed(DomainError):
+    """The actor is known but may not do this."""
+
+    code = "NOT_ALLOWED"
+
+
+class AuthenticationFailed(DomainError):
+    """No valid credentials were presented."""
+
+    code = "UNAUTHENTICATED"
+
+
+# Codes whose HTTP status is not that of their class. Everything else maps by class below.
+_STATUS_BY_CODE: dict[str, int] = {
+    "PROOF_FAILED": 403,
+    "ASSURANCE_TOO_LOW": 403,
+    "SELF_SERVICE_LOCKED": 423,
+    "SIM_CHANGE_LOCKED": 423,
+    "TRANSITION_NOT_ALLOWED": 409,
+    "COOLDOWN_ACTIVE": 409,
+    "NO_SIM_IN_STOCK": 409,
+}
+
+_STATUS_BY_CLASS: list[tuple[type[DomainError], int]] = [
+    (NotFound, 404),
+    (InvalidInput, 422),
+    (Conflict, 409),
+    (NotAllowed, 403),
+    (AuthenticationFailed, 401),
+]
+
+
+def http_status_for(error: DomainError) -> int:
+    """The HTTP status for a domain error: by its code first, then by its class; 400 otherwise."""
+    if error.code in _STATUS_BY_CODE:
+        return _STATUS_BY_CODE[error.code]
+    for cls, status in _STATUS_BY_CLASS:
+        if isinstance(error, cls):
+            return status
+    return 400
+
+
+def problem(status: int, code: str, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem-details response with simkeep's stable ``code`` member."""
+    body: dict[str, Any] = {
+        "type": f"https://simkeep.dev/problems/{code.lower().replace('_', '-')}",
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "instance": instance,
+    }
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mapping from domain and validation errors to problem details."""
+
+    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        extra = {"details": exc.details} if exc.details else {}
+        status = http_status_for(exc)
+        return problem(
+            status, exc.code, exc.code.replace("_", " ").capitalize(), exc.message, request.url.path, **extra
+        )
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {
+                "loc": list(err.get("loc", [])),
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+            for err in exc.errors()
+        ]
+        return problem(
+            422,
+            "VALIDATION_FAILED",
+            "Validation failed",
+            "The request did not match the expected schema.",
+            request.url.path,
+            errors=errors,
+        )
+
+    app.add_exception_handler(DomainError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

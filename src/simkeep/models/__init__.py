@@ -1,0 +1,47 @@
+"""ORM models, one module per table group. Importing this package registers every table."""
+
+from simkeep.models.audit import AuditEntry
+from simkeep.models.auth import AuthToken, TokenKind
+from simkeep.models.billing import Fee, Payment, PaymentKind, PaymentMethod
+from simkeep.models.lines import Line, LineStatus, Plan, SuspensionReason
+from simkeep.models.loss import LossReport, LossReportStatus
+from simkeep.models.network import EmbeddedHlrSubscriber
+from simkeep.models.proofs import ProofAttempt
+from simkeep.models.replacements import Channel, OrderEvent, OrderState, ReplacementOrder
+from simkeep.models.sims import Sim, SimChange, SimChangeChannel, SimKind, SimLocation, SimStatus
+from simkeep.models.staff import StaffRole, StaffUser, Store
+from simkeep.models.subscribers import DocumentType, Language, Subscriber
+
+__all__ = [
+    "AuditEntry",
+    "AuthToken",
+    "Channel",
+    "DocumentType",
+    "EmbeddedHlrSubscriber",
+    "Fee",
+    "Language",
+    "Line",
+    "LineStatus",
+    "LossReport",
+    "LossReportStatus",
+    "OrderEvent",
+    "OrderState",
+    "Payment",
+    "PaymentKind",
+    "PaymentMethod",
+    "Plan",
+    "ProofAttempt",
+    "ReplacementOrder",
+    "Sim",
+    "SimChange",
+    "SimChangeChannel",
+    "SimKind",
+    "SimLocation",
+    "SimStatus",
+    "StaffRole",
+    "StaffUser",
+    "Store",
+    "Subscriber",
+    "SuspensionReason",
+    "TokenKind",
+]

@@ -1,0 +1,64 @@
+"""Plans and lines (the phone numbers)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from simkeep.db.base import Base, utcnow
+from simkeep.models._types import enum_type
+
+
+class LineStatus(enum.StrEnum):
+    """Where a line is in its life."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    RECYCLED = "recycled"
+
+
+class SuspensionReason(enum.StrEnum):
+    """Why a line is suspended."""
+
+    LOST = "lost"
+    STOLEN = "stolen"
+    ADMINISTRATIVE = "administrative"
+
+
+class Plan(Base):
+    """A tariff plan; keep-alive policies hang off it."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    inactivity_days: Mapped[int] = mapped_column(default=180)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Line(Base):
+    """A phone number (MSISDN, E.164) held by a subscriber and served by at most one live SIM."""
+
+    __tablename__ = "lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msisdn: Mapped[str] = mapped_column(String(16), unique=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id"), index=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"), index=True)
+    status: Mapped[LineStatus] = mapped_column(
+        enum_type(LineStatus, "line_status"), default=LineStatus.ACTIVE
+    )
+    suspension_reason: Mapped[SuspensionReason | None] = mapped_column(
+        enum_type(SuspensionReason, "suspension_reason")
+    )
+    sim_id: Mapped[int | None] = mapped_column(ForeignKey("sims.id"), unique=True)
+    sim_change_lock: Mapped[bool] = mapped_column(default=False)
+    activated_at: Mapped[datetime]
+    last_activity_at: Mapped[datetime | None]
+    recycled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

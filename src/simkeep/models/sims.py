@@ -1,0 +1,80 @@
+"""SIM inventory and the history of SIM changes."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from simkeep.db.base import Base, utcnow
+from simkeep.models._types import enum_type
+
+
+class SimKind(enum.StrEnum):
+    """A plastic SIM or an eSIM profile."""
+
+    PHYSICAL = "physical"
+    ESIM = "esim"
+
+
+class SimStatus(enum.StrEnum):
+    """Where a SIM is in its life, from stock to retirement."""
+
+    IN_STOCK = "in_stock"
+    RESERVED = "reserved"
+    SHIPPED = "shipped"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    RETIRED = "retired"
+
+
+class SimLocation(enum.StrEnum):
+    """Where a SIM in stock is kept."""
+
+    WAREHOUSE = "warehouse"
+    STORE = "store"
+
+
+class SimChangeChannel(enum.StrEnum):
+    """How a number came to a SIM."""
+
+    INITIAL = "initial"
+    IMPORT = "import"
+    STORE = "store"
+    ONLINE_MAIL = "online_mail"
+    ESIM = "esim"
+
+
+class Sim(Base):
+    """One SIM card or eSIM profile."""
+
+    __tablename__ = "sims"
+    __table_args__ = (Index("ix_sims_stock_pick", "status", "kind", "location", "store_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iccid: Mapped[str] = mapped_column(String(20), unique=True)
+    imsi: Mapped[str] = mapped_column(String(15), unique=True)
+    kind: Mapped[SimKind] = mapped_column(enum_type(SimKind, "sim_kind"))
+    status: Mapped[SimStatus] = mapped_column(enum_type(SimStatus, "sim_status"), default=SimStatus.IN_STOCK)
+    location: Mapped[SimLocation] = mapped_column(enum_type(SimLocation, "sim_location"))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    batch: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SimChange(Base):
+    """A number moved to a SIM: the history behind "when did this number's SIM last change"."""
+
+    __tablename__ = "sim_changes"
+    __table_args__ = (Index("ix_sim_changes_line_changed", "line_id", "changed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    old_sim_id: Mapped[int | None] = mapped_column(ForeignKey("sims.id"))
+    new_sim_id: Mapped[int] = mapped_column(ForeignKey("sims.id"))
+    changed_at: Mapped[datetime]
+    channel: Mapped[SimChangeChannel] = mapped_column(enum_type(SimChangeChannel, "sim_change_channel"))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("replacement_orders.id"), unique=True)
