@@ -111,6 +111,7 @@ def client(db: Session, settings: Settings) -> Iterator[TestClient]:
 
     @contextmanager
     def scope() -> Iterator[Session]:
+        db.commit()  # keep the test's own set-up (into the outer transaction) whatever the request does
         try:
             yield db
         finally:

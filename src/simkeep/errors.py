@@ -18,6 +18,8 @@ class DomainError(Exception):
     """A refusal the caller can act upon, with a stable SCREAMING_SNAKE code."""
 
     code: str = "DOMAIN_ERROR"
+    #: When true the request's own changes (such as a recorded failed proof) are committed despite the error.
+    keep_changes: bool = False
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
         super().__init__(message)

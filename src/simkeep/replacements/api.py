@@ -1,7 +1,247 @@
-"""JSON API for replacements."""
+"""JSON API of replacement orders and the fee schedule."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.orm import Session
+
+from simkeep.audit.service import record
+from simkeep.auth.actors import Actor
+from simkeep.auth.deps import AppSettings, DbSession, SignedInActor, StaffActor, require_staff
+from simkeep.billing import service as billing
+from simkeep.identifiers import normalise_msisdn
+from simkeep.identity.service import Evidence
+from simkeep.masking import mask_iccid
+from simkeep.models import Channel, Line, OrderState, PaymentMethod, ReplacementOrder, Sim, StaffRole
+from simkeep.replacements import service, workflow
+from simkeep.replacements.schemas import (
+    Activation,
+    Decision,
+    ExpiryRun,
+    Fee,
+    FeeRead,
+    FeeSet,
+    OrderEventRead,
+    PaymentCreate,
+    Reason,
+    ReplacementCreate,
+    ReplacementRead,
+    Shipment,
+    SimAssignment,
+)
 
 router = APIRouter(tags=["replacements"])
+Reviewer = Annotated[Actor, Depends(require_staff(StaffRole.REVIEWER))]
+Admin = Annotated[Actor, Depends(require_staff(StaffRole.ADMIN))]
+OrderRef = Annotated[str, Query(min_length=1, max_length=16)]
+
+
+def _fee(amount_minor: int, currency: str) -> Fee:
+    return Fee(amount_minor=amount_minor, currency=currency, display=f"{amount_minor / 100:.2f} {currency}")
+
+
+def to_read(session: Session, order: ReplacementOrder) -> ReplacementRead:
+    """The API view of an order."""
+    line = session.get(Line, order.line_id)
+    sim = session.get(Sim, order.new_sim_id) if order.new_sim_id else None
+    assert line is not None
+    return ReplacementRead(
+        reference=order.reference,
+        msisdn=line.msisdn,
+        channel=order.channel,
+        sim_kind=order.sim_kind,
+        state=order.state,
+        fee=_fee(order.fee_amount_minor, order.fee_currency),
+        fee_waived=order.fee_waived,
+        assurance=order.assurance,
+        proofs=list(order.proofs),
+        delivery_address=order.delivery_address,
+        tracking_number=order.tracking_number,
+        new_sim_iccid=mask_iccid(sim.iccid) if sim else None,
+        decision_reason=order.decision_reason,
+        created_at=order.created_at,
+        expires_at=order.expires_at,
+        activated_at=order.activated_at,
+        closed_at=order.closed_at,
+        next_steps=workflow.next_steps(order),
+    )
+
+
+@router.get("/fees", response_model=list[FeeRead])
+def list_fees(session: DbSession, settings: AppSettings) -> list[FeeRead]:
+    """The replacement fee per channel, shown before anything is paid."""
+    return [
+        FeeRead(channel=q.channel, sim_kind=q.sim_kind, fee=_fee(q.amount_minor, q.currency))
+        for q in billing.schedule(session, settings)
+    ]
+
+
+@router.put("/fees/{channel}", response_model=FeeRead)
+def set_fee(channel: Channel, body: FeeSet, session: DbSession, actor: Admin) -> FeeRead:
+    """Set a channel's fee (admins)."""
+    kind = service.SIM_KIND_FOR[channel]
+    fee = billing.set_fee(
+        session, channel=channel, sim_kind=kind, amount_minor=body.amount_minor, currency=body.currency
+    )
+    record(
+        session,
+        actor=actor.label,
+        action="fee.set",
+        subject_type="fee",
+        subject_id=str(channel),
+        data={"amount_minor": body.amount_minor, "currency": fee.currency},
+    )
+    session.commit()
+    return FeeRead(channel=fee.channel, sim_kind=fee.sim_kind, fee=_fee(fee.amount_minor, fee.currency))
+
+
+@router.post("/replacements", response_model=ReplacementRead, status_code=201)
+def submit(
+    body: ReplacementCreate, session: DbSession, settings: AppSettings, actor: SignedInActor
+) -> ReplacementRead:
+    """Apply for a replacement SIM: online by the signed-in holder, or at a store by a clerk."""
+    evidence = Evidence(
+        service_password=body.service_password, in_person_document_number=body.in_person_document_number
+    )
+    order = service.submit(
+        session,
+        settings,
+        actor=actor,
+        msisdn=normalise_msisdn(body.msisdn),
+        channel=body.channel,
+        evidence=evidence,
+        delivery_address=body.delivery_address.model_dump() if body.delivery_address else None,
+    )
+    session.commit()
+    return to_read(session, order)
+
+
+@router.get("/replacements", response_model=list[ReplacementRead])
+def list_replacements(
+    session: DbSession,
+    actor: SignedInActor,
+    state: OrderState | None = None,
+    msisdn: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[ReplacementRead]:
+    """Orders, oldest first: staff see their queue (filter by state), holders their own."""
+    number = normalise_msisdn(msisdn) if msisdn else None
+    orders = service.list_orders(session, actor=actor, state=state, msisdn=number, limit=limit)
+    return [to_read(session, o) for o in orders]
+
+
+@router.get("/replacements/{reference}", response_model=ReplacementRead)
+def get_replacement(reference: str, session: DbSession, actor: SignedInActor) -> ReplacementRead:
+    """One order."""
+    return to_read(session, service.get_order(session, actor=actor, reference=reference))
+
+
+@router.get("/replacements/{reference}/timeline", response_model=list[OrderEventRead])
+def get_timeline(reference: str, session: DbSession, actor: SignedInActor) -> list[OrderEventRead]:
+    """The order's steps, oldest first."""
+    order = service.get_order(session, actor=actor, reference=reference)
+    return [
+        OrderEventRead(
+            transition=e.transition,
+            from_state=e.from_state,
+            to_state=e.to_state,
+            actor=e.actor if actor.is_staff else e.actor.split(":")[0],
+            note=e.note,
+            at=e.at,
+        )
+        for e in service.timeline(session, order)
+    ]
+
+
+@router.post("/replacements/{reference}/decision", response_model=ReplacementRead)
+def decide(reference: str, body: Decision, session: DbSession, actor: Reviewer) -> ReplacementRead:
+    """Approve or reject an order in review (reviewers)."""
+    order = service.decide(
+        session, actor=actor, reference=reference, approve=body.approve, reason=body.reason
+    )
+    session.commit()
+    return to_read(session, order)
+
+
+@router.post("/replacements/{reference}/payment", response_model=ReplacementRead)
+def pay(reference: str, body: PaymentCreate, session: DbSession, actor: SignedInActor) -> ReplacementRead:
+    """Record the fee: cash at the counter (clerk) or an online payment's reference (holder)."""
+    order = service.pay(
+        session,
+        actor=actor,
+        reference=reference,
+        method=PaymentMethod(body.method),
+        payment_reference=body.payment_reference,
+    )
+    session.commit()
+    return to_read(session, order)
+
+
+@router.post("/replacements/{reference}/fee-waiver", response_model=ReplacementRead)
+def waive(reference: str, body: Reason, session: DbSession, actor: StaffActor) -> ReplacementRead:
+    """Waive the fee, with a reason (staff)."""
+    order = service.waive(session, actor=actor, reference=reference, reason=body.reason)
+    session.commit()
+    return to_read(session, order)
+
+
+@router.post("/replacements/{reference}/sim", response_model=ReplacementRead)
+def assign_sim(reference: str, body: SimAssignment, session: DbSession, actor: StaffActor) -> ReplacementRead:
+    """Give the paid order its SIM: the scanned one at a store, else one from the warehouse (staff)."""
+    order = service.assign_sim(session, actor=actor, reference=reference, iccid=body.iccid)
+    session.commit()
+    return to_read(session, order)
+
+
+@router.post("/replacements/{reference}/shipment", response_model=ReplacementRead)
+def ship(reference: str, body: Shipment, session: DbSession, actor: Admin) -> ReplacementRead:
+    """The SIM left the warehouse with the carrier (admins; carrier integrations later)."""
+    order = service.ship(session, actor=actor, reference=reference, tracking_number=body.tracking_number)
+    session.commit()
+    return to_read(session, order)
+
+
+@router.post("/replacements/{reference}/delivery", response_model=ReplacementRead)
+def deliver(reference: str, session: DbSession, actor: Admin) -> ReplacementRead:
+    """The carrier delivered the SIM (admins; carrier webhooks later)."""
+    order = service.confirm_delivery(session, actor=actor, reference=reference)
+    session.commit()
+    return to_read(session, order)
+
+
+@router.post("/replacements/{reference}/activation", response_model=ReplacementRead)
+def activate(
+    reference: str, body: Activation, session: DbSession, settings: AppSettings, actor: SignedInActor
+) -> ReplacementRead:
+    """Activate the new SIM: the number moves to it and the old SIM stops working, in one step."""
+    order = service.activate(
+        session, settings, actor=actor, reference=reference, iccid_digits=body.iccid_last_digits
+    )
+    session.commit()
+    return to_read(session, order)
+
+
+@router.post("/replacements/{reference}/cancellation", response_model=ReplacementRead)
+def cancel(reference: str, body: Reason, session: DbSession, actor: SignedInActor) -> ReplacementRead:
+    """Cancel an open order; a refund is recorded when one is owed."""
+    order = service.cancel(session, actor=actor, reference=reference, reason=body.reason)
+    session.commit()
+    return to_read(session, order)
+
+
+@router.post("/replacements:expire", response_model=ExpiryRun)
+def expire(session: DbSession, actor: Admin) -> ExpiryRun:
+    """Expire orders past their activation deadline now (admins; `simkeep orders expire` does the same)."""
+    expired = service.expire_overdue(session)
+    record(
+        session,
+        actor=actor.label,
+        action="replacement.expiry_run",
+        subject_type="system",
+        subject_id="expiry",
+        data={"expired": len(expired)},
+    )
+    session.commit()
+    return ExpiryRun(expired=expired)

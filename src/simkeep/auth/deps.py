@@ -1,0 +1,86 @@
+"""FastAPI dependencies: the request's session, settings and actor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from simkeep.auth import service
+from simkeep.auth.actors import ANONYMOUS, Actor
+from simkeep.config import Settings
+from simkeep.errors import AuthenticationFailed, DomainError, NotAllowed
+from simkeep.models import StaffRole
+
+_bearer = HTTPBearer(
+    auto_error=False, description="A token from /api/v1/auth/staff/token or /auth/line/token."
+)
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """The request's session. The endpoint commits once; errors roll back (except recorded failed proofs)."""
+    with request.app.state.session_scope() as session:
+        try:
+            yield session
+        except DomainError as exc:
+            if exc.keep_changes:
+                session.commit()
+            raise
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+AppSettings = Annotated[Settings, Depends(get_app_settings)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def current_actor(session: DbSession, settings: AppSettings, credentials: Credentials) -> Actor:
+    """The caller: anonymous without a token, else the token's staff user or line holder."""
+    if credentials is None:
+        return ANONYMOUS
+    return service.resolve(session, settings, credentials.credentials)
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+def require_staff(*roles: StaffRole) -> Callable[[Actor], Actor]:
+    """A dependency that admits staff users with one of ``roles`` (admins always)."""
+
+    def dependency(actor: CurrentActor) -> Actor:
+        if not actor.is_staff:
+            raise AuthenticationFailed("Sign in as a staff user.", code="STAFF_SIGN_IN_REQUIRED")
+        if roles and not actor.has_role(*roles):
+            raise NotAllowed("Your role does not allow this.", code="ROLE_NOT_ALLOWED")
+        return actor
+
+    return dependency
+
+
+def require_line(actor: CurrentActor) -> Actor:
+    """Admits a holder signed in to a line."""
+    if actor.kind != "line":
+        raise AuthenticationFailed(
+            "Sign in with your number and service password.", code="LINE_SIGN_IN_REQUIRED"
+        )
+    return actor
+
+
+def require_signed_in(actor: CurrentActor) -> Actor:
+    """Admits any signed-in caller, staff or holder."""
+    if actor.kind not in ("staff", "line"):
+        raise AuthenticationFailed("Sign in first.", code="SIGN_IN_REQUIRED")
+    return actor
+
+
+StaffActor = Annotated[Actor, Depends(require_staff())]
+LineActor = Annotated[Actor, Depends(require_line)]
+SignedInActor = Annotated[Actor, Depends(require_signed_in)]

@@ -1,0 +1,224 @@
+"""Checking proofs of identity: a pluggable step every risky action goes through.
+
+A :class:`ProofChecker` checks one kind of evidence. Every attempt is recorded, passed or failed; a failed
+one is audited and counts toward the self-service lock. The service password is the first real method;
+identity documents, face match and one-time codes plug in the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from simkeep.audit.service import record
+from simkeep.auth.actors import Actor
+from simkeep.config import Settings
+from simkeep.db.base import utcnow
+from simkeep.identity.assurance import REQUIRED, Assurance, Method, combine
+from simkeep.identity.errors import AssuranceTooLow, ProofFailed, SelfServiceLocked
+from simkeep.models import Line, ProofAttempt, StaffRole, Subscriber
+from simkeep.security import constant_time_equal, keyed_hash, verify_password
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the caller presented. Fields left None are not checked."""
+
+    service_password: str | None = None
+    real_name: str | None = None
+    document_number: str | None = None
+    in_person_document_number: str | None = None
+
+
+@dataclass(frozen=True)
+class ProofContext:
+    """The line and holder a proof is about, and who presents it for which action."""
+
+    session: Session
+    settings: Settings
+    line: Line | None
+    subscriber: Subscriber | None
+    actor: Actor
+    action: str
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The proofs that passed and the assurance they give together."""
+
+    assurance: Assurance
+    methods: tuple[str, ...] = field(default_factory=tuple)
+
+
+class ProofChecker(Protocol):
+    """Checks one kind of evidence."""
+
+    method: Method
+
+    def applies(self, evidence: Evidence) -> bool:
+        """Whether ``evidence`` carries something for this checker."""
+
+    def check(self, ctx: ProofContext, evidence: Evidence) -> tuple[bool, str]:
+        """Whether the evidence checks out, and a detail for the record (never the evidence itself)."""
+
+
+def document_hash(settings: Settings, number: str) -> str:
+    """The keyed hash under which a document number is stored and compared."""
+    normalised = "".join(number.split()).upper()
+    return keyed_hash(settings.secret_key, normalised, purpose="document-number")
+
+
+def _name_key(name: str) -> str:
+    return "".join(name.split()).casefold()
+
+
+class ServicePasswordCheck:
+    """The line's service password (服务密码), checked against its argon2 hash in constant time."""
+
+    method = Method.SERVICE_PASSWORD
+
+    def applies(self, evidence: Evidence) -> bool:
+        """A password was given."""
+        return evidence.service_password is not None
+
+    def check(self, ctx: ProofContext, evidence: Evidence) -> tuple[bool, str]:
+        """Passes when the password matches; an unknown holder costs the same time."""
+        assert evidence.service_password is not None
+        stored = ctx.subscriber.service_password_hash if ctx.subscriber else None
+        ok = verify_password(stored, evidence.service_password)
+        if ok:
+            return True, ""
+        return False, "no service password set" if ctx.subscriber and stored is None else "wrong password"
+
+
+class BiographicalCheck:
+    """The holder's name or document number: enough to suspend a line, never to replace its SIM."""
+
+    method = Method.BIOGRAPHICAL
+
+    def applies(self, evidence: Evidence) -> bool:
+        """A name or a document number was given."""
+        return evidence.real_name is not None or evidence.document_number is not None
+
+    def check(self, ctx: ProofContext, evidence: Evidence) -> tuple[bool, str]:
+        """Passes when every given item matches the holder's record."""
+        sub = ctx.subscriber
+        ok = sub is not None
+        if evidence.real_name is not None:
+            expected = _name_key(sub.real_name) if sub else "\0"
+            ok = constant_time_equal(_name_key(evidence.real_name), expected) and ok
+        if evidence.document_number is not None:
+            expected = sub.document_number_hmac if sub else "0" * 64
+            ok = constant_time_equal(document_hash(ctx.settings, evidence.document_number), expected) and ok
+        return ok, "" if ok else "details do not match"
+
+
+class InPersonDocumentCheck:
+    """A clerk saw the original document and the face, and typed the document number."""
+
+    method = Method.IN_PERSON_DOCUMENT
+
+    def applies(self, evidence: Evidence) -> bool:
+        """A clerk recorded an in-person check."""
+        return evidence.in_person_document_number is not None
+
+    def check(self, ctx: ProofContext, evidence: Evidence) -> tuple[bool, str]:
+        """Passes for a clerk (or admin) when the typed number is the holder's."""
+        assert evidence.in_person_document_number is not None
+        if not ctx.actor.has_role(StaffRole.CLERK):
+            return False, "only a clerk at a counter can record an in-person check"
+        expected = ctx.subscriber.document_number_hmac if ctx.subscriber else "0" * 64
+        typed = document_hash(ctx.settings, evidence.in_person_document_number)
+        if constant_time_equal(typed, expected):
+            return True, ""
+        return False, "the document number is not the holder's"
+
+
+CHECKERS: list[ProofChecker] = [ServicePasswordCheck(), BiographicalCheck(), InPersonDocumentCheck()]
+
+
+def register_checker(checker: ProofChecker) -> None:
+    """Add a proof method (later issues add documents, face match and one-time codes)."""
+    CHECKERS.append(checker)
+
+
+def recent_failures(session: Session, settings: Settings, line_id: int) -> int:
+    """Failed proofs for a line within the lock window."""
+    since = utcnow() - timedelta(minutes=settings.failed_proof_window_minutes)
+    count = session.scalar(
+        select(func.count())
+        .select_from(ProofAttempt)
+        .where(
+            ProofAttempt.line_id == line_id,
+            ProofAttempt.passed.is_(False),
+            ProofAttempt.attempted_at >= since,
+        )
+    )
+    return int(count or 0)
+
+
+def ensure_not_locked(ctx: ProofContext) -> None:
+    """Refuse self-service on a line with too many recent failed proofs (staff at a counter may go on)."""
+    if ctx.line is None or ctx.actor.is_staff:
+        return
+    if recent_failures(ctx.session, ctx.settings, ctx.line.id) >= ctx.settings.failed_proofs_before_lock:
+        raise SelfServiceLocked(
+            "Too many failed attempts for this number. Self-service is locked for a while; "
+            "visit a store with your identity document, or try again later."
+        )
+
+
+def assess(ctx: ProofContext, evidence: Evidence, *, order_id: int | None = None) -> Assessment:
+    """Check every piece of evidence, record each attempt, and combine what passed with the session's proofs.
+
+    Raises :class:`ProofFailed` (keeping the records) when any piece fails.
+    """
+    if ctx.action != "loss.report":
+        ensure_not_locked(ctx)
+    passed: list[str] = []
+    failures: list[str] = []
+    for checker in CHECKERS:
+        if not checker.applies(evidence):
+            continue
+        ok, detail = checker.check(ctx, evidence)
+        ctx.session.add(
+            ProofAttempt(
+                line_id=ctx.line.id if ctx.line else None,
+                order_id=order_id,
+                method=str(checker.method),
+                action=ctx.action,
+                passed=ok,
+                actor=ctx.actor.label,
+                detail=detail,
+            )
+        )
+        (passed if ok else failures).append(str(checker.method))
+    if failures:
+        ctx.session.flush()
+        record(
+            ctx.session,
+            actor=ctx.actor.label,
+            action="proof.failed",
+            subject_type="line",
+            subject_id=ctx.line.id if ctx.line else "unknown",
+            data={"methods": failures, "for": ctx.action},
+        )
+        raise ProofFailed("The details given do not match our records.", methods=failures)
+    methods = tuple(dict.fromkeys([*ctx.actor.proof_methods, *passed]))
+    return Assessment(combine(methods), methods)
+
+
+def require(assessment: Assessment, action: str) -> None:
+    """Refuse ``action`` when the assurance is below what it needs."""
+    needed = REQUIRED[action]
+    if assessment.assurance < needed:
+        raise AssuranceTooLow(
+            f"This needs stronger proof of identity ({needed.label}); what was given counts as "
+            f"{assessment.assurance.label}.",
+            needed=needed.label,
+            given=assessment.assurance.label,
+        )

@@ -1,0 +1,574 @@
+"""Replacement orders (补卡): submission, decisions, payment, SIM, delivery, activation, cancellation, expiry.
+
+Each function is one use case; it checks the domain guards, then moves the order through
+:mod:`simkeep.replacements.workflow`. The caller (request, command or job) commits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from simkeep.audit.service import record
+from simkeep.auth.actors import SYSTEM, Actor
+from simkeep.billing import service as billing
+from simkeep.config import Settings
+from simkeep.db.base import utcnow
+from simkeep.identity.assurance import Assurance, Method
+from simkeep.identity.service import Evidence, ProofContext, assess, require
+from simkeep.lines import repository as lines_repo
+from simkeep.lines.errors import LineRecycled
+from simkeep.lines.service import line_for_actor
+from simkeep.loss import service as loss_service
+from simkeep.models import (
+    Channel,
+    Line,
+    LineStatus,
+    OrderEvent,
+    OrderState,
+    PaymentMethod,
+    ProofAttempt,
+    ReplacementOrder,
+    Sim,
+    SimChange,
+    SimChangeChannel,
+    SimKind,
+    SimLocation,
+    SimStatus,
+    StaffRole,
+)
+from simkeep.network.adapter import NetworkAdapter, move_number, network_for
+from simkeep.replacements import workflow
+from simkeep.replacements.errors import (
+    ActorNotAllowed,
+    AddressInvalid,
+    CooldownActive,
+    IccidMismatch,
+    OrderNotFound,
+    ReplacementAlreadyOpen,
+    SimChangeLocked,
+)
+from simkeep.security import constant_time_equal, new_reference
+from simkeep.sims import service as sims_service
+from simkeep.sims.errors import NoSimInStock
+
+SIM_KIND_FOR = {
+    Channel.STORE: SimKind.PHYSICAL,
+    Channel.ONLINE_MAIL: SimKind.PHYSICAL,
+    Channel.ESIM: SimKind.ESIM,
+}
+SIM_CHANGE_CHANNEL = {
+    Channel.STORE: SimChangeChannel.STORE,
+    Channel.ONLINE_MAIL: SimChangeChannel.ONLINE_MAIL,
+    Channel.ESIM: SimChangeChannel.ESIM,
+}
+ADDRESS_FIELDS = ("recipient", "phone", "region", "city", "street")
+ICCID_DIGITS = 6
+
+
+def _check_address(address: dict[str, Any] | None) -> dict[str, str]:
+    if not address:
+        raise AddressInvalid("A delivery address is needed for a SIM sent by mail.")
+    missing = [f for f in ADDRESS_FIELDS if not str(address.get(f) or "").strip()]
+    if missing:
+        raise AddressInvalid(f"The delivery address lacks: {', '.join(missing)}.", missing=missing)
+    return {k: str(v).strip()[:200] for k, v in address.items() if k in (*ADDRESS_FIELDS, "postal_code")}
+
+
+def _ensure_no_open_order(session: Session, line: Line) -> None:
+    if session.scalar(select(ReplacementOrder.id).where(ReplacementOrder.open_line_id == line.id)):
+        raise ReplacementAlreadyOpen("This line already has an open replacement order.")
+
+
+def _ensure_cooldown(session: Session, settings: Settings, line: Line) -> None:
+    since = utcnow() - timedelta(days=settings.online_replacement_cooldown_days)
+    recent = session.scalar(
+        select(func.count())
+        .select_from(ReplacementOrder)
+        .where(
+            ReplacementOrder.line_id == line.id,
+            ReplacementOrder.channel.in_(list(workflow.ONLINE_CHANNELS)),
+            ReplacementOrder.created_at >= since,
+            ReplacementOrder.state != OrderState.REJECTED,
+        )
+    )
+    if recent:
+        raise CooldownActive(
+            f"An online replacement was made for this line in the last "
+            f"{settings.online_replacement_cooldown_days} days. Visit a store, or wait.",
+        )
+
+
+def submit(
+    session: Session,
+    settings: Settings,
+    *,
+    actor: Actor,
+    msisdn: str,
+    channel: Channel,
+    evidence: Evidence,
+    delivery_address: dict[str, Any] | None = None,
+) -> ReplacementOrder:
+    """Take an application, verify it, and approve it, refer it to review, or reject it.
+
+    Online channels are for the signed-in holder; the store channel is for a clerk who checked the
+    original document and the face in person.
+    """
+    if channel == Channel.STORE:
+        if not actor.has_role(StaffRole.CLERK) or actor.store_id is None:
+            raise ActorNotAllowed("Store replacements are made by a clerk at a store.")
+        if evidence.in_person_document_number is None:
+            raise ActorNotAllowed(
+                "Record the in-person document check (the document number you saw).", code="PROOF_MISSING"
+            )
+    elif actor.kind != "line":
+        raise ActorNotAllowed("Online replacements are applied for by the holder, signed in.")
+
+    line = line_for_actor(session, actor=actor, msisdn=msisdn, for_update=True)
+    holder = lines_repo.holder_of(session, line)
+    ctx = ProofContext(
+        session=session,
+        settings=settings,
+        line=line,
+        subscriber=holder,
+        actor=actor,
+        action="replacement.submit",
+    )
+    assessment = assess(ctx, evidence)
+    require(assessment, "replacement.submit")
+    if line.sim_change_lock:
+        raise SimChangeLocked("The SIM-change lock is on for this line; the holder must turn it off first.")
+    _ensure_no_open_order(session, line)
+    if channel in workflow.ONLINE_CHANNELS:
+        _ensure_cooldown(session, settings, line)
+    address = (
+        _check_address(delivery_address or (holder.delivery_address if holder else None))
+        if channel == Channel.ONLINE_MAIL
+        else None
+    )
+
+    sim_kind = SIM_KIND_FOR[channel]
+    fee = billing.quote(session, settings, channel=channel, sim_kind=sim_kind)
+    now = utcnow()
+    order = ReplacementOrder(
+        reference=new_reference("RO"),
+        line_id=line.id,
+        open_line_id=line.id,
+        subscriber_id=line.subscriber_id,
+        channel=channel,
+        sim_kind=str(sim_kind),
+        store_id=actor.store_id if channel == Channel.STORE else None,
+        old_sim_id=line.sim_id,
+        fee_amount_minor=fee.amount_minor,
+        fee_currency=fee.currency,
+        assurance=assessment.assurance.label,
+        proofs=list(assessment.methods),
+        delivery_address=address,
+        created_by=actor.label,
+        created_at=now,
+        expires_at=now + timedelta(days=settings.activation_deadline_days),
+    )
+    try:
+        with session.begin_nested():
+            workflow.start(session, order, actor=actor)
+    except IntegrityError as exc:
+        raise ReplacementAlreadyOpen("This line already has an open replacement order.") from exc
+    _link_proofs(session, line, order)
+    _verify(session, order, assessment.assurance)
+    return order
+
+
+def _link_proofs(session: Session, line: Line, order: ReplacementOrder) -> None:
+    """Attach the proofs just recorded for this submission to the order."""
+    for attempt in session.scalars(
+        select(ProofAttempt).where(
+            ProofAttempt.line_id == line.id,
+            ProofAttempt.order_id.is_(None),
+            ProofAttempt.action == "replacement.submit",
+        )
+    ):
+        attempt.order_id = order.id
+    session.flush()
+
+
+def _verify(session: Session, order: ReplacementOrder, assurance: Assurance) -> None:
+    """The automatic checks: clear passes are approved, the rest go to a reviewer."""
+    workflow.apply(session, order, "start_verification", actor=SYSTEM)
+    if assurance >= Assurance.HIGH:
+        workflow.apply(session, order, "approve", actor=SYSTEM, note=f"assurance {assurance.label}")
+        _request_payment(session, order)
+    else:
+        workflow.apply(
+            session,
+            order,
+            "refer_to_review",
+            actor=SYSTEM,
+            note=f"assurance {assurance.label} is below automatic approval",
+        )
+
+
+def _request_payment(session: Session, order: ReplacementOrder) -> None:
+    workflow.apply(
+        session,
+        order,
+        "request_payment",
+        actor=SYSTEM,
+        data={"fee_minor": order.fee_amount_minor, "currency": order.fee_currency},
+    )
+
+
+def get_order(
+    session: Session, *, actor: Actor, reference: str, for_update: bool = False
+) -> ReplacementOrder:
+    """An order the actor may see: staff any (clerks those of their store or online), holders their own."""
+    stmt = select(ReplacementOrder).where(ReplacementOrder.reference == reference)
+    if for_update:
+        stmt = stmt.with_for_update()
+    order = session.scalar(stmt)
+    if order is None or not _may_see(actor, order):
+        raise OrderNotFound("No such order.")
+    return order
+
+
+def _may_see(actor: Actor, order: ReplacementOrder) -> bool:
+    if actor.kind in ("system", "cli"):
+        return True
+    if actor.kind == "line":
+        return actor.line_id == order.line_id
+    if actor.role == StaffRole.CLERK:
+        return order.channel != Channel.STORE or order.store_id == actor.store_id
+    return actor.is_staff
+
+
+def decide(session: Session, *, actor: Actor, reference: str, approve: bool, reason: str) -> ReplacementOrder:
+    """A reviewer's decision on an order in review."""
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    if not reason.strip():
+        raise ActorNotAllowed("A decision needs a reason.", code="REASON_REQUIRED")
+    if approve:
+        workflow.apply(session, order, "approve_after_review", actor=actor, note=reason)
+        order.decision_reason = reason
+        order.proofs = [*order.proofs, str(Method.REVIEWER_DECISION)]
+        _request_payment(session, order)
+    else:
+        workflow.apply(session, order, "reject", actor=actor, note=reason)
+        order.decision_reason = reason
+    session.flush()
+    return order
+
+
+def pay(
+    session: Session, *, actor: Actor, reference: str, method: PaymentMethod, payment_reference: str | None
+) -> ReplacementOrder:
+    """Record the fee: cash at the store's counter, or an online payment's reference.
+
+    For online orders the SIM is then taken from stock at once when one is there.
+    """
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    if method == PaymentMethod.WAIVED:
+        raise ActorNotAllowed("Use the waiver step to waive a fee.", code="PAYMENT_INVALID")
+    if method == PaymentMethod.CASH and not actor.has_role(StaffRole.CLERK):
+        raise ActorNotAllowed("Cash is taken by a clerk at a store.", code="PAYMENT_INVALID")
+    workflow.apply(session, order, "record_payment", actor=actor, data={"method": str(method)})
+    billing.record_charge(
+        session, order=order, method=method, reference=payment_reference, recorded_by=actor.label
+    )
+    _assign_online(session, order)
+    return order
+
+
+def waive(session: Session, *, actor: Actor, reference: str, reason: str) -> ReplacementOrder:
+    """Staff waive the fee, with a reason."""
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    if not reason.strip():
+        raise ActorNotAllowed("Waiving a fee needs a reason.", code="REASON_REQUIRED")
+    workflow.apply(session, order, "waive_fee", actor=actor, note=reason)
+    order.fee_waived = True
+    billing.record_charge(
+        session,
+        order=order,
+        method=PaymentMethod.WAIVED,
+        reference=None,
+        recorded_by=actor.label,
+        reason=reason,
+    )
+    _assign_online(session, order)
+    return order
+
+
+def _assign_online(session: Session, order: ReplacementOrder) -> None:
+    """Online orders get a SIM from the warehouse (physical) or eSIM stock when stock allows."""
+    if order.channel == Channel.STORE:
+        return
+    try:
+        with session.begin_nested():
+            sim = sims_service.reserve_from_stock(
+                session, kind=SimKind(order.sim_kind), location=SimLocation.WAREHOUSE
+            )
+    except NoSimInStock:
+        record(
+            session,
+            actor=SYSTEM.label,
+            action="replacement.waiting_for_stock",
+            subject_type="replacement_order",
+            subject_id=order.reference,
+        )
+        return
+    _attach_sim(session, order, sim, SYSTEM)
+
+
+def _attach_sim(session: Session, order: ReplacementOrder, sim: Sim, actor: Actor) -> None:
+    order.new_sim_id = sim.id
+    workflow.apply(session, order, "assign_sim", actor=actor, data={"iccid_last4": sim.iccid[-4:]})
+
+
+def assign_sim(
+    session: Session, *, actor: Actor, reference: str, iccid: str | None = None
+) -> ReplacementOrder:
+    """Give a paid order its SIM: the one a clerk scanned at the store, or one from the warehouse."""
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    if not workflow.allowed(order, "assign_sim", actor):
+        workflow.apply(session, order, "assign_sim", actor=actor)  # raises the precise refusal
+    if order.channel == Channel.STORE:
+        if iccid is None:
+            raise ActorNotAllowed("Scan or type the new SIM's ICCID.", code="ICCID_REQUIRED")
+        if order.store_id is None or (actor.store_id != order.store_id and actor.role != StaffRole.ADMIN):
+            raise ActorNotAllowed("This order belongs to another store.")
+        sim = sims_service.reserve_by_iccid(
+            session, iccid=iccid, kind=SimKind(order.sim_kind), store_id=order.store_id
+        )
+    else:
+        sim = sims_service.reserve_from_stock(
+            session, kind=SimKind(order.sim_kind), location=SimLocation.WAREHOUSE
+        )
+    _attach_sim(session, order, sim, actor if actor.is_staff else SYSTEM)
+    return order
+
+
+def ship(session: Session, *, actor: Actor, reference: str, tracking_number: str) -> ReplacementOrder:
+    """The warehouse handed the SIM to the carrier."""
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    if not tracking_number.strip():
+        raise ActorNotAllowed("A shipment needs its tracking number.", code="TRACKING_NUMBER_REQUIRED")
+    workflow.apply(session, order, "ship", actor=actor, data={"tracking_number": tracking_number})
+    order.tracking_number = tracking_number.strip()[:64]
+    sim = session.get(Sim, order.new_sim_id)
+    assert sim is not None
+    sim.status = SimStatus.SHIPPED
+    session.flush()
+    return order
+
+
+def confirm_delivery(session: Session, *, actor: Actor, reference: str) -> ReplacementOrder:
+    """The carrier delivered the parcel."""
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    workflow.apply(session, order, "confirm_delivery", actor=actor)
+    return order
+
+
+def activate(
+    session: Session,
+    settings: Settings,
+    *,
+    actor: Actor,
+    reference: str,
+    iccid_digits: str | None = None,
+    network: NetworkAdapter | None = None,
+) -> ReplacementOrder:
+    """Move the number to the new SIM and retire the old one in one step, and record the SIM change.
+
+    The holder proves receipt with the last digits of the new SIM's ICCID (and their signed-in session);
+    at a store the clerk activates. Every change, the network's included, happens in the caller's
+    transaction: if any step fails nothing is kept, the old SIM goes on working and the order can be
+    activated again.
+    """
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    name = "activate_delivered" if order.channel == Channel.ONLINE_MAIL else "activate"
+    if not workflow.allowed(order, name, actor):
+        workflow.apply(session, order, name, actor=actor)  # raises the precise refusal
+    line = lines_repo.get(session, order.line_id, for_update=True)
+    assert line is not None
+    if line.status == LineStatus.RECYCLED:
+        raise LineRecycled("This number was recycled.")
+    if line.sim_change_lock:
+        raise SimChangeLocked("The SIM-change lock is on for this line; the holder must turn it off first.")
+    new_sim = session.get(Sim, order.new_sim_id)
+    assert new_sim is not None
+    if order.channel == Channel.STORE:
+        if order.store_id != actor.store_id and actor.role != StaffRole.ADMIN:
+            raise ActorNotAllowed("This order belongs to another store.")
+    else:
+        _check_receipt(
+            session, settings, actor=actor, line=line, order=order, new_sim=new_sim, iccid_digits=iccid_digits
+        )
+
+    old_sim = lines_repo.current_sim(session, line)
+    move_number(
+        network or network_for(session),
+        msisdn=line.msisdn,
+        old_imsi=old_sim.imsi if old_sim else None,
+        new_imsi=new_sim.imsi,
+    )
+    now = utcnow()
+    if old_sim is not None:
+        old_sim.status = SimStatus.RETIRED
+    line.sim_id = None
+    session.flush()
+    line.sim_id = new_sim.id
+    new_sim.status = SimStatus.ACTIVE
+    line.status = LineStatus.ACTIVE
+    line.suspension_reason = None
+    loss_service.close_for_replacement(session, line=line, actor=actor)
+    session.add(
+        SimChange(
+            line_id=line.id,
+            old_sim_id=old_sim.id if old_sim else None,
+            new_sim_id=new_sim.id,
+            changed_at=now,
+            channel=SIM_CHANGE_CHANNEL[order.channel],
+            order_id=order.id,
+        )
+    )
+    order.activated_at = now
+    workflow.apply(
+        session,
+        order,
+        name,
+        actor=actor,
+        data={
+            "old_iccid_last4": old_sim.iccid[-4:] if old_sim else None,
+            "new_iccid_last4": new_sim.iccid[-4:],
+        },
+    )
+    return order
+
+
+def _check_receipt(
+    session: Session,
+    settings: Settings,
+    *,
+    actor: Actor,
+    line: Line,
+    order: ReplacementOrder,
+    new_sim: Sim,
+    iccid_digits: str | None,
+) -> None:
+    holder = lines_repo.holder_of(session, line)
+    ctx = ProofContext(
+        session=session,
+        settings=settings,
+        line=line,
+        subscriber=holder,
+        actor=actor,
+        action="replacement.activate",
+    )
+    require(assess(ctx, Evidence(), order_id=order.id), "replacement.activate")
+    given = (iccid_digits or "").strip()
+    ok = constant_time_equal(given, new_sim.iccid[-ICCID_DIGITS:])
+    session.add(
+        ProofAttempt(
+            line_id=line.id,
+            order_id=order.id,
+            method=str(Method.ICCID_DIGITS),
+            action="replacement.activate",
+            passed=ok,
+            actor=actor.label,
+            detail="" if ok else "ICCID digits do not match",
+        )
+    )
+    session.flush()
+    if not ok:
+        record(
+            session,
+            actor=actor.label,
+            action="proof.failed",
+            subject_type="line",
+            subject_id=line.id,
+            data={"methods": [str(Method.ICCID_DIGITS)], "for": "replacement.activate"},
+        )
+        raise IccidMismatch(f"Give the last {ICCID_DIGITS} digits of the ICCID printed on the new SIM.")
+
+
+def cancel(session: Session, *, actor: Actor, reference: str, reason: str) -> ReplacementOrder:
+    """Cancel an open order; its SIM goes back to stock (or is retired if sent) and a refund is recorded
+    when the fee was paid and the SIM never left stock."""
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    if actor.role == StaffRole.CLERK and order.channel == Channel.STORE and order.store_id != actor.store_id:
+        raise ActorNotAllowed("This order belongs to another store.")
+    never_sent = order.state in (OrderState.PAID, OrderState.SIM_ASSIGNED)
+    workflow.apply(session, order, "cancel", actor=actor, note=reason or "cancelled")
+    order.decision_reason = reason or None
+    _release_sim(session, order)
+    if never_sent:
+        refund = billing.refund_if_owed(session, order=order, recorded_by=actor.label)
+        if refund is not None:
+            record(
+                session,
+                actor=actor.label,
+                action="payment.refunded",
+                subject_type="replacement_order",
+                subject_id=order.reference,
+                data={"amount_minor": refund.amount_minor, "currency": refund.currency},
+            )
+    return order
+
+
+def _release_sim(session: Session, order: ReplacementOrder) -> None:
+    if order.new_sim_id is None:
+        return
+    sim = session.get(Sim, order.new_sim_id)
+    assert sim is not None
+    sims_service.release(session, sim)
+
+
+def expire_overdue(session: Session, *, now: datetime | None = None, limit: int = 1000) -> list[str]:
+    """Expire open orders past their activation deadline and release their SIMs; returns their references."""
+    now = now or utcnow()
+    orders = session.scalars(
+        select(ReplacementOrder)
+        .where(ReplacementOrder.open_line_id.is_not(None), ReplacementOrder.expires_at < now)
+        .order_by(ReplacementOrder.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for order in orders:
+        workflow.apply(
+            session, order, "expire", actor=SYSTEM, note="not activated within the activation deadline"
+        )
+        _release_sim(session, order)
+    return [o.reference for o in orders]
+
+
+def timeline(session: Session, order: ReplacementOrder) -> list[OrderEvent]:
+    """The order's transitions, oldest first."""
+    return list(
+        session.scalars(select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id))
+    )
+
+
+def list_orders(
+    session: Session,
+    *,
+    actor: Actor,
+    state: OrderState | None = None,
+    msisdn: str | None = None,
+    limit: int = 100,
+) -> list[ReplacementOrder]:
+    """Orders for staff (oldest first, as a queue) or a holder's own orders."""
+    stmt = select(ReplacementOrder)
+    if actor.kind == "line":
+        stmt = stmt.where(ReplacementOrder.line_id == actor.line_id)
+    elif actor.role == StaffRole.CLERK:
+        stmt = stmt.where(
+            (ReplacementOrder.channel != Channel.STORE) | (ReplacementOrder.store_id == actor.store_id)
+        )
+    if state is not None:
+        stmt = stmt.where(ReplacementOrder.state == state)
+    if msisdn is not None:
+        line = lines_repo.find_by_msisdn(session, msisdn)
+        stmt = stmt.where(ReplacementOrder.line_id == (line.id if line else -1))
+    return list(session.scalars(stmt.order_by(ReplacementOrder.created_at, ReplacementOrder.id).limit(limit)))
