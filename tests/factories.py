@@ -1,9 +1,10 @@
-"""Builders of test data, written straight through the ORM (the import and demo paths have their own tests)."""
+"""Builders of test data, written straight through the ORM (imports and the demo have their own tests)."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sqlalchemy.orm import Session
 
@@ -31,6 +32,14 @@ from simkeep.models import (
 from simkeep.security import hash_password
 
 _serial = itertools.count(1)
+
+
+@lru_cache(maxsize=8)
+def _hash(password: str) -> str:
+    """Argon2 is slow on purpose; tests reuse one hash per password."""
+    return hash_password(password)
+
+
 PASSWORD = "s3rvice-pass"
 STAFF_PASSWORD = "staff-pass-123"
 DOCUMENT = "11010519491231002X"
@@ -52,13 +61,25 @@ def make_msisdn(serial: int) -> str:
     return f"+86138{serial:08d}"
 
 
-def sim(db: Session, *, kind: SimKind = SimKind.PHYSICAL, location: SimLocation = SimLocation.WAREHOUSE,
-        store: Store | None = None, status: SimStatus = SimStatus.IN_STOCK) -> Sim:
+def sim(
+    db: Session,
+    *,
+    kind: SimKind = SimKind.PHYSICAL,
+    location: SimLocation = SimLocation.WAREHOUSE,
+    store: Store | None = None,
+    status: SimStatus = SimStatus.IN_STOCK,
+) -> Sim:
     """A SIM, in stock unless told otherwise."""
     n = next(_serial)
-    row = Sim(iccid=make_iccid(n), imsi=make_imsi(n), kind=kind, status=status,
-              location=SimLocation.STORE if store else location, store_id=store.id if store else None,
-              batch="test")
+    row = Sim(
+        iccid=make_iccid(n),
+        imsi=make_imsi(n),
+        kind=kind,
+        status=status,
+        location=SimLocation.STORE if store else location,
+        store_id=store.id if store else None,
+        batch="test",
+    )
     db.add(row)
     db.flush()
     return row
@@ -73,11 +94,18 @@ def store(db: Session, code: str | None = None) -> Store:
     return row
 
 
-def staff(db: Session, role: StaffRole, *, store_row: Store | None = None, username: str | None = None) -> StaffUser:
+def staff(
+    db: Session, role: StaffRole, *, store_row: Store | None = None, username: str | None = None
+) -> StaffUser:
     """A staff user with password STAFF_PASSWORD."""
     n = next(_serial)
-    row = StaffUser(username=username or f"{role}{n}", display_name=f"{role} {n}", role=role,
-                    store_id=store_row.id if store_row else None, password_hash=hash_password(STAFF_PASSWORD))
+    row = StaffUser(
+        username=username or f"{role}{n}",
+        display_name=f"{role} {n}",
+        role=role,
+        store_id=store_row.id if store_row else None,
+        password_hash=_hash(STAFF_PASSWORD),
+    )
     db.add(row)
     db.flush()
     return row
@@ -97,8 +125,14 @@ class Holder:
         return self.line.msisdn
 
 
-def holder(db: Session, settings: Settings, *, name: str = "张伟", document: str = DOCUMENT,
-           password: str | None = PASSWORD) -> Holder:
+def holder(
+    db: Session,
+    settings: Settings,
+    *,
+    name: str = "张伟",
+    document: str = DOCUMENT,
+    password: str | None = PASSWORD,
+) -> Holder:
     """A holder with an active line served by a live SIM, known to the embedded HLR."""
     n = next(_serial)
     plan = db.query(Plan).filter_by(code="keep").one_or_none()
@@ -107,22 +141,45 @@ def holder(db: Session, settings: Settings, *, name: str = "张伟", document: s
         db.add(plan)
         db.flush()
     sub = Subscriber(
-        real_name=name, document_type=DocumentType.CN_RIC, document_number_hmac=document_hash(settings, document),
-        document_number_last4=document[-4:], contact_email=f"holder{n}@example.org", contact_phone=None,
-        delivery_address={"recipient": name, "phone": "+8613900000000", "region": "Beijing", "city": "Beijing",
-                          "street": "1 Chang'an Avenue"},
-        service_password_hash=hash_password(password) if password else None,
+        real_name=name,
+        document_type=DocumentType.CN_RIC,
+        document_number_hmac=document_hash(settings, document),
+        document_number_last4=document[-4:],
+        contact_email=f"holder{n}@example.org",
+        contact_phone=None,
+        delivery_address={
+            "recipient": name,
+            "phone": "+8613900000000",
+            "region": "Beijing",
+            "city": "Beijing",
+            "street": "1 Chang'an Avenue",
+        },
+        service_password_hash=_hash(password) if password else None,
     )
     db.add(sub)
     db.flush()
     live = sim(db, status=SimStatus.ACTIVE)
     now = utcnow()
-    line = Line(msisdn=make_msisdn(n), subscriber_id=sub.id, plan_id=plan.id, status=LineStatus.ACTIVE,
-                sim_id=live.id, activated_at=now, last_activity_at=now)
+    line = Line(
+        msisdn=make_msisdn(n),
+        subscriber_id=sub.id,
+        plan_id=plan.id,
+        status=LineStatus.ACTIVE,
+        sim_id=live.id,
+        activated_at=now,
+        last_activity_at=now,
+    )
     db.add(line)
     db.flush()
-    db.add(SimChange(line_id=line.id, old_sim_id=None, new_sim_id=live.id, changed_at=now,
-                     channel=SimChangeChannel.INITIAL))
+    db.add(
+        SimChange(
+            line_id=line.id,
+            old_sim_id=None,
+            new_sim_id=live.id,
+            changed_at=now,
+            channel=SimChangeChannel.INITIAL,
+        )
+    )
     db.add(EmbeddedHlrSubscriber(imsi=live.imsi, msisdn=line.msisdn, network_access_mode="cs+ps"))
     db.flush()
     return Holder(sub, line, live)

@@ -15,7 +15,9 @@ _REFERENCE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read al
 
 @lru_cache(maxsize=1)
 def _hasher() -> PasswordHasher:
-    return PasswordHasher()
+    # OWASP's argon2id baseline (19 MiB, 2 passes, 1 lane): strong, and cheap enough that sign-in floods
+    # cannot exhaust a 2-core server. Hashes made with other parameters still verify.
+    return PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
 
 
 @lru_cache(maxsize=1)

@@ -24,7 +24,8 @@ class TestMigrations:
             conn.execute(
                 text(
                     "INSERT INTO audit_log (at, actor, action, subject_type, subject_id, reason, data, "
-                    "prev_hash, entry_hash) VALUES (CURRENT_TIMESTAMP, 'a', 'b', 'c', 'd', '', '{}', 'p', 'h')"
+                    "prev_hash, entry_hash) "
+                    "VALUES (CURRENT_TIMESTAMP, 'a', 'b', 'c', 'd', '', '{}', 'p', 'h')"
                 )
             )
             nested = conn.begin_nested()

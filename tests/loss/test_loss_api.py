@@ -19,7 +19,9 @@ class TestReportLoss:
     ) -> None:
         """The number plus the holder's name suspends the line, the SIM and the IMSI in the HLR."""
         h = factories.holder(db, settings)
-        r = client.post("/api/v1/loss-reports", json={"msisdn": h.msisdn, "real_name": "张 伟", "reason": "stolen"})
+        r = client.post(
+            "/api/v1/loss-reports", json={"msisdn": h.msisdn, "real_name": "张 伟", "reason": "stolen"}
+        )
         assert r.status_code == 201, r.text
         assert r.json()["status"] == "open"
         db.expire_all()
@@ -39,7 +41,9 @@ class TestReportLoss:
         assert first.json()["reference"] == second.json()["reference"]
         assert snapshot(db) == before
 
-    def test_wrong_name_is_refused_and_recorded(self, client: TestClient, db: Session, settings: Settings) -> None:
+    def test_wrong_name_is_refused_and_recorded(
+        self, client: TestClient, db: Session, settings: Settings
+    ) -> None:
         """A name that is not the holder's changes nothing, but the failed proof is kept."""
         h = factories.holder(db, settings)
         before = snapshot(db)
@@ -60,7 +64,9 @@ class TestReportLoss:
         assert known.status_code == unknown.status_code == 403
         assert known.json()["detail"] == unknown.json()["detail"]
 
-    def test_report_without_any_proof_is_refused(self, client: TestClient, db: Session, settings: Settings) -> None:
+    def test_report_without_any_proof_is_refused(
+        self, client: TestClient, db: Session, settings: Settings
+    ) -> None:
         """Without signing in, a name or a document number must come with the number."""
         h = factories.holder(db, settings)
         before = snapshot(db)
@@ -82,15 +88,21 @@ class TestReportLoss:
     ) -> None:
         """A holder signed in to the line reports loss with no further details."""
         h = factories.holder(db, settings)
-        r = client.post("/api/v1/loss-reports", json={"msisdn": h.msisdn}, headers=line_headers(client, h.msisdn))
+        r = client.post(
+            "/api/v1/loss-reports", json={"msisdn": h.msisdn}, headers=line_headers(client, h.msisdn)
+        )
         assert r.status_code == 201
 
-    def test_holder_cannot_report_another_line(self, client: TestClient, db: Session, settings: Settings) -> None:
+    def test_holder_cannot_report_another_line(
+        self, client: TestClient, db: Session, settings: Settings
+    ) -> None:
         """A signed-in holder asking about someone else's line is told it does not exist."""
         a = factories.holder(db, settings)
         b = factories.holder(db, settings)
         before = snapshot(db)
-        r = client.post("/api/v1/loss-reports", json={"msisdn": b.msisdn}, headers=line_headers(client, a.msisdn))
+        r = client.post(
+            "/api/v1/loss-reports", json={"msisdn": b.msisdn}, headers=line_headers(client, a.msisdn)
+        )
         assert r.status_code == 404
         assert snapshot(db) == before
 
@@ -99,10 +111,14 @@ class TestReinstate:
     """Lifting a loss suspension needs strong proof."""
 
     def _suspend(self, client: TestClient, msisdn: str) -> None:
-        r = client.post("/api/v1/loss-reports", json={"msisdn": msisdn, "document_number": factories.DOCUMENT})
+        r = client.post(
+            "/api/v1/loss-reports", json={"msisdn": msisdn, "document_number": factories.DOCUMENT}
+        )
         assert r.status_code == 201
 
-    def test_service_password_alone_is_not_enough(self, client: TestClient, db: Session, settings: Settings) -> None:
+    def test_service_password_alone_is_not_enough(
+        self, client: TestClient, db: Session, settings: Settings
+    ) -> None:
         """The service password alone is medium assurance: reinstatement is refused, nothing changes."""
         h = factories.holder(db, settings)
         self._suspend(client, h.msisdn)
@@ -118,9 +134,11 @@ class TestReinstate:
         h = factories.holder(db, settings)
         clerk = factories.staff(db, StaffRole.CLERK, store_row=factories.store(db))
         self._suspend(client, h.msisdn)
-        r = client.post(f"/api/v1/lines/{h.msisdn}/reinstatement",
-                        json={"in_person_document_number": factories.DOCUMENT},
-                        headers=staff_headers(client, clerk.username))
+        r = client.post(
+            f"/api/v1/lines/{h.msisdn}/reinstatement",
+            json={"in_person_document_number": factories.DOCUMENT},
+            headers=staff_headers(client, clerk.username),
+        )
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "lifted"
         db.expire_all()
@@ -128,27 +146,37 @@ class TestReinstate:
         assert h.sim.status == SimStatus.ACTIVE
         assert db.get(EmbeddedHlrSubscriber, h.sim.imsi).network_access_mode == "cs+ps"
 
-    def test_clerk_with_wrong_document_is_refused(self, client: TestClient, db: Session, settings: Settings) -> None:
+    def test_clerk_with_wrong_document_is_refused(
+        self, client: TestClient, db: Session, settings: Settings
+    ) -> None:
         """A document number that is not the holder's fails and changes nothing."""
         h = factories.holder(db, settings)
         clerk = factories.staff(db, StaffRole.CLERK, store_row=factories.store(db))
         self._suspend(client, h.msisdn)
         headers = staff_headers(client, clerk.username)
         before = snapshot(db)
-        r = client.post(f"/api/v1/lines/{h.msisdn}/reinstatement",
-                        json={"in_person_document_number": "110105194912310021"}, headers=headers)
+        r = client.post(
+            f"/api/v1/lines/{h.msisdn}/reinstatement",
+            json={"in_person_document_number": "110105194912310021"},
+            headers=headers,
+        )
         assert r.status_code == 403
         assert r.json()["code"] == "PROOF_FAILED"
         assert snapshot(db) == before
 
-    def test_reinstating_an_active_line_is_refused(self, client: TestClient, db: Session, settings: Settings) -> None:
+    def test_reinstating_an_active_line_is_refused(
+        self, client: TestClient, db: Session, settings: Settings
+    ) -> None:
         """A line that is not suspended for loss cannot be reinstated."""
         h = factories.holder(db, settings)
         clerk = factories.staff(db, StaffRole.CLERK, store_row=factories.store(db))
         headers = staff_headers(client, clerk.username)
         before = snapshot(db)
-        r = client.post(f"/api/v1/lines/{h.msisdn}/reinstatement",
-                        json={"in_person_document_number": factories.DOCUMENT}, headers=headers)
+        r = client.post(
+            f"/api/v1/lines/{h.msisdn}/reinstatement",
+            json={"in_person_document_number": factories.DOCUMENT},
+            headers=headers,
+        )
         assert r.status_code == 409
         assert r.json()["code"] == "NO_OPEN_LOSS_REPORT"
         assert snapshot(db) == before
