@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Row, select, text
 from sqlalchemy.orm import Session
 
 from simkeep.db.base import utcnow
@@ -113,17 +113,18 @@ class ChainReport:
         return self.first_broken_id is None
 
 
-def _walk(session: Session, batch: int = 5000) -> Iterator[AuditEntry]:
+def _walk(session: Session, batch: int = 5000) -> Iterator[Row[Any]]:
+    """Every entry in id order, read in batches as plain rows (nothing accumulates in the session)."""
+    table = AuditEntry.__table__
     last_id = 0
     while True:
-        rows = session.scalars(
-            select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch)
+        rows = session.execute(
+            select(table).where(table.c.id > last_id).order_by(table.c.id).limit(batch)
         ).all()
         if not rows:
             return
         yield from rows
         last_id = rows[-1].id
-        session.expunge_all()
 
 
 def verify_chain(session: Session) -> ChainReport:

@@ -1,0 +1,120 @@
+"""The audit log's hash chain, and `simkeep audit verify`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from simkeep.audit.service import GENESIS_HASH, record, verify_chain
+from simkeep.cli import app
+from simkeep.config import Settings, get_settings
+from simkeep.models import AuditEntry
+
+
+def _disable_guard(session: Session) -> None:
+    """Simulate an attacker with database access: drop the append-only guard inside this transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
+    else:
+        session.execute(text("DROP TRIGGER audit_log_no_update"))
+        session.execute(text("DROP TRIGGER audit_log_no_delete"))
+
+
+class TestChain:
+    """Appending and verifying."""
+
+    def test_entries_link_to_their_predecessor(self, db: Session) -> None:
+        """Each entry carries the hash of the one before; the first carries the genesis hash."""
+        a = record(db, actor="cli", action="test.one", subject_type="t", subject_id=1, data={"x": "中文"})
+        b = record(db, actor="cli", action="test.two", subject_type="t", subject_id=1)
+        assert a.prev_hash == GENESIS_HASH
+        assert b.prev_hash == a.entry_hash
+        db.expire_all()
+        report = verify_chain(db)
+        assert (report.ok, report.entries) == (True, 2)
+
+    def test_edited_entry_is_found(self, db: Session) -> None:
+        """Changing an entry's contents breaks the chain at that entry."""
+        record(db, actor="cli", action="test.one", subject_type="t", subject_id=1)
+        b = record(db, actor="cli", action="test.two", subject_type="t", subject_id=1, reason="original")
+        record(db, actor="cli", action="test.three", subject_type="t", subject_id=1)
+        _disable_guard(db)
+        db.execute(text("UPDATE audit_log SET reason = 'forged' WHERE id = :id"), {"id": b.id})
+        db.expire_all()
+        report = verify_chain(db)
+        assert report.first_broken_id == b.id
+        assert report.problem is not None
+        assert "hash" in report.problem
+
+    def test_deleted_entry_is_found(self, db: Session) -> None:
+        """Removing an entry breaks the link of the entry after it."""
+        record(db, actor="cli", action="test.one", subject_type="t", subject_id=1)
+        b = record(db, actor="cli", action="test.two", subject_type="t", subject_id=1)
+        c = record(db, actor="cli", action="test.three", subject_type="t", subject_id=1)
+        _disable_guard(db)
+        db.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": b.id})
+        db.expire_all()
+        assert verify_chain(db).first_broken_id == c.id
+
+    def test_fork_is_refused(self, db: Session) -> None:
+        """Two entries can never claim the same predecessor (unique prev_hash)."""
+        a = record(db, actor="cli", action="test.one", subject_type="t", subject_id=1)
+        from sqlalchemy.exc import IntegrityError
+
+        db.add(
+            AuditEntry(
+                at=a.at,
+                actor="x",
+                action="y",
+                subject_type="t",
+                subject_id="1",
+                reason="",
+                data={},
+                prev_hash=a.prev_hash,
+                entry_hash="f" * 64,
+            )
+        )
+        with pytest.raises(IntegrityError):
+            db.flush()
+        db.rollback()
+
+
+class TestVerifyCommand:
+    """`simkeep audit verify` on a real database."""
+
+    @pytest.fixture
+    def cli_env(self, fresh: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch) -> Engine:
+        """The CLI pointed at the fresh database."""
+        engine, settings = fresh
+        monkeypatch.setenv("SIMKEEP_DATABASE_URL", settings.database_url)
+        monkeypatch.setenv("SIMKEEP_SECRET_KEY", settings.secret_key)
+        get_settings.cache_clear()
+        yield engine
+        get_settings.cache_clear()
+
+    def test_intact_chain_exits_zero(self, cli_env: Engine) -> None:
+        """An intact chain: exit 0 and the number of entries."""
+        with Session(cli_env) as s:
+            record(s, actor="cli", action="test.one", subject_type="t", subject_id=1)
+            s.commit()
+        result = CliRunner().invoke(app, ["audit", "verify", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == {"ok": True, "entries": 1}
+
+    def test_broken_chain_exits_one_and_names_entry(self, cli_env: Engine) -> None:
+        """A tampered entry: exit 1, and the first broken entry is named."""
+        with Session(cli_env) as s:
+            record(s, actor="cli", action="test.one", subject_type="t", subject_id=1)
+            b_id = record(s, actor="cli", action="test.two", subject_type="t", subject_id=1).id
+            s.commit()
+            _disable_guard(s)
+            s.execute(text("UPDATE audit_log SET actor = 'mallory' WHERE id = :id"), {"id": b_id})
+            s.commit()
+        result = CliRunner().invoke(app, ["audit", "verify", "--json"])
+        assert result.exit_code == 1
+        out = json.loads(result.stdout)
+        assert (out["error"], out["entry_id"]) == ("AUDIT_CHAIN_BROKEN", b_id)
