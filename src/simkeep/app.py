@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy.orm import Session
 
 from simkeep import __version__
+from simkeep.body_limit import BodyLimitMiddleware
 from simkeep.config import Settings, get_settings
 from simkeep.db.engine import make_engine, make_session_factory
 from simkeep.errors import install_error_handlers
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, session_scope: SessionScope 
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     secret_key: str = PLACEHOLDER_SECRET
     sqlite_busy_timeout_ms: int = 30_000
     db_pool_size: int = 10
+    max_request_bytes: int = 1_000_000
 
     # Policies (DOMAIN.md section 4); all configurable per operator.
     currency: str = "CNY"
