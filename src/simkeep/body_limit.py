@@ -7,7 +7,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):  # noqa: N818 - internal signal between receive() and the middleware
+class BodyTooLarge(Exception):
     """Raised inside receive() when the body passes the limit."""
 
 
