@@ -18,6 +18,7 @@ from simkeep.auth.actors import SYSTEM, Actor
 from simkeep.billing import service as billing
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
+from simkeep.errors import InvalidInput
 from simkeep.identity.assurance import Assurance, Method
 from simkeep.identity.service import Evidence, ProofContext, assess, require
 from simkeep.lines import repository as lines_repo
@@ -248,7 +249,7 @@ def decide(session: Session, *, actor: Actor, reference: str, approve: bool, rea
     """A reviewer's decision on an order in review."""
     order = get_order(session, actor=actor, reference=reference, for_update=True)
     if not reason.strip():
-        raise ActorNotAllowed("A decision needs a reason.", code="REASON_REQUIRED")
+        raise InvalidInput("A decision needs a reason.", code="REASON_REQUIRED")
     if approve:
         workflow.apply(session, order, "approve_after_review", actor=actor, note=reason)
         order.decision_reason = reason
@@ -285,7 +286,7 @@ def waive(session: Session, *, actor: Actor, reference: str, reason: str) -> Rep
     """Staff waive the fee, with a reason."""
     order = get_order(session, actor=actor, reference=reference, for_update=True)
     if not reason.strip():
-        raise ActorNotAllowed("Waiving a fee needs a reason.", code="REASON_REQUIRED")
+        raise InvalidInput("Waiving a fee needs a reason.", code="REASON_REQUIRED")
     workflow.apply(session, order, "waive_fee", actor=actor, note=reason)
     order.fee_waived = True
     billing.record_charge(
@@ -335,7 +336,7 @@ def assign_sim(
         workflow.apply(session, order, "assign_sim", actor=actor)  # raises the precise refusal
     if order.channel == Channel.STORE:
         if iccid is None:
-            raise ActorNotAllowed("Scan or type the new SIM's ICCID.", code="ICCID_REQUIRED")
+            raise InvalidInput("Scan or type the new SIM's ICCID.", code="ICCID_REQUIRED")
         if order.store_id is None or (actor.store_id != order.store_id and actor.role != StaffRole.ADMIN):
             raise ActorNotAllowed("This order belongs to another store.")
         sim = sims_service.reserve_by_iccid(
@@ -353,7 +354,7 @@ def ship(session: Session, *, actor: Actor, reference: str, tracking_number: str
     """The warehouse handed the SIM to the carrier."""
     order = get_order(session, actor=actor, reference=reference, for_update=True)
     if not tracking_number.strip():
-        raise ActorNotAllowed("A shipment needs its tracking number.", code="TRACKING_NUMBER_REQUIRED")
+        raise InvalidInput("A shipment needs its tracking number.", code="TRACKING_NUMBER_REQUIRED")
     workflow.apply(session, order, "ship", actor=actor, data={"tracking_number": tracking_number})
     order.tracking_number = tracking_number.strip()[:64]
     sim = session.get(Sim, order.new_sim_id)
