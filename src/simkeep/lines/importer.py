@@ -1,0 +1,693 @@
+"""Migration of lines from an operator's existing system (``simkeep lines import``).
+
+Each good row yields a subscriber (created, or reused by ``subscriber_ref``), an active line, its active SIM,
+one SIM-change record (channel ``import``) and the embedded HLR's entry. Document numbers are kept only as a
+keyed hash and their last four characters; no message, log or row holds one in clear. The reading,
+batching and classification machinery is shared with the SIM stock import (:mod:`simkeep.sims.importer`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import phonenumbers
+from sqlalchemy import Connection, Engine
+from stdnum.cn import ric
+
+from simkeep.config import Settings
+from simkeep.db.base import utcnow
+from simkeep.identifiers import E164, iccid_problem, imsi_problem, msisdn_problem
+from simkeep.sims.importer import (
+    BATCH_ROWS,
+    NULL,
+    SIM_KINDS,
+    Batch,
+    ImportResult,
+    RowError,
+    RunLedger,
+    batches_of,
+    check_file,
+    copy_text,
+    driver,
+    load_batches,
+    pg_reserve_ids,
+    record_run,
+    records,
+    sqlite_next_id,
+    sqlite_now,
+    want_parallel,
+)
+
+LINE_COLUMNS = (
+    "subscriber_ref", "real_name", "document_type", "document_number", "contact_email", "contact_phone",
+    "language", "msisdn", "plan", "iccid", "imsi", "sim_kind", "activated_at", "last_sim_change_at",
+    "last_activity_at",
+)  # fmt: skip
+DOCUMENT_PURPOSE = "document-number"
+NEW_PLAN_INACTIVITY_DAYS = 180
+_LANGUAGES = frozenset({"zh-CN", "en"})
+_PASSPORT = re.compile(r"^[A-Z0-9]{5,9}$")
+_RIC_BODY = re.compile(r"^[0-9]{17}[0-9X]$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CLOCK_SKEW = timedelta(minutes=5)
+
+
+# --- the checks -------------------------------------------------------------------------------------------
+
+
+def document_key(secret_key: str) -> bytes:
+    """The HMAC key :func:`simkeep.security.keyed_hash` derives for document numbers, computed once."""
+    return hmac.new(secret_key.encode(), DOCUMENT_PURPOSE.encode(), hashlib.sha256).digest()
+
+
+@lru_cache(maxsize=65536)
+def _ric_place_known(region: str, year: int) -> bool:
+    try:
+        ric.get_birth_place(f"{region}{year:04d}01010000")
+    except ric.InvalidComponent:
+        return False
+    return True
+
+
+def ric_problem(number: str) -> str | None:
+    """Why a compacted CN resident ID is invalid, or None; the same verdicts as ``stdnum.cn.ric.validate``.
+
+    stdnum's region lookup dominates its cost and depends only on the region code and the birth year, so
+    it is cached; the other checks are stdnum's own, in stdnum's order.
+    """
+    if len(number) != 18:
+        return "a CN resident ID has 18 characters"
+    if not _RIC_BODY.match(number):
+        return "a CN resident ID has 17 digits and a check character (0-9 or X)"
+    if number[-1] != ric.calc_check_digit(number):
+        return "the check character of the CN resident ID is wrong (invalid checksum)"
+    try:
+        year = ric.get_birth_date(number).year
+    except ric.InvalidComponent:
+        return "the CN resident ID holds an impossible birth date (invalid component)"
+    if not _ric_place_known(number[:6], year):
+        return "the CN resident ID holds an unknown region code (invalid component)"
+    return None
+
+
+def compact_ric(value: str) -> str:
+    """The resident ID without spaces, as ``stdnum.cn.ric.compact`` writes it."""
+    value = value.replace(" ", "")
+    return value.upper().strip() if value.isascii() else str(ric.compact(value))
+
+
+@lru_cache(maxsize=1024)
+def _calling_code(digits3: str) -> int | None:
+    for size in (1, 2, 3):
+        if int(digits3[:size]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return int(digits3[:size])
+    return None
+
+
+def fast_msisdn_problem(msisdn: str) -> str | None:
+    """:func:`simkeep.identifiers.msisdn_problem` without its costly parse on the numbers it accepts.
+
+    An E.164 string is split at its country calling code and checked with ``phonenumbers.is_valid_number``;
+    anything that fails is judged (and explained) by ``msisdn_problem`` itself.
+    """
+    if E164.match(msisdn):
+        code = _calling_code(msisdn[1:4])
+        if code is not None:
+            national = msisdn[1 + len(str(code)) :]
+            number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national or "0"))
+            zeros = len(national) - len(national.lstrip("0"))
+            if len(national) > 1 and zeros:
+                number.italian_leading_zero = True
+                zeros = min(zeros, len(national) - 1)
+                if zeros != 1:
+                    number.number_of_leading_zeros = zeros
+            if national and phonenumbers.is_valid_number(number):
+                return None
+    return msisdn_problem(msisdn)
+
+
+def parse_timestamp(value: str) -> datetime | str:
+    """An aware UTC datetime from ISO 8601 with a zone, or the reason it is not one."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return "not an ISO 8601 timestamp (like 2024-05-01T08:30:00+08:00)"
+    if parsed.tzinfo is None:
+        return "needs a time zone (Z or +08:00)"
+    return parsed.astimezone(UTC)
+
+
+class _Line(NamedTuple):
+    ref: str
+    subscriber: list[Any]  # real_name, document_type, hmac, last4, country, email, phone, language
+    msisdn: str
+    plan: str
+    iccid: str
+    imsi: str
+    kind: str
+    activated_at: datetime
+    changed_at: datetime
+    last_activity_at: datetime | None
+
+
+def check_line(  # noqa: PLR0911, PLR0912 - one flat check per field reads better than a table of lambdas
+    values: list[str], key: bytes, latest: datetime
+) -> _Line | tuple[str, str]:
+    """Validate one row's fields; return the normalised line or ``(field, reason)``."""
+    (ref, name, doc_type, doc_number, email, phone, language, msisdn, plan, iccid, imsi, kind,
+     activated, changed, activity) = values  # fmt: skip
+    if not ref or len(ref) > 64 or not ref.isprintable():
+        return "subscriber_ref", "required, at most 64 printable characters"
+    if not name or len(name) > 200 or not name.isprintable():
+        return "real_name", "required, at most 200 printable characters"
+    if doc_type == "cn_ric":
+        number = compact_ric(doc_number)
+        problem = ric_problem(number)
+        country = "CHN"
+    elif doc_type == "passport":
+        number = doc_number.replace(" ", "").upper()
+        problem = None if _PASSPORT.match(number) else "a passport number has 5 to 9 letters or digits"
+        country = "XXX"  # ICAO 9303: nationality not specified; the source file does not say
+    else:
+        return "document_type", "must be cn_ric or passport"
+    if problem:
+        return "document_number", problem
+    if email and (len(email) > 254 or not _EMAIL.match(email)):
+        return "contact_email", "not an e-mail address"
+    problem = fast_msisdn_problem(msisdn)
+    if problem:
+        return "msisdn", problem
+    if phone:
+        if phone == msisdn:
+            return "contact_phone", "must differ from the line's own number"
+        problem = fast_msisdn_problem(phone)
+        if problem:
+            return "contact_phone", problem
+    language = language or "zh-CN"
+    if language not in _LANGUAGES:
+        return "language", "must be zh-CN or en (empty means zh-CN)"
+    if not plan or len(plan) > 32 or not plan.isprintable():
+        return "plan", "required, at most 32 printable characters"
+    problem = iccid_problem(iccid)
+    if problem:
+        return "iccid", problem
+    problem = imsi_problem(imsi)
+    if problem:
+        return "imsi", problem
+    if kind not in SIM_KINDS:
+        return "sim_kind", "must be physical or esim"
+    stamps: list[datetime | None] = []
+    for column, value, required in (
+        ("activated_at", activated, True),
+        ("last_sim_change_at", changed, False),
+        ("last_activity_at", activity, False),
+    ):
+        if not value:
+            if required:
+                return column, "required"
+            stamps.append(None)
+            continue
+        parsed = parse_timestamp(value)
+        if isinstance(parsed, str):
+            return column, parsed
+        if parsed > latest:
+            return column, "is in the future"
+        stamps.append(parsed)
+    activated_at, changed_at, last_activity_at = stamps
+    assert activated_at is not None
+    if changed_at is not None and changed_at < activated_at:
+        return "last_sim_change_at", "is before activated_at"
+    digest = hmac.digest(key, number.encode(), "sha256").hex()
+    subscriber = [name, doc_type, digest, number[-4:], country, email or None, phone or None, language]
+    return _Line(ref, subscriber, msisdn, plan, iccid, imsi, kind, activated_at,
+                 changed_at or activated_at, last_activity_at)  # fmt: skip
+
+
+# --- the reader -------------------------------------------------------------------------------------------
+
+
+class LinesExtra(NamedTuple):
+    """What a lines batch carries besides its lines: its subscribers and the plan codes it names."""
+
+    subscribers: str  # JSON rows (SQLite) or COPY text (PostgreSQL)
+    plans: frozenset[str]
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    return None if value is None else value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _pg_time(value: datetime | None) -> str:
+    return NULL if value is None else value.isoformat()
+
+
+def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) -> tuple[str, str]:
+    if not postgres:
+        for row in lines:
+            row[7], row[8], row[9] = _sqlite_time(row[7]), _sqlite_time(row[8]), _sqlite_time(row[9])
+        return json.dumps(subs, ensure_ascii=False), json.dumps(lines, ensure_ascii=False)
+    sub_text = "".join(
+        f"{k}\t{copy_text(s[0])}\t{copy_text(s[1])}\t{s[2]}\t{s[3]}\t{s[4]}\t{s[5]}\t"
+        f"{NULL if s[6] is None else copy_text(s[6])}\t{NULL if s[7] is None else s[7]}\t{s[8]}\n"
+        for k, s in enumerate(subs)
+    )
+    line_text = "".join(
+        f"{k}\t{r[0]}\t{copy_text(r[1])}\t{r[2]}\t{copy_text(r[3])}\t{r[4]}\t{r[5]}\t{r[6]}\t"
+        f"{_pg_time(r[7])}\t{_pg_time(r[8])}\t{_pg_time(r[9])}\n"
+        for k, r in enumerate(lines)
+    )
+    return sub_text, line_text
+
+
+def check_line_rows(
+    path: Path, *, key: bytes, postgres: bool, batch_rows: int = BATCH_ROWS
+) -> Iterator[Batch]:
+    """Parse and validate migration rows; yield batches of good lines, their subscribers and the errors."""
+    latest = utcnow() + _CLOCK_SKEW
+    subs: list[list[Any]] = []  # ref, real_name, document_type, hmac, last4, country, email, phone, language
+    lines: list[list[Any]] = []  # sub_k, ref, msisdn, plan, iccid, imsi, kind, activated, activity, changed
+    numbers: array[int] = array("i")
+    errors: list[RowError] = []
+    refs: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    plans: set[str] = set()
+    count = 0
+
+    def flush() -> Batch:
+        order = sorted(range(len(subs)), key=lambda k: subs[k][3])  # index locality for the hash column
+        position = {old: new for new, old in enumerate(order)}
+        for row in lines:
+            row[0] = position[row[0]]
+        sub_payload, line_payload = _serialise([subs[k] for k in order], lines, postgres)
+        return Batch(count, errors, numbers, line_payload, LinesExtra(sub_payload, frozenset(plans)))
+
+    for line_no, raw in records(path):
+        count += 1
+        checked: _Line | tuple[str, str]
+        if len(raw) != 15:
+            checked = ("row", f"expected 15 fields, found {len(raw)}")
+        else:
+            checked = check_line(raw, key, latest)
+            if not isinstance(checked, _Line) and any(value != value.strip() for value in raw):
+                checked = check_line([value.strip() for value in raw], key, latest)
+        problem = _admit(checked, line_no, subs, lines, refs, seen) if isinstance(checked, _Line) else checked
+        if problem is None:
+            assert isinstance(checked, _Line)
+            numbers.append(line_no)
+            plans.add(checked.plan)
+        else:
+            errors.append(RowError(line_no, *problem))
+        if count >= batch_rows:
+            yield flush()
+            subs, lines, numbers, errors, count = [], [], array("i"), [], 0
+            refs.clear()
+            seen.clear()
+            plans.clear()
+    if count:
+        yield flush()
+
+
+def _admit(  # noqa: PLR0917 - a hot-path helper called once per row; keywords would cost measurable time
+    row: _Line,
+    line_no: int,
+    subs: list[list[Any]],
+    lines: list[list[Any]],
+    refs: dict[str, int],
+    seen: dict[str, int],
+) -> tuple[str, str] | None:
+    """Add a checked row to the batch unless it repeats a number, SIM or subscriber of an earlier line."""
+    for column, value in (("msisdn", row.msisdn), ("iccid", row.iccid), ("imsi", row.imsi)):
+        first = seen.get(column + value)
+        if first is not None:
+            return column, f"the {column} is also on line {first}"
+    sub_k = refs.get(row.ref)
+    if sub_k is None:
+        sub_k = refs[row.ref] = len(subs)
+        subs.append([row.ref, *row.subscriber])
+    elif subs[sub_k][3] != row.subscriber[2]:
+        return "document_number", "the subscriber_ref is used by an earlier line with another document"
+    for column, value in (("msisdn", row.msisdn), ("iccid", row.iccid), ("imsi", row.imsi)):
+        seen[column + value] = line_no
+    lines.append(
+        [sub_k, row.ref, row.msisdn, row.plan, row.iccid, row.imsi, row.kind, row.activated_at,
+         row.last_activity_at, row.changed_at]
+    )  # fmt: skip
+    return None
+
+
+# --- the writer -------------------------------------------------------------------------------------------
+
+
+def _j(i: int) -> str:
+    return f"json_extract(j.value, '$[{i}]')"
+
+
+_NOW = ":now, :now"
+_SQLITE_SUBS = (
+    "INSERT INTO subscribers (id, external_ref, real_name, document_type, document_number_hmac, "
+    "document_number_last4, document_country, contact_email, contact_phone, language, created_at, "
+    f"updated_at) SELECT :sb + j.key, {', '.join(_j(i) for i in range(9))}, {_NOW} FROM json_each(:subs) "
+    "AS j WHERE j.key NOT IN (SELECT value FROM json_each(:skip))"
+)
+_SQLITE_SIMS = (
+    "INSERT INTO sims (id, iccid, imsi, kind, status, location, store_id, batch, created_at, updated_at) "
+    f"SELECT :mb + j.key, {_j(4)}, {_j(5)}, {_j(6)}, 'active', 'warehouse', NULL, 'import', {_NOW} "
+    "FROM json_each(:lines) AS j"
+)
+_SQLITE_LINES = (
+    "INSERT INTO lines (id, msisdn, subscriber_id, plan_id, status, sim_id, sim_change_lock, activated_at, "
+    f"last_activity_at, created_at, updated_at) SELECT :lb + j.key, {_j(2)}, {{sub}}, "
+    f"(SELECT p.id FROM plans AS p WHERE p.code = {_j(3)}), 'active', :mb + j.key, 0, {_j(7)}, {_j(8)}, "
+    f"{_NOW} FROM json_each(:lines) AS j"
+)
+_SQLITE_CHANGES = (
+    "INSERT INTO sim_changes (id, line_id, new_sim_id, changed_at, channel) "
+    f"SELECT :cb + j.key, :lb + j.key, :mb + j.key, {_j(9)}, 'import' FROM json_each(:lines) AS j"
+)
+_SQLITE_HLR = (
+    "INSERT INTO embedded_hlr_subscribers (imsi, msisdn, network_access_mode, updated_at) "
+    f"SELECT {_j(5)}, {_j(2)}, 'cs+ps', :now FROM json_each(:lines) AS j"
+)
+_SQLITE_SUB_ARITH = f":sb + {_j(0)}"
+_SQLITE_SUB_LOOKUP = f"(SELECT s.id FROM subscribers AS s WHERE s.external_ref = {_j(1)})"
+_SQLITE_PROBE = "SELECT j.value, {cols} FROM json_each(?) AS j CROSS JOIN {table} WHERE {match} = j.value"
+
+_PG_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS sk_import_subs (k integer, ref text, real_name text, document_type "
+    "text, hmac text, last4 text, country text, email text, phone text, language text) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS sk_import_lines (k integer, sub_k integer, ref text, msisdn text, "
+    "plan text, iccid text, imsi text, kind text, activated_at timestamptz, last_activity_at timestamptz, "
+    "changed_at timestamptz) ON COMMIT DELETE ROWS",
+)
+_PG_LOCK = (
+    "LOCK TABLE plans, subscribers, sims, lines, sim_changes, embedded_hlr_subscribers "
+    "IN SHARE ROW EXCLUSIVE MODE"
+)
+_PG_NOW = "%(now)s, %(now)s"
+_PG_INSERTS = (
+    "INSERT INTO subscribers (id, external_ref, real_name, document_type, document_number_hmac, "
+    "document_number_last4, document_country, contact_email, contact_phone, language, created_at, "
+    f"updated_at) SELECT %(sb)s + k, ref, real_name, document_type, hmac, last4, country, email, phone, "
+    f"language, {_PG_NOW} FROM sk_import_subs",
+    "INSERT INTO sims (id, iccid, imsi, kind, status, location, store_id, batch, created_at, updated_at) "
+    f"SELECT %(mb)s + k, iccid, imsi, kind, 'active', 'warehouse', NULL, 'import', {_PG_NOW} "
+    "FROM sk_import_lines",
+    "INSERT INTO lines (id, msisdn, subscriber_id, plan_id, status, sim_id, sim_change_lock, activated_at, "
+    "last_activity_at, created_at, updated_at) SELECT %(lb)s + sl.k, sl.msisdn, {sub}, p.id, 'active', "
+    f"%(mb)s + sl.k, false, sl.activated_at, sl.last_activity_at, {_PG_NOW} FROM sk_import_lines AS sl "
+    "JOIN plans AS p ON p.code = sl.plan",
+    "INSERT INTO sim_changes (id, line_id, new_sim_id, changed_at, channel) "
+    "SELECT %(cb)s + k, %(lb)s + k, %(mb)s + k, changed_at, 'import' FROM sk_import_lines",
+    "INSERT INTO embedded_hlr_subscribers (imsi, msisdn, network_access_mode, updated_at) "
+    "SELECT imsi, msisdn, 'cs+ps', %(now)s FROM sk_import_lines",
+)
+_PG_SUB_ARITH = "%(sb)s + sl.sub_k"
+_PG_SUB_LOOKUP = "(SELECT s.id FROM subscribers AS s WHERE s.external_ref = sl.ref)"
+_PG_PROBES = (
+    "SELECT sl.k, l.id, COALESCE(s.iccid = sl.iccid, false) FROM sk_import_lines AS sl "
+    "JOIN lines AS l ON l.msisdn = sl.msisdn LEFT JOIN sims AS s ON s.id = l.sim_id",
+    "SELECT sl.k, s.id FROM sk_import_lines AS sl JOIN sims AS s ON s.iccid = sl.iccid",
+    "SELECT sl.k, s.id FROM sk_import_lines AS sl JOIN sims AS s ON s.imsi = sl.imsi AND s.iccid <> sl.iccid",
+    "SELECT sl.k FROM sk_import_lines AS sl JOIN embedded_hlr_subscribers AS h ON h.imsi = sl.imsi "
+    "UNION SELECT sl.k FROM sk_import_lines AS sl JOIN embedded_hlr_subscribers AS h ON h.msisdn = sl.msisdn",
+)
+_OTHER_DOCUMENT = "the subscriber_ref already belongs to a subscriber with another document"
+
+
+class _Found(NamedTuple):
+    """Existing rows that collide with a batch's lines, by position in the batch."""
+
+    msisdn: dict[int, tuple[int, bool]]  # line id, and whether that line's SIM has the same ICCID
+    iccid: dict[int, int]  # SIM id
+    imsi: dict[int, int]  # SIM id (another ICCID)
+    hlr: set[int]
+
+
+class LineWriter:
+    """Writes batches of migrated lines, one transaction each, classifying rows a unique key refuses."""
+
+    def __init__(self, conn: Connection) -> None:
+        from sqlalchemy import select
+
+        from simkeep.models import Plan
+
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+        self.line_ledger = RunLedger()
+        self.sim_ledger = RunLedger()
+        self.created_plans: list[str] = []
+        with conn.begin():
+            self.plans = dict(conn.execute(select(Plan.code, Plan.id)))
+
+    def write(self, batch: Batch) -> tuple[int, int, list[RowError]]:
+        """Insert one batch; return (imported, already present, errors)."""
+        if not batch.lines:
+            return 0, 0, []
+        with self.conn.begin():
+            cur = driver(self.conn).cursor()
+            if self.postgres:
+                return self._write_pg(cur, batch)
+            return self._write_sqlite(cur, batch)
+
+    def _ensure_plans(self, cur: Any, codes: frozenset[str], now: Any) -> None:
+        for code in sorted(codes - self.plans.keys()):
+            if self.postgres:
+                cur.execute(
+                    "INSERT INTO plans (code, name, inactivity_days, created_at) "
+                    "VALUES (%s, %s, %s, %s) RETURNING id",
+                    (code, code, NEW_PLAN_INACTIVITY_DAYS, now),
+                )
+                self.plans[code] = int(cur.fetchone()[0])
+            else:
+                self.plans[code] = sqlite_next_id(cur, "plans")
+                cur.execute(
+                    "INSERT INTO plans (id, code, name, inactivity_days, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (self.plans[code], code, code, NEW_PLAN_INACTIVITY_DAYS, now),
+                )
+            self.created_plans.append(code)
+
+    def _write_sqlite(self, cur: Any, batch: Batch) -> tuple[int, int, list[RowError]]:
+        import sqlite3
+
+        extra: LinesExtra = batch.extra
+        now = sqlite_now()
+        self._ensure_plans(cur, extra.plans, now)
+        cur.execute(
+            f"SELECT j.key, s.document_number_hmac = {_j(3)} FROM json_each(?) AS j "
+            f"CROSS JOIN subscribers AS s WHERE s.external_ref = {_j(0)}",
+            (extra.subscribers,),
+        )
+        existing = {int(k): bool(same) for k, same in cur}
+        p: dict[str, Any] = {"now": now, "subs": extra.subscribers, "lines": batch.payload}
+        for name, table in (("sb", "subscribers"), ("mb", "sims"), ("lb", "lines"), ("cb", "sim_changes")):
+            p[name] = sqlite_next_id(cur, table)
+        p["skip"] = json.dumps(sorted(existing))
+        lines, errors = batch.lines, []
+        rows: list[list[Any]] | None = None
+        if not all(existing.values()):
+            rows = json.loads(batch.payload)
+            keep = [k for k, row in enumerate(rows) if existing.get(row[0], True)]
+            errors = [RowError(lines[k], "document_number", _OTHER_DOCUMENT) for k in range(len(rows))
+                      if not existing.get(rows[k][0], True)]  # fmt: skip
+            rows, lines = [rows[k] for k in keep], array("i", (lines[k] for k in keep))
+            p["lines"] = json.dumps(rows, ensure_ascii=False)
+        cur.execute("SAVEPOINT sk_batch")
+        try:
+            self._insert_sqlite(cur, p, lookup=bool(existing))
+            present = 0
+        except sqlite3.IntegrityError:
+            cur.execute("ROLLBACK TO sk_batch")
+            rows = json.loads(p["lines"]) if rows is None else rows
+            drop, present, more = self._classify(lines, self._probe_sqlite(cur, rows))
+            errors += more
+            keep = [k for k in range(len(rows)) if k not in drop]
+            used = {rows[k][0] for k in keep}
+            subs = json.loads(extra.subscribers)
+            p["skip"] = json.dumps([k for k in range(len(subs)) if k not in used or k in existing])
+            p["lines"] = json.dumps([rows[k] for k in keep], ensure_ascii=False)
+            lines = array("i", (lines[k] for k in keep))
+            if keep:
+                self._insert_sqlite(cur, p, lookup=True)
+        cur.execute("RELEASE sk_batch")
+        if lines:
+            self.line_ledger.add(p["lb"], lines)
+            self.sim_ledger.add(p["mb"], lines)
+        return len(lines), present, errors
+
+    @staticmethod
+    def _insert_sqlite(cur: Any, p: dict[str, Any], *, lookup: bool) -> None:
+        cur.execute(_SQLITE_SUBS, p)
+        cur.execute(_SQLITE_SIMS, p)
+        cur.execute(_SQLITE_LINES.format(sub=_SQLITE_SUB_LOOKUP if lookup else _SQLITE_SUB_ARITH), p)
+        cur.execute(_SQLITE_CHANGES, p)
+        cur.execute(_SQLITE_HLR, p)
+
+    @staticmethod
+    def _probe_sqlite(cur: Any, rows: list[list[Any]]) -> _Found:
+        def probe(column: int, table: str, match: str, cols: str) -> list[tuple[int, Any, Any]]:
+            at = {row[column]: k for k, row in enumerate(rows)}
+            sql = _SQLITE_PROBE.format(cols=cols, table=table, match=match)
+            cur.execute(sql, (json.dumps(list(at), ensure_ascii=False),))
+            return [(at[v], a, b) for v, a, b in cur]
+
+        msisdn = probe(2, "lines AS l LEFT JOIN sims AS s ON s.id = l.sim_id", "l.msisdn", "l.id, s.iccid")
+        iccid = probe(4, "sims AS s", "s.iccid", "s.id, NULL")
+        imsi = probe(5, "sims AS s", "s.imsi", "s.id, s.iccid")
+        hlr = probe(5, "embedded_hlr_subscribers AS h", "h.imsi", "NULL, NULL")
+        hlr += probe(2, "embedded_hlr_subscribers AS h", "h.msisdn", "NULL, NULL")
+        return _Found(
+            {k: (lid, other == rows[k][4]) for k, lid, other in msisdn},
+            {k: sid for k, sid, _ in iccid},
+            {k: sid for k, sid, other in imsi if other != rows[k][4]},
+            {k for k, _, _ in hlr},
+        )
+
+    def _write_pg(self, cur: Any, batch: Batch) -> tuple[int, int, list[RowError]]:
+        import psycopg
+
+        extra: LinesExtra = batch.extra
+        now = utcnow()
+        cur.execute("SET LOCAL client_min_messages = warning")
+        for ddl in _PG_STAGE:
+            cur.execute(ddl)
+        cur.execute(_PG_LOCK)
+        self._ensure_plans(cur, extra.plans, now)
+        with cur.copy("COPY sk_import_subs FROM STDIN") as copy:
+            copy.write(extra.subscribers)
+        with cur.copy("COPY sk_import_lines FROM STDIN") as copy:
+            copy.write(batch.payload)
+        _index_joins(cur, on=True)
+        cur.execute(
+            "SELECT st.k, s.document_number_hmac = st.hmac FROM sk_import_subs AS st "
+            "JOIN subscribers AS s ON s.external_ref = st.ref"
+        )
+        existing = dict(cur.fetchall())
+        errors: list[RowError] = []
+        if not all(existing.values()):
+            bad = [k for k, same in existing.items() if not same]
+            cur.execute("DELETE FROM sk_import_lines WHERE sub_k = ANY(%s) RETURNING k", (bad,))
+            errors = [RowError(batch.lines[k], "document_number", _OTHER_DOCUMENT) for (k,) in cur]
+        if existing:
+            cur.execute("DELETE FROM sk_import_subs WHERE k = ANY(%s)", (list(existing),))
+        n = len(batch.lines)
+        p: dict[str, Any] = {
+            "now": now,
+            "sb": pg_reserve_ids(cur, "subscribers", extra.subscribers.count("\n")),
+        }
+        for name, table in (("mb", "sims"), ("lb", "lines"), ("cb", "sim_changes")):
+            p[name] = pg_reserve_ids(cur, table, n)
+        self.line_ledger.add(p["lb"], batch.lines)
+        self.sim_ledger.add(p["mb"], batch.lines)
+        _index_joins(cur, on=False)
+        cur.execute("SAVEPOINT sk_batch")
+        try:
+            self._insert_pg(cur, p, lookup=bool(existing))
+            return n - len(errors), 0, errors
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT sk_batch")
+        _index_joins(cur, on=True)
+        found = []
+        for sql in _PG_PROBES:
+            cur.execute(sql)
+            found.append(cur.fetchall())
+        _index_joins(cur, on=False)
+        drop, present, more = self._classify(
+            batch.lines,
+            _Found(
+                {k: (lid, same) for k, lid, same in found[0]},
+                dict(found[1]),
+                dict(found[2]),
+                {k for (k,) in found[3]},
+            ),
+        )
+        cur.execute("DELETE FROM sk_import_lines WHERE k = ANY(%s)", (sorted(drop),))
+        cur.execute(
+            "DELETE FROM sk_import_subs AS ss WHERE NOT EXISTS "
+            "(SELECT 1 FROM sk_import_lines AS sl WHERE sl.sub_k = ss.k)"
+        )
+        self._insert_pg(cur, p, lookup=True)
+        return n - len(errors) - len(drop), present, errors + more
+
+    @staticmethod
+    def _insert_pg(cur: Any, p: dict[str, Any], *, lookup: bool) -> None:
+        for sql in _PG_INSERTS:
+            cur.execute(sql.replace("{sub}", _PG_SUB_LOOKUP if lookup else _PG_SUB_ARITH), p)
+
+    def _classify(self, lines: array[int], found: _Found) -> tuple[set[int], int, list[RowError]]:
+        """Which rows (by position) not to insert, how many are already present, and the errors."""
+        drop: set[int] = set()
+        present = 0
+        errors: list[RowError] = []
+
+        def reject(k: int, column: str, ledger: RunLedger, row_id: int | None, reason: str) -> None:
+            drop.add(k)
+            earlier = None if row_id is None else ledger.line_of(row_id)
+            if earlier is not None:
+                reason = f"the {column} is also on line {earlier}"
+            errors.append(RowError(lines[k], column, reason))
+
+        for k, (line_id, same_sim) in found.msisdn.items():
+            if same_sim and self.line_ledger.line_of(line_id) is None:
+                drop.add(k)
+                present += 1
+            else:
+                reject(
+                    k, "msisdn", self.line_ledger, line_id, "the number is already a line with another SIM"
+                )
+        for k, sim_id in found.iccid.items():
+            if k not in drop:
+                reject(k, "iccid", self.sim_ledger, sim_id, "the ICCID is already in the SIM table")
+        for k, sim_id in found.imsi.items():
+            if k not in drop:
+                reject(k, "imsi", self.sim_ledger, sim_id, "the IMSI already belongs to another SIM")
+        for k in found.hlr:
+            if k not in drop:
+                reject(k, "imsi", self.sim_ledger, None, "the embedded HLR already has this IMSI or number")
+        return drop, present, errors
+
+
+def _index_joins(cur: Any, *, on: bool) -> None:
+    """Make the planner probe indexes for the small staging tables instead of scanning whole tables."""
+    setting = "off" if on else "on"
+    cur.execute(f"SET LOCAL enable_hashjoin = {setting}")
+    cur.execute(f"SET LOCAL enable_mergejoin = {setting}")
+
+
+def import_lines(
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    *,
+    actor: str = "cli",
+    batch_rows: int = BATCH_ROWS,
+    parallel: bool | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ImportResult:
+    """Import lines from ``path``; raises :class:`ImportFileUnreadable` before writing anything."""
+    started = time.perf_counter()
+    total = check_file(path, LINE_COLUMNS)
+    key = document_key(settings.secret_key)
+    result = ImportResult(file=str(path))
+    with engine.connect() as conn:
+        writer = LineWriter(conn)
+        postgres = writer.postgres
+
+        def make() -> Iterator[Batch]:
+            return check_line_rows(path, key=key, postgres=postgres, batch_rows=batch_rows)
+
+        batches = batches_of(make, parallel=want_parallel(path, parallel))
+        load_batches(result, batches, writer, on_progress, total)
+        result.created_plans = writer.created_plans
+    result.seconds = time.perf_counter() - started
+    record_run(engine, actor=actor, action="lines.imported", result=result)
+    return result
