@@ -74,9 +74,21 @@ def engine(migrated: tuple[str, Engine]) -> Engine:
 
 
 @pytest.fixture
-def settings(migrated: tuple[str, Engine]) -> Settings:
-    """Settings for tests, pointing at the test database."""
-    return Settings(environment="test", secret_key=TEST_SECRET, database_url=migrated[0])
+def outbox(tmp_path: Path) -> Path:
+    """Where the file transport writes the messages of this test (one-time codes included)."""
+    return tmp_path / "outbox"
+
+
+@pytest.fixture
+def settings(migrated: tuple[str, Engine], outbox: Path) -> Settings:
+    """Settings for tests, pointing at the test database, with messages written to ``outbox``."""
+    return Settings(
+        environment="test",
+        secret_key=TEST_SECRET,
+        database_url=migrated[0],
+        otp_transport="file",
+        otp_outbox_dir=str(outbox),
+    )
 
 
 @pytest.fixture
@@ -97,7 +109,13 @@ def db(engine: Engine) -> Iterator[Session]:
 def fresh(backend: str, tmp_path: Path) -> Iterator[tuple[Engine, Settings]]:
     """A private database with real commits, for tests where several connections work at once."""
     url, engine, drop = _new_database(backend, tmp_path)
-    settings = Settings(environment="test", secret_key=TEST_SECRET, database_url=url)
+    settings = Settings(
+        environment="test",
+        secret_key=TEST_SECRET,
+        database_url=url,
+        otp_transport="file",
+        otp_outbox_dir=str(tmp_path / "outbox"),
+    )
     try:
         yield engine, settings
     finally:

@@ -152,7 +152,7 @@ def holder(
             "phone": "+8613900000000",
             "region": "Beijing",
             "city": "Beijing",
-            "street": "1 Chang'an Avenue",
+            "street": f"{n} Chang'an Avenue",
         },
         service_password_hash=_hash(password) if password else None,
     )

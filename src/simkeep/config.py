@@ -33,6 +33,27 @@ class Settings(BaseSettings):
     failed_proofs_before_lock: int = 5
     failed_proof_window_minutes: int = 60
 
+    # Identity proofs (issue 3).
+    face_accept_below: float = 0.45
+    face_reject_above: float = 0.6
+    face_min_size_px: int = 80
+    face_min_sharpness: float = 40.0
+    upload_max_bytes: int = 10_000_000
+    upload_max_pixels: int = 40_000_000
+    tesseract_cmd: str = "tesseract"
+    #: Keys of the evidence vault, "id:base64key,id2:base64key2"; the first encrypts, all decrypt.
+    vault_keys: str = ""
+    evidence_retention_days: int = 30
+    otp_ttl_seconds: int = 300
+    otp_max_attempts: int = 5
+    otp_sends_per_hour: int = 5
+    otp_transport: str = "console"
+    otp_outbox_dir: str = "var/outbox"
+    #: Overrides of the assurance each action needs, e.g. {"loss.reinstate": "in_person"} (JSON in the env).
+    assurance_policy: dict[str, str] = Field(default_factory=dict)
+    password_failures_before_lock: int = 5
+    password_lock_window_minutes: int = 15
+
     log_json: bool | None = None  # default: JSON in production, console otherwise
     log_level: str = "INFO"
 
@@ -42,6 +63,15 @@ class Settings(BaseSettings):
             self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32
         ):
             msg = "SIMKEEP_SECRET_KEY must be set to a random value of at least 32 characters in production"
+            raise ValueError(msg)
+        from simkeep.identity.assurance import REQUIRED, Assurance
+
+        for action, level in self.assurance_policy.items():
+            if action not in REQUIRED or level.upper() not in Assurance.__members__:
+                msg = f"SIMKEEP_ASSURANCE_POLICY: unknown action {action!r} or level {level!r}"
+                raise ValueError(msg)
+        if self.environment == "production" and not self.vault_keys.strip():
+            msg = "SIMKEEP_VAULT_KEYS must hold at least one key (id:base64 of 32 bytes) in production"
             raise ValueError(msg)
         return self
 

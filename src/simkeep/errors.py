@@ -68,6 +68,9 @@ _STATUS_BY_CODE: dict[str, int] = {
     "TRANSITION_NOT_ALLOWED": 409,
     "COOLDOWN_ACTIVE": 409,
     "NO_SIM_IN_STOCK": 409,
+    "PASSWORD_LOCKED": 423,
+    "OTP_RATE_LIMITED": 429,
+    "VAULT_ERROR": 500,
 }
 
 _STATUS_BY_CLASS: list[tuple[type[DomainError], int]] = [

@@ -18,3 +18,9 @@ def mask_iccid(iccid: str) -> str:
 def mask_document(last4: str) -> str:
     """A document number of which only the last four characters are kept."""
     return "**************" + last4
+
+
+def mask_email(address: str) -> str:
+    """``zhang.wei@example.org`` -> ``z***@example.org``."""
+    local, _, domain = address.partition("@")
+    return (local[:1] + "***@" + domain) if domain else "***"

@@ -24,7 +24,7 @@ from simkeep.models import (
     StaffRole,
 )
 from simkeep.network.adapter import EmbeddedHlr, NetworkError
-from simkeep.replacements import service
+from simkeep.replacements import activation, service
 from tests import factories
 
 
@@ -83,7 +83,7 @@ class TestActivationFailure:
         clerk, ref, line_id, old_sim_id, new_sim_id = paid_store_order
         with fresh_session_factory() as s:
             with pytest.raises(NetworkError):
-                service.activate(s, settings, actor=clerk, reference=ref, network=FailingHlr(s))
+                activation.activate(s, settings, actor=clerk, reference=ref, network=FailingHlr(s))
             s.rollback()
 
         with fresh_session_factory() as s:
@@ -100,7 +100,7 @@ class TestActivationFailure:
             assert s.query(ReplacementOrder).one().state == OrderState.SIM_ASSIGNED
 
         with fresh_session_factory() as s:
-            service.activate(s, settings, actor=clerk, reference=ref)
+            activation.activate(s, settings, actor=clerk, reference=ref)
             s.commit()
 
         with fresh_session_factory() as s:

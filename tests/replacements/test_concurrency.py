@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -12,11 +13,14 @@ from sqlalchemy.orm import Session
 from simkeep.auth.actors import Actor
 from simkeep.config import Settings
 from simkeep.errors import DomainError
+from simkeep.identity import evidence, otp
+from simkeep.identity.application import CheckOutcome, OnlineApplication
 from simkeep.identity.assurance import Assurance
 from simkeep.identity.service import Evidence
 from simkeep.models import Channel, OrderState, PaymentMethod, ReplacementOrder, SimKind, SimStatus, StaffRole
-from simkeep.replacements import service
+from simkeep.replacements import online, service
 from tests import factories
+from tests.online import id_card_with_portrait, last_code, photo
 
 
 def line_actor(line_id: int) -> Actor:
@@ -30,7 +34,35 @@ def line_actor(line_id: int) -> Actor:
     )
 
 
-REVIEWER = Actor(kind="staff", label="staff:reviewer", staff_user_id=1, role=StaffRole.REVIEWER)
+def prepare_application(session: Session, settings: Settings, h: factories.Holder) -> OnlineApplication:
+    """Real uploads (the same two photos for every holder) and a one-time code, through the services."""
+    actor = line_actor(h.line.id)
+    document = evidence.store_upload(
+        session, settings, actor=actor, kind="document_photo", data=_images()[0], declared_type="image/jpeg"
+    )
+    selfie = evidence.store_upload(
+        session, settings, actor=actor, kind="selfie", data=_images()[1], declared_type="image/jpeg"
+    )
+    otp.send_code(
+        session, settings, line=h.line, subscriber=h.subscriber, purpose="replacement.submit", channel="email"
+    )
+    return OnlineApplication(
+        factories.DOCUMENT, document.reference, selfie.reference, last_code(Path(settings.otp_outbox_dir))
+    )
+
+
+def _images() -> tuple[bytes, bytes]:
+    return id_card_with_portrait(factories.DOCUMENT, photo("obama.jpg")), photo("obama2.jpg").read_bytes()
+
+
+def real_checks(
+    session: Session, settings: Settings, h: factories.Holder, application: OnlineApplication
+) -> list[CheckOutcome]:
+    """The automatic checks run once on the real photos (every holder here hands in the same two)."""
+    uploads = online.load_uploads(session, settings, line_id=h.line.id, application=application)
+    return online.automatic_checks(settings, document_type="cn_ric", application=application, uploads=uploads)
+
+
 ADMIN = Actor(kind="staff", label="staff:admin", staff_user_id=2, role=StaffRole.ADMIN)
 
 
@@ -65,6 +97,8 @@ class TestConcurrentSubmissions:
         _, settings = fresh
         with fresh_session_factory() as setup:
             h = factories.holder(setup, settings)
+            application = prepare_application(setup, settings, h)
+            checks = real_checks(setup, settings, h, application)
             setup.commit()
             line_id, msisdn = h.line.id, h.msisdn
 
@@ -76,6 +110,8 @@ class TestConcurrentSubmissions:
                 msisdn=msisdn,
                 channel=Channel.ONLINE_MAIL,
                 evidence=Evidence(),
+                application=application,
+                checks=checks,
             )
             return "created"
 
@@ -95,8 +131,11 @@ class TestConcurrentAssignments:
         _, settings = fresh
         refs: list[str] = []
         with fresh_session_factory() as setup:
+            checks: list[CheckOutcome] = []
             for i in range(50):
                 h = factories.holder(setup, settings)
+                application = prepare_application(setup, settings, h)
+                checks = checks or real_checks(setup, settings, h, application)
                 order = service.submit(
                     setup,
                     settings,
@@ -104,8 +143,10 @@ class TestConcurrentAssignments:
                     msisdn=h.msisdn,
                     channel=Channel.ONLINE_MAIL,
                     evidence=Evidence(),
+                    application=application,
+                    checks=checks,
                 )
-                service.decide(setup, actor=REVIEWER, reference=order.reference, approve=True, reason="ok")
+                assert order.state == OrderState.AWAITING_PAYMENT
                 service.pay(
                     setup,
                     actor=line_actor(h.line.id),

@@ -168,12 +168,10 @@ class TestOnlineMailChannel:
     """An online application, reviewed, paid, mailed, delivered and activated by the holder."""
 
     def test_full_online_flow(self, world: World, db: Session) -> None:
-        """Medium assurance goes to review; after approval, payment assigns a warehouse SIM."""
+        """A face in the review band goes to a reviewer; after approval, payment assigns a warehouse SIM."""
         c, h = world.client, world.holder
         holder = world.holder_headers()
-        order = _post(
-            c, "/api/v1/replacements", holder, {"msisdn": h.msisdn, "channel": "online_mail"}, status=201
-        )
+        order = world.submit_online(holder)
         assert order["state"] == "in_review"
         assert order["delivery_address"]["city"] == "Beijing"
         ref = order["reference"]
@@ -214,9 +212,7 @@ class TestOnlineMailChannel:
         """Digits that are not the new SIM's are refused, recorded, and the old SIM keeps working."""
         c, h = world.client, world.holder
         holder = world.holder_headers()
-        ref = _post(
-            c, "/api/v1/replacements", holder, {"msisdn": h.msisdn, "channel": "online_mail"}, status=201
-        )["reference"]
+        ref = world.submit_online(holder)["reference"]
         _post(c, f"/api/v1/replacements/{ref}/decision", world.reviewer, {"approve": True, "reason": "ok"})
         _post(
             c,
@@ -237,11 +233,9 @@ class TestOnlineMailChannel:
 
     def test_reviewer_rejects(self, world: World, db: Session) -> None:
         """A rejected application closes; the holder may apply again (rejections start no cool-down)."""
-        c, h = world.client, world.holder
+        c, _h = world.client, world.holder
         holder = world.holder_headers()
-        ref = _post(
-            c, "/api/v1/replacements", holder, {"msisdn": h.msisdn, "channel": "online_mail"}, status=201
-        )["reference"]
+        ref = world.submit_online(holder)["reference"]
         rejected = _post(
             c,
             f"/api/v1/replacements/{ref}/decision",
@@ -250,23 +244,50 @@ class TestOnlineMailChannel:
         )
         assert rejected["state"] == "rejected"
         assert rejected["decision_reason"] == "selfie does not match"
-        again = _post(
-            c, "/api/v1/replacements", holder, {"msisdn": h.msisdn, "channel": "online_mail"}, status=201
-        )
+        again = world.submit_online(holder)
         assert again["state"] == "in_review"
 
     def test_missing_address_is_refused(self, world: World, db: Session) -> None:
         """Without any delivery address a mailed SIM cannot be ordered."""
-        c, h = world.client, world.holder
+        _c, h = world.client, world.holder
         h.subscriber.delivery_address = None
         db.flush()
-        r = c.post(
-            "/api/v1/replacements",
-            json={"msisdn": h.msisdn, "channel": "online_mail"},
-            headers=world.holder_headers(),
-        )
-        assert r.status_code == 422
-        assert r.json()["code"] == "ADDRESS_INVALID"
+        refused = world.submit_online(status=422)
+        assert refused["code"] == "ADDRESS_INVALID"
+
+
+class TestAutomaticDecisions:
+    """Clear passes are approved, clear failures rejected with a reason, without a person."""
+
+    def test_clean_application_is_approved(self, world: World, db: Session) -> None:
+        """Matching document number (read by OCR), an accepted face and the one-time code: approved."""
+        order = world.submit_online(portrait="obama.jpg", selfie="obama2.jpg")
+        assert order["state"] == "awaiting_payment"
+        assert order["assurance"] == "high"
+        assert {"document_photo", "face_match", "one_time_code", "service_password"} <= set(order["proofs"])
+        review = world.client.get(f"/api/v1/replacements/{order['reference']}/review", headers=world.reviewer)
+        checks = {c["kind"]: c for c in review.json()["checks"]}
+        assert checks["face"]["verdict"] == "pass"
+        assert checks["face"]["score"] < 0.45
+        assert checks["ocr"]["verdict"] == "pass"
+
+    def test_different_person_is_rejected_with_a_reason(self, world: World, db: Session) -> None:
+        """Someone else's selfie against the document: rejected, with a reason the applicant can use."""
+        order = world.submit_online(portrait="obama.jpg", selfie="biden.jpg")
+        assert order["state"] == "rejected"
+        assert "does not match" in str(order["decision_reason"])
+        assert order["new_sim_iccid"] is None
+
+    def test_review_band_goes_to_a_reviewer(self, world: World, db: Session) -> None:
+        """A face distance between the thresholds is for a person to decide."""
+        order = world.submit_online(portrait="obama2.jpg", selfie="obama3.jpg")
+        assert order["state"] == "in_review"
+        review = world.client.get(f"/api/v1/replacements/{order['reference']}/review", headers=world.reviewer)
+        body = review.json()
+        assert {e["kind"] for e in body["evidence"]} == {"document_photo", "selfie"}
+        face = next(c for c in body["checks"] if c["kind"] == "face")
+        assert face["verdict"] == "review"
+        assert 0.45 <= face["score"] < 0.6
 
 
 class TestEsimChannel:
@@ -274,11 +295,9 @@ class TestEsimChannel:
 
     def test_esim_flow(self, world: World, db: Session) -> None:
         """After approval and payment an eSIM profile is assigned and the holder activates it."""
-        c, h = world.client, world.holder
+        c, _h = world.client, world.holder
         holder = world.holder_headers()
-        ref = _post(c, "/api/v1/replacements", holder, {"msisdn": h.msisdn, "channel": "esim"}, status=201)[
-            "reference"
-        ]
+        ref = world.submit_online(holder, channel="esim")["reference"]
         _post(c, f"/api/v1/replacements/{ref}/decision", world.reviewer, {"approve": True, "reason": "ok"})
         paid = _post(
             c,

@@ -9,19 +9,21 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from simkeep.db.base import utcnow
-from simkeep.models import LineStatus, Payment, ReplacementOrder, SimStatus
+from simkeep.models import AuditEntry, LineStatus, Notification, Payment, ReplacementOrder, SimStatus
 from tests import factories
 from tests.helpers import snapshot
 from tests.replacements.conftest import World
 
+PLACEHOLDER_APPLICATION = {
+    "document_number": factories.DOCUMENT,
+    "document_photo": "EV-NONE",
+    "selfie": "EV-NONE",
+    "one_time_code": "000000",
+}
+
 
 def _submit_online(world: World, headers: dict[str, str], channel: str = "online_mail") -> dict[str, object]:
-    r = world.client.post(
-        "/api/v1/replacements", json={"msisdn": world.holder.msisdn, "channel": channel}, headers=headers
-    )
-    assert r.status_code == 201, r.text
-    data: dict[str, object] = r.json()
-    return data
+    return world.submit_online(headers, channel=channel)
 
 
 def _refused(
@@ -52,7 +54,7 @@ class TestSubmissionGuards:
             db,
             "/api/v1/replacements",
             holder,
-            {"msisdn": world.holder.msisdn, "channel": "online_mail"},
+            {"msisdn": world.holder.msisdn, "channel": "online_mail", **world.application(holder)},
             409,
             "REPLACEMENT_ALREADY_OPEN",
         )
@@ -69,7 +71,7 @@ class TestSubmissionGuards:
             db,
             "/api/v1/replacements",
             holder,
-            {"msisdn": world.holder.msisdn, "channel": "esim"},
+            {"msisdn": world.holder.msisdn, "channel": "esim", **world.application(holder)},
             409,
             "COOLDOWN_ACTIVE",
         )
@@ -101,22 +103,23 @@ class TestSubmissionGuards:
         assert r.status_code == 201
 
     def test_sim_change_lock_refuses(self, world: World, db: Session) -> None:
-        """With the SIM-change lock on, no replacement of any kind is taken."""
+        """With the SIM-change lock on, no replacement is taken; the attempt is audited, holder alerted."""
         world.holder.line.sim_change_lock = True
         db.flush()
-        _refused(
-            world.client,
-            db,
+        before = snapshot(db, exclude=("auth_tokens", "proof_attempts", "audit_log", "notifications"))
+        r = world.client.post(
             "/api/v1/replacements",
-            world.clerk,
-            {
+            headers=world.clerk,
+            json={
                 "msisdn": world.holder.msisdn,
                 "channel": "store",
                 "in_person_document_number": factories.DOCUMENT,
             },
-            423,
-            "SIM_CHANGE_LOCKED",
         )
+        assert (r.status_code, r.json()["code"]) == (423, "SIM_CHANGE_LOCKED")
+        assert snapshot(db, exclude=("auth_tokens", "proof_attempts", "audit_log", "notifications")) == before
+        assert db.query(AuditEntry).filter_by(action="replacement.refused_locked").count() == 1
+        assert [n.template for n in db.query(Notification).all()] == ["sim_change_blocked"]
 
     def test_recycled_line_is_refused(self, world: World, db: Session) -> None:
         """A recycled number cannot get a new SIM."""
@@ -220,9 +223,30 @@ class TestSubmissionGuards:
             db,
             "/api/v1/replacements",
             world.holder_headers(),
-            {"msisdn": other.msisdn, "channel": "online_mail"},
+            {"msisdn": other.msisdn, "channel": "online_mail", **PLACEHOLDER_APPLICATION},
             404,
             "LINE_NOT_FOUND",
+        )
+
+    def test_online_application_without_evidence_is_refused(self, world: World, db: Session) -> None:
+        """An online application needs the document photo, the selfie, the number and a code."""
+        _refused(
+            world.client,
+            db,
+            "/api/v1/replacements",
+            world.holder_headers(),
+            {"msisdn": world.holder.msisdn, "channel": "online_mail"},
+            422,
+            "EVIDENCE_REQUIRED",
+        )
+        _refused(
+            world.client,
+            db,
+            "/api/v1/replacements",
+            world.holder_headers(),
+            {"msisdn": world.holder.msisdn, "channel": "esim", "document_number": factories.DOCUMENT},
+            422,
+            "EVIDENCE_REQUIRED",
         )
 
     def test_unknown_channel_and_extra_fields_are_refused(self, world: World, db: Session) -> None:

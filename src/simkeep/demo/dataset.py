@@ -24,6 +24,7 @@ from simkeep.audit.service import record
 from simkeep.auth.actors import ANONYMOUS, CLI, Actor
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
+from simkeep.demo import evidence as demo_evidence
 from simkeep.demo.people import (
     DEMO_SERVICE_PASSWORD,
     DEMO_STAFF_PASSWORD,
@@ -72,6 +73,7 @@ from simkeep.models import (
     Subscriber,
     SuspensionReason,
 )
+from simkeep.replacements import activation
 from simkeep.replacements import service as orders
 from simkeep.security import hash_password
 from simkeep.staff import service as staff_service
@@ -315,8 +317,18 @@ def _loss_reported(p: _Play) -> None:
 
 
 def _online(p: _Play, channel: Channel) -> ReplacementOrder:
+    application, checks = demo_evidence.online_application(
+        p.session, p.settings, holder=p.holder, line=p.line, document_number=p.spec.document_number
+    )
     return orders.submit(
-        p.session, p.settings, actor=p.holder, msisdn=p.spec.msisdn, channel=channel, evidence=Evidence()
+        p.session,
+        p.settings,
+        actor=p.holder,
+        msisdn=p.spec.msisdn,
+        channel=channel,
+        evidence=Evidence(),
+        application=application,
+        checks=checks,
     )
 
 
@@ -382,7 +394,7 @@ def _store_activated(p: _Play) -> None:
         evidence=Evidence(),
     )
     order = _store_order(p, "clerk.bj")
-    orders.activate(p.session, p.settings, actor=p.staff("clerk.bj"), reference=order.reference)
+    activation.activate(p.session, p.settings, actor=p.staff("clerk.bj"), reference=order.reference)
 
 
 def _cancelled_refunded(p: _Play) -> None:

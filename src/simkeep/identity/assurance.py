@@ -62,4 +62,7 @@ REQUIRED: dict[str, Assurance] = {
     "replacement.submit": Assurance.MEDIUM,
     "replacement.auto_approve": Assurance.HIGH,
     "replacement.activate": Assurance.MEDIUM,
+    "lock.on": Assurance.LOW,
+    "lock.off": Assurance.HIGH,
+    "contact.change": Assurance.HIGH,
 }

@@ -22,3 +22,10 @@ class SelfServiceLocked(DomainError):
     """Too many failed proofs for this line recently; self-service is locked for a while."""
 
     code = "SELF_SERVICE_LOCKED"
+
+
+class PasswordLocked(DomainError):
+    """Too many wrong service passwords for this line recently; the holder was alerted."""
+
+    code = "PASSWORD_LOCKED"
+    keep_changes = True

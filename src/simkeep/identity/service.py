@@ -19,7 +19,7 @@ from simkeep.auth.actors import Actor
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.identity.assurance import REQUIRED, Assurance, Method, combine
-from simkeep.identity.errors import AssuranceTooLow, ProofFailed, SelfServiceLocked
+from simkeep.identity.errors import AssuranceTooLow, PasswordLocked, ProofFailed, SelfServiceLocked
 from simkeep.models import Line, ProofAttempt, StaffRole, Subscriber
 from simkeep.security import constant_time_equal, keyed_hash, verify_password
 
@@ -32,6 +32,7 @@ class Evidence:
     real_name: str | None = None
     document_number: str | None = None
     in_person_document_number: str | None = None
+    one_time_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,13 @@ class ServicePasswordCheck:
     def check(self, ctx: ProofContext, evidence: Evidence) -> tuple[bool, str]:
         """Passes when the password matches; an unknown holder costs the same time."""
         assert evidence.service_password is not None
+        if ctx.line is not None and password_failures(ctx.session, ctx.settings, ctx.line.id) >= (
+            ctx.settings.password_failures_before_lock
+        ):
+            raise PasswordLocked(
+                "Too many wrong service passwords for this number. Password use is locked for "
+                f"{ctx.settings.password_lock_window_minutes} minutes; visit a store to be served at once."
+            )
         stored = ctx.subscriber.service_password_hash if ctx.subscriber else None
         ok = verify_password(stored, evidence.service_password)
         if ok:
@@ -138,7 +146,34 @@ class InPersonDocumentCheck:
         return False, "the document number is not the holder's"
 
 
-CHECKERS: list[ProofChecker] = [ServicePasswordCheck(), BiographicalCheck(), InPersonDocumentCheck()]
+class OneTimeCodeCheck:
+    """A one-time code sent to a registered contact for this very action."""
+
+    method = Method.ONE_TIME_CODE
+
+    def applies(self, evidence: Evidence) -> bool:
+        """A code was given."""
+        return evidence.one_time_code is not None
+
+    def check(self, ctx: ProofContext, evidence: Evidence) -> tuple[bool, str]:
+        """Passes when the code is the live code sent for this line and action."""
+        assert evidence.one_time_code is not None
+        if ctx.line is None:
+            return False, "wrong or expired code"
+        from simkeep.identity.otp import check_code
+
+        ok = check_code(
+            ctx.session, ctx.settings, line=ctx.line, purpose=ctx.action, code=evidence.one_time_code
+        )
+        return ok, "" if ok else "wrong or expired code"
+
+
+CHECKERS: list[ProofChecker] = [
+    ServicePasswordCheck(),
+    BiographicalCheck(),
+    InPersonDocumentCheck(),
+    OneTimeCodeCheck(),
+]
 
 
 def register_checker(checker: ProofChecker) -> None:
@@ -154,6 +189,22 @@ def recent_failures(session: Session, settings: Settings, line_id: int) -> int:
         .select_from(ProofAttempt)
         .where(
             ProofAttempt.line_id == line_id,
+            ProofAttempt.passed.is_(False),
+            ProofAttempt.attempted_at >= since,
+        )
+    )
+    return int(count or 0)
+
+
+def password_failures(session: Session, settings: Settings, line_id: int) -> int:
+    """Wrong service passwords for a line within the password-lock window."""
+    since = utcnow() - timedelta(minutes=settings.password_lock_window_minutes)
+    count = session.scalar(
+        select(func.count())
+        .select_from(ProofAttempt)
+        .where(
+            ProofAttempt.line_id == line_id,
+            ProofAttempt.method == str(Method.SERVICE_PASSWORD),
             ProofAttempt.passed.is_(False),
             ProofAttempt.attempted_at >= since,
         )
@@ -199,6 +250,7 @@ def assess(ctx: ProofContext, evidence: Evidence, *, order_id: int | None = None
         (passed if ok else failures).append(str(checker.method))
     if failures:
         ctx.session.flush()
+        _alert_on_lock(ctx, failures)
         record(
             ctx.session,
             actor=ctx.actor.label,
@@ -212,9 +264,30 @@ def assess(ctx: ProofContext, evidence: Evidence, *, order_id: int | None = None
     return Assessment(combine(methods), methods)
 
 
-def require(assessment: Assessment, action: str) -> None:
-    """Refuse ``action`` when the assurance is below what it needs."""
-    needed = REQUIRED[action]
+def _alert_on_lock(ctx: ProofContext, failures: list[str]) -> None:
+    """Tell the holder, once, when failures have just locked the password or the self-service."""
+    if ctx.line is None or ctx.subscriber is None:
+        return
+    from simkeep.notifications.service import notify
+
+    settings = ctx.settings
+    if str(Method.SERVICE_PASSWORD) in failures and (
+        password_failures(ctx.session, settings, ctx.line.id) == settings.password_failures_before_lock
+    ):
+        notify(ctx.session, settings, subscriber=ctx.subscriber, line=ctx.line, template="password_locked")
+    elif recent_failures(ctx.session, settings, ctx.line.id) == settings.failed_proofs_before_lock:
+        notify(ctx.session, settings, subscriber=ctx.subscriber, line=ctx.line, template="failed_proofs")
+
+
+def required_for(settings: Settings, action: str) -> Assurance:
+    """The assurance ``action`` needs: the operator's policy table, else the default."""
+    override = settings.assurance_policy.get(action)
+    return Assurance.from_label(override) if override else REQUIRED[action]
+
+
+def require(assessment: Assessment, action: str, settings: Settings) -> None:
+    """Refuse ``action`` when the assurance is below what the policy table asks for it."""
+    needed = required_for(settings, action)
     if assessment.assurance < needed:
         raise AssuranceTooLow(
             f"This needs stronger proof of identity ({needed.label}); what was given counts as "

@@ -10,21 +10,25 @@ from sqlalchemy.orm import Session
 
 from simkeep.audit.service import entries_for
 from simkeep.auth.actors import Actor
-from simkeep.auth.deps import AppSettings, DbSession, SignedInActor, require_staff
+from simkeep.auth.deps import AppSettings, DbSession, LineActor, SignedInActor, require_staff
+from simkeep.identity import passwords
 from simkeep.identity.service import Evidence
-from simkeep.lines import repository
+from simkeep.lines import protection, repository
 from simkeep.lines.schemas import (
     AuditRead,
+    ContactsChange,
+    ContactsRead,
     LineRead,
+    LockChange,
     LossReportRead,
     Reinstatement,
     ServicePasswordReset,
     SimChangeRead,
     SimRead,
 )
-from simkeep.lines.service import line_for_actor, reset_service_password
+from simkeep.lines.service import line_for_actor
 from simkeep.loss import service as loss_service
-from simkeep.masking import mask_iccid
+from simkeep.masking import mask_email, mask_iccid, mask_msisdn
 from simkeep.models import Line, Plan, ReplacementOrder, Sim, StaffRole
 
 router = APIRouter(prefix="/lines", tags=["lines"])
@@ -123,12 +127,51 @@ def set_service_password(
     msisdn: str, body: ServicePasswordReset, session: DbSession, settings: AppSettings, actor: Clerk
 ) -> None:
     """Set a new service password for a holder checked in person at a counter (clerks)."""
-    reset_service_password(
+    line = line_for_actor(session, actor=actor, msisdn=msisdn, for_update=True)
+    passwords.set_in_person(
         session,
         settings,
         actor=actor,
-        msisdn=msisdn,
+        line=line,
         document_number=body.in_person_document_number,
         new_password=body.new_password,
     )
     session.commit()
+
+
+@router.put("/{msisdn}/sim-change-lock", response_model=LineRead)
+def sim_change_lock(
+    msisdn: str, body: LockChange, session: DbSession, settings: AppSettings, actor: LineActor
+) -> LineRead:
+    """Turn the SIM-change lock on (any signed-in holder) or off (one-time code); the holder is told."""
+    line = protection.set_sim_change_lock(
+        session,
+        settings,
+        actor=actor,
+        msisdn=msisdn,
+        on=body.on,
+        evidence=Evidence(one_time_code=body.one_time_code),
+    )
+    session.commit()
+    return to_read(session, line)
+
+
+@router.put("/{msisdn}/contacts", response_model=ContactsRead)
+def change_contacts(
+    msisdn: str, body: ContactsChange, session: DbSession, settings: AppSettings, actor: LineActor
+) -> ContactsRead:
+    """Change the registered contacts (one-time code to a current contact); the old contacts are told."""
+    holder = protection.change_contacts(
+        session,
+        settings,
+        actor=actor,
+        msisdn=msisdn,
+        contact_email=body.contact_email,
+        contact_phone=body.contact_phone,
+        evidence=Evidence(one_time_code=body.one_time_code),
+    )
+    session.commit()
+    return ContactsRead(
+        contact_email=mask_email(holder.contact_email) if holder.contact_email else None,
+        contact_phone=mask_msisdn(holder.contact_phone) if holder.contact_phone else None,
+    )

@@ -89,3 +89,29 @@ class LossReportRead(BaseModel):
     reported_at: datetime
     lifted_at: datetime | None
     message: str
+
+
+class LockChange(BaseModel):
+    """Turn the SIM-change lock on (any signed-in session) or off (with a one-time code)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on: bool
+    one_time_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+
+
+class ContactsChange(BaseModel):
+    """New registered contacts; needs a one-time code sent to a current contact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contact_email: str | None = Field(default=None, max_length=254)
+    contact_phone: str | None = Field(default=None, max_length=32)
+    one_time_code: str = Field(pattern=r"^[0-9]{6}$")
+
+
+class ContactsRead(BaseModel):
+    """The registered contacts, masked."""
+
+    contact_email: str | None
+    contact_phone: str | None

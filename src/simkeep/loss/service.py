@@ -74,7 +74,7 @@ def report_loss(
             actor=actor,
             action="loss.report",
         )
-        require(assess(ctx, evidence), "loss.report")
+        require(assess(ctx, evidence), "loss.report", settings)
     assert line is not None
     existing = open_report(session, line.id)
     if existing is not None:
@@ -121,7 +121,7 @@ def reinstate(
         session=session, settings=settings, line=line, subscriber=holder, actor=actor, action="loss.reinstate"
     )
     assessment = assess(ctx, evidence)
-    require(assessment, "loss.reinstate")
+    require(assessment, "loss.reinstate", settings)
     report = open_report(session, line.id)
     if report is None:
         raise NoOpenLossReport("This line is not suspended for loss.")

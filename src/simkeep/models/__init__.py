@@ -3,6 +3,7 @@
 from simkeep.models.audit import AuditEntry
 from simkeep.models.auth import AuthToken, TokenKind
 from simkeep.models.billing import Fee, Payment, PaymentKind, PaymentMethod
+from simkeep.models.identity import EvidenceFile, IdentityCheck, Notification, OneTimeCode
 from simkeep.models.lines import Line, LineStatus, Plan, SuspensionReason
 from simkeep.models.loss import LossReport, LossReportStatus
 from simkeep.models.network import EmbeddedHlrSubscriber
@@ -18,12 +19,16 @@ __all__ = [
     "Channel",
     "DocumentType",
     "EmbeddedHlrSubscriber",
+    "EvidenceFile",
     "Fee",
+    "IdentityCheck",
     "Language",
     "Line",
     "LineStatus",
     "LossReport",
     "LossReportStatus",
+    "Notification",
+    "OneTimeCode",
     "OrderEvent",
     "OrderState",
     "Payment",

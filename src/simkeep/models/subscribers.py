@@ -48,5 +48,6 @@ class Subscriber(Base):
     language: Mapped[Language] = mapped_column(enum_type(Language, "language"), default=Language.ZH_CN)
     service_password_hash: Mapped[str | None] = mapped_column(String(200))
     external_ref: Mapped[str | None] = mapped_column(String(64), unique=True)
+    contact_changed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -11,23 +11,38 @@ from simkeep.audit.service import record
 from simkeep.auth.actors import Actor
 from simkeep.auth.deps import AppSettings, DbSession, SignedInActor, StaffActor, require_staff
 from simkeep.billing import service as billing
+from simkeep.config import Settings
+from simkeep.errors import DomainError, InvalidInput
 from simkeep.identifiers import normalise_msisdn
-from simkeep.identity.service import Evidence
+from simkeep.identity.application import CheckOutcome, OnlineApplication
+from simkeep.identity.service import Evidence, recent_failures
 from simkeep.masking import mask_iccid
-from simkeep.models import Channel, Line, OrderState, PaymentMethod, ReplacementOrder, Sim, StaffRole
-from simkeep.replacements import service, workflow
+from simkeep.models import (
+    Channel,
+    Line,
+    OrderState,
+    PaymentMethod,
+    ReplacementOrder,
+    Sim,
+    StaffRole,
+    Subscriber,
+)
+from simkeep.replacements import activation, online, service, workflow
 from simkeep.replacements.schemas import (
     Activation,
     Decision,
+    EvidenceRead,
     ExpiryRun,
     Fee,
     FeeRead,
     FeeSet,
+    IdentityCheckRead,
     OrderEventRead,
     PaymentCreate,
     Reason,
     ReplacementCreate,
     ReplacementRead,
+    ReviewRead,
     Shipment,
     SimAssignment,
 )
@@ -101,10 +116,19 @@ def set_fee(channel: Channel, body: FeeSet, session: DbSession, actor: Admin) ->
 def submit(
     body: ReplacementCreate, session: DbSession, settings: AppSettings, actor: SignedInActor
 ) -> ReplacementRead:
-    """Apply for a replacement SIM: online by the signed-in holder, or at a store by a clerk."""
+    """Apply for a replacement SIM: online by the signed-in holder, or at a store by a clerk.
+
+    Online, name the uploaded document photo and selfie (``POST /api/v1/evidence``), give the document number
+    and the one-time code sent for ``replacement.submit``. The face match and the document reading run
+    before the order's transaction opens, so they never hold the database.
+    """
     evidence = Evidence(
         service_password=body.service_password, in_person_document_number=body.in_person_document_number
     )
+    application = _application(body)
+    checks = None
+    if application is not None and actor.kind == "line" and actor.line_id is not None:
+        checks = _run_checks_outside_transaction(session, settings, actor.line_id, application)
     order = service.submit(
         session,
         settings,
@@ -113,9 +137,46 @@ def submit(
         channel=body.channel,
         evidence=evidence,
         delivery_address=body.delivery_address.model_dump() if body.delivery_address else None,
+        application=application,
+        checks=checks,
     )
     session.commit()
     return to_read(session, order)
+
+
+def _application(body: ReplacementCreate) -> OnlineApplication | None:
+    fields = (body.document_number, body.document_photo, body.selfie, body.one_time_code)
+    if body.channel == Channel.STORE or not any(fields):
+        return None
+    if not all(fields):
+        raise InvalidInput(
+            "An online application needs document_number, document_photo, selfie and one_time_code.",
+            code="EVIDENCE_REQUIRED",
+        )
+    return OnlineApplication(
+        str(body.document_number), str(body.document_photo), str(body.selfie), str(body.one_time_code)
+    )
+
+
+def _run_checks_outside_transaction(
+    session: Session, settings: Settings, line_id: int, application: OnlineApplication
+) -> list[CheckOutcome] | None:
+    """Run the slow checks with no transaction open; None when the uploads cannot be had (the service then
+    refuses the application in its own order of checks)."""
+    try:
+        line = session.get(Line, line_id)
+        holder = session.get(Subscriber, line.subscriber_id) if line else None
+        if holder is None:
+            return None
+        document_type = str(holder.document_type)
+        uploads = online.load_uploads(session, settings, line_id=line_id, application=application)
+    except DomainError:
+        return None
+    finally:
+        session.rollback()  # release the database before the slow work; only plain values are used below
+    return online.automatic_checks(
+        settings, document_type=document_type, application=application, uploads=uploads
+    )
 
 
 @router.get("/replacements", response_model=list[ReplacementRead])
@@ -216,7 +277,7 @@ def activate(
     reference: str, body: Activation, session: DbSession, settings: AppSettings, actor: SignedInActor
 ) -> ReplacementRead:
     """Activate the new SIM: the number moves to it and the old SIM stops working, in one step."""
-    order = service.activate(
+    order = activation.activate(
         session, settings, actor=actor, reference=reference, iccid_digits=body.iccid_last_digits
     )
     session.commit()
@@ -245,3 +306,42 @@ def expire(session: DbSession, actor: Admin) -> ExpiryRun:
     )
     session.commit()
     return ExpiryRun(expired=expired)
+
+
+@router.get("/replacements/{reference}/review", response_model=ReviewRead)
+def review(reference: str, session: DbSession, settings: AppSettings, actor: Reviewer) -> ReviewRead:
+    """What a reviewer decides on: the automatic checks and scores, the evidence, recent failed proofs."""
+    order = service.get_order(session, actor=actor, reference=reference)
+    record(
+        session,
+        actor=actor.label,
+        action="replacement.review_opened",
+        subject_type="replacement_order",
+        subject_id=order.reference,
+    )
+    session.commit()
+    return ReviewRead(
+        order=to_read(session, order),
+        checks=[
+            IdentityCheckRead(
+                kind=c.kind,
+                verdict=c.verdict,
+                score=c.score,
+                reasons=list(c.reasons),
+                checked_at=c.checked_at,
+            )
+            for c in online.checks_of(session, order)
+        ],
+        evidence=[
+            EvidenceRead(
+                reference=e.reference,
+                kind=e.kind,
+                content_type=e.content_type,
+                size_bytes=e.size_bytes,
+                uploaded_at=e.uploaded_at,
+                purged=e.purged_at is not None,
+            )
+            for e in online.evidence_of(session, order)
+        ],
+        proofs_failed_recently=recent_failures(session, settings, order.line_id),
+    )

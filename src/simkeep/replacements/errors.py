@@ -30,9 +30,10 @@ class CooldownActive(DomainError):
 
 
 class SimChangeLocked(DomainError):
-    """The holder turned the SIM-change lock on."""
+    """The holder turned the SIM-change lock on; the refused attempt is audited and the holder alerted."""
 
     code = "SIM_CHANGE_LOCKED"
+    keep_changes = True
 
 
 class ActorNotAllowed(NotAllowed):

@@ -37,6 +37,16 @@ class ReplacementCreate(BaseModel):
     in_person_document_number: str | None = Field(
         default=None, max_length=32, description="Store channel: the document number the clerk saw."
     )
+    document_number: str | None = Field(
+        default=None, max_length=32, description="Online: as on the document."
+    )
+    document_photo: str | None = Field(
+        default=None, max_length=16, description="Online: an upload's reference."
+    )
+    selfie: str | None = Field(default=None, max_length=16, description="Online: an upload's reference.")
+    one_time_code: str | None = Field(
+        default=None, pattern=r"^[0-9]{6}$", description="Online: the code sent."
+    )
 
 
 class Fee(BaseModel):
@@ -152,3 +162,33 @@ class ExpiryRun(BaseModel):
     """Orders expired by a run."""
 
     expired: list[str]
+
+
+class IdentityCheckRead(BaseModel):
+    """One automatic check's verdict."""
+
+    kind: str
+    verdict: str
+    score: float | None
+    reasons: list[str]
+    checked_at: datetime
+
+
+class EvidenceRead(BaseModel):
+    """An evidence file's metadata (its bytes come from /api/v1/evidence/{reference}/content)."""
+
+    reference: str
+    kind: str
+    content_type: str
+    size_bytes: int
+    uploaded_at: datetime
+    purged: bool
+
+
+class ReviewRead(BaseModel):
+    """What a reviewer sees of an order: the automatic checks and the evidence."""
+
+    order: ReplacementRead
+    checks: list[IdentityCheckRead]
+    evidence: list[EvidenceRead]
+    proofs_failed_recently: int

@@ -6,6 +6,8 @@ Each function is one use case; it checks the domain guards, then moves the order
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,41 +21,43 @@ from simkeep.billing import service as billing
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.errors import InvalidInput
-from simkeep.identity.assurance import Assurance, Method
-from simkeep.identity.service import Evidence, ProofContext, assess, require
+from simkeep.identity.application import (
+    CheckOutcome,
+    OnlineApplication,
+    passed_methods,
+    reasons_for_applicant,
+)
+from simkeep.identity.application import decide as overall_verdict
+from simkeep.identity.assurance import Assurance, Method, combine
+from simkeep.identity.service import Evidence, ProofContext, assess, require, required_for
 from simkeep.lines import repository as lines_repo
-from simkeep.lines.errors import LineRecycled
+from simkeep.lines.protection import refuse_locked_change
 from simkeep.lines.service import line_for_actor
-from simkeep.loss import service as loss_service
 from simkeep.models import (
     Channel,
     Line,
-    LineStatus,
     OrderEvent,
     OrderState,
     PaymentMethod,
     ProofAttempt,
     ReplacementOrder,
     Sim,
-    SimChange,
     SimChangeChannel,
     SimKind,
     SimLocation,
     SimStatus,
     StaffRole,
 )
-from simkeep.network.adapter import NetworkAdapter, move_number, network_for
-from simkeep.replacements import workflow
+from simkeep.replacements import online, workflow
 from simkeep.replacements.errors import (
     ActorNotAllowed,
     AddressInvalid,
     CooldownActive,
-    IccidMismatch,
     OrderNotFound,
     ReplacementAlreadyOpen,
     SimChangeLocked,
 )
-from simkeep.security import constant_time_equal, new_reference
+from simkeep.security import new_reference
 from simkeep.sims import service as sims_service
 from simkeep.sims.errors import NoSimInStock
 
@@ -68,7 +72,6 @@ SIM_CHANGE_CHANNEL = {
     Channel.ESIM: SimChangeChannel.ESIM,
 }
 ADDRESS_FIELDS = ("recipient", "phone", "region", "city", "street")
-ICCID_DIGITS = 6
 
 
 def _check_address(address: dict[str, Any] | None) -> dict[str, str]:
@@ -113,11 +116,14 @@ def submit(
     channel: Channel,
     evidence: Evidence,
     delivery_address: dict[str, Any] | None = None,
+    application: OnlineApplication | None = None,
+    checks: Sequence[CheckOutcome] | None = None,
 ) -> ReplacementOrder:
     """Take an application, verify it, and approve it, refer it to review, or reject it.
 
-    Online channels are for the signed-in holder; the store channel is for a clerk who checked the
-    original document and the face in person.
+    Online channels are for the signed-in holder, with a document photo, a selfie, the document number
+    and a one-time code (``checks`` may carry the automatic checks already run outside the transaction);
+    the store channel is for a clerk who checked the original document and the face in person.
     """
     if channel == Channel.STORE:
         if not actor.has_role(StaffRole.CLERK) or actor.store_id is None:
@@ -128,9 +134,20 @@ def submit(
             )
     elif actor.kind != "line":
         raise ActorNotAllowed("Online replacements are applied for by the holder, signed in.")
+    elif application is None:
+        raise InvalidInput(
+            "An online application needs a document photo, a selfie, the document number "
+            "and a one-time code.",
+            code="EVIDENCE_REQUIRED",
+        )
+    if application is not None:
+        evidence = replace(
+            evidence, document_number=application.document_number, one_time_code=application.one_time_code
+        )
 
     line = line_for_actor(session, actor=actor, msisdn=msisdn, for_update=True)
     holder = lines_repo.holder_of(session, line)
+    assert holder is not None
     ctx = ProofContext(
         session=session,
         settings=settings,
@@ -139,18 +156,34 @@ def submit(
         actor=actor,
         action="replacement.submit",
     )
-    assessment = assess(ctx, evidence)
-    require(assessment, "replacement.submit")
+    # The cheap refusals come first, so that a refused application does not use up its one-time code.
     if line.sim_change_lock:
+        refuse_locked_change(session, settings, actor=actor, line=line)
         raise SimChangeLocked("The SIM-change lock is on for this line; the holder must turn it off first.")
     _ensure_no_open_order(session, line)
     if channel in workflow.ONLINE_CHANNELS:
         _ensure_cooldown(session, settings, line)
+    assessment = assess(ctx, evidence)
+    require(assessment, "replacement.submit", settings)
     address = (
-        _check_address(delivery_address or (holder.delivery_address if holder else None))
+        _check_address(delivery_address or holder.delivery_address)
         if channel == Channel.ONLINE_MAIL
         else None
     )
+
+    uploads = None
+    outcomes: list[CheckOutcome] = []
+    if application is not None:
+        uploads = online.load_uploads(session, settings, line_id=line.id, application=application)
+        outcomes = (
+            list(checks)
+            if checks is not None
+            else online.automatic_checks(
+                settings, document_type=str(holder.document_type), application=application, uploads=uploads
+            )
+        )
+        outcomes.append(online.risk_signals(session, settings, line=line, holder=holder, address=address))
+    methods = [*assessment.methods, *passed_methods(outcomes)]
 
     sim_kind = SIM_KIND_FOR[channel]
     fee = billing.quote(session, settings, channel=channel, sim_kind=sim_kind)
@@ -166,8 +199,8 @@ def submit(
         old_sim_id=line.sim_id,
         fee_amount_minor=fee.amount_minor,
         fee_currency=fee.currency,
-        assurance=assessment.assurance.label,
-        proofs=list(assessment.methods),
+        assurance=combine(methods).label,
+        proofs=methods,
         delivery_address=address,
         created_by=actor.label,
         created_at=now,
@@ -179,7 +212,9 @@ def submit(
     except IntegrityError as exc:
         raise ReplacementAlreadyOpen("This line already has an open replacement order.") from exc
     _link_proofs(session, line, order)
-    _verify(session, order, assessment.assurance)
+    if application is not None:
+        online.record_checks(session, order=order, checks=outcomes, uploads=uploads)
+    _verify(session, settings, order, combine(methods), outcomes)
     return order
 
 
@@ -196,20 +231,27 @@ def _link_proofs(session: Session, line: Line, order: ReplacementOrder) -> None:
     session.flush()
 
 
-def _verify(session: Session, order: ReplacementOrder, assurance: Assurance) -> None:
-    """The automatic checks: clear passes are approved, the rest go to a reviewer."""
+def _verify(
+    session: Session,
+    settings: Settings,
+    order: ReplacementOrder,
+    assurance: Assurance,
+    checks: Sequence[CheckOutcome],
+) -> None:
+    """The automatic decision: clear failures are rejected, clear passes approved, the rest reviewed."""
     workflow.apply(session, order, "start_verification", actor=SYSTEM)
-    if assurance >= Assurance.HIGH:
+    verdict = overall_verdict(checks) if checks else "pass"
+    if verdict == "reject":
+        reason = reasons_for_applicant(checks)
+        order.decision_reason = reason[:500]
+        workflow.apply(session, order, "reject", actor=SYSTEM, note=reason)
+    elif verdict == "pass" and assurance >= required_for(settings, "replacement.auto_approve"):
         workflow.apply(session, order, "approve", actor=SYSTEM, note=f"assurance {assurance.label}")
         _request_payment(session, order)
     else:
-        workflow.apply(
-            session,
-            order,
-            "refer_to_review",
-            actor=SYSTEM,
-            note=f"assurance {assurance.label} is below automatic approval",
-        )
+        reasons = sorted({r for c in checks if c.verdict == "review" for r in c.reasons})
+        note = f"assurance {assurance.label}" + (f"; {', '.join(reasons)}" if reasons else "")
+        workflow.apply(session, order, "refer_to_review", actor=SYSTEM, note=note[:500])
 
 
 def _request_payment(session: Session, order: ReplacementOrder) -> None:
@@ -369,129 +411,6 @@ def confirm_delivery(session: Session, *, actor: Actor, reference: str) -> Repla
     order = get_order(session, actor=actor, reference=reference, for_update=True)
     workflow.apply(session, order, "confirm_delivery", actor=actor)
     return order
-
-
-def activate(
-    session: Session,
-    settings: Settings,
-    *,
-    actor: Actor,
-    reference: str,
-    iccid_digits: str | None = None,
-    network: NetworkAdapter | None = None,
-) -> ReplacementOrder:
-    """Move the number to the new SIM and retire the old one in one step, and record the SIM change.
-
-    The holder proves receipt with the last digits of the new SIM's ICCID (and their signed-in session);
-    at a store the clerk activates. Every change, the network's included, happens in the caller's
-    transaction: if any step fails nothing is kept, the old SIM goes on working and the order can be
-    activated again.
-    """
-    order = get_order(session, actor=actor, reference=reference, for_update=True)
-    name = "activate_delivered" if order.channel == Channel.ONLINE_MAIL else "activate"
-    if not workflow.allowed(order, name, actor):
-        workflow.apply(session, order, name, actor=actor)  # raises the precise refusal
-    line = lines_repo.get(session, order.line_id, for_update=True)
-    assert line is not None
-    if line.status == LineStatus.RECYCLED:
-        raise LineRecycled("This number was recycled.")
-    if line.sim_change_lock:
-        raise SimChangeLocked("The SIM-change lock is on for this line; the holder must turn it off first.")
-    new_sim = session.get(Sim, order.new_sim_id)
-    assert new_sim is not None
-    if order.channel == Channel.STORE:
-        if order.store_id != actor.store_id and actor.role != StaffRole.ADMIN:
-            raise ActorNotAllowed("This order belongs to another store.")
-    else:
-        _check_receipt(
-            session, settings, actor=actor, line=line, order=order, new_sim=new_sim, iccid_digits=iccid_digits
-        )
-
-    old_sim = lines_repo.current_sim(session, line)
-    move_number(
-        network or network_for(session),
-        msisdn=line.msisdn,
-        old_imsi=old_sim.imsi if old_sim else None,
-        new_imsi=new_sim.imsi,
-    )
-    now = utcnow()
-    if old_sim is not None:
-        old_sim.status = SimStatus.RETIRED
-    line.sim_id = None
-    session.flush()
-    line.sim_id = new_sim.id
-    new_sim.status = SimStatus.ACTIVE
-    line.status = LineStatus.ACTIVE
-    line.suspension_reason = None
-    loss_service.close_for_replacement(session, line=line, actor=actor)
-    session.add(
-        SimChange(
-            line_id=line.id,
-            old_sim_id=old_sim.id if old_sim else None,
-            new_sim_id=new_sim.id,
-            changed_at=now,
-            channel=SIM_CHANGE_CHANNEL[order.channel],
-            order_id=order.id,
-        )
-    )
-    order.activated_at = now
-    workflow.apply(
-        session,
-        order,
-        name,
-        actor=actor,
-        data={
-            "old_iccid_last4": old_sim.iccid[-4:] if old_sim else None,
-            "new_iccid_last4": new_sim.iccid[-4:],
-        },
-    )
-    return order
-
-
-def _check_receipt(
-    session: Session,
-    settings: Settings,
-    *,
-    actor: Actor,
-    line: Line,
-    order: ReplacementOrder,
-    new_sim: Sim,
-    iccid_digits: str | None,
-) -> None:
-    holder = lines_repo.holder_of(session, line)
-    ctx = ProofContext(
-        session=session,
-        settings=settings,
-        line=line,
-        subscriber=holder,
-        actor=actor,
-        action="replacement.activate",
-    )
-    require(assess(ctx, Evidence(), order_id=order.id), "replacement.activate")
-    given = (iccid_digits or "").strip()
-    ok = constant_time_equal(given, new_sim.iccid[-ICCID_DIGITS:])
-    session.add(
-        ProofAttempt(
-            line_id=line.id,
-            order_id=order.id,
-            method=str(Method.ICCID_DIGITS),
-            action="replacement.activate",
-            passed=ok,
-            actor=actor.label,
-            detail="" if ok else "ICCID digits do not match",
-        )
-    )
-    session.flush()
-    if not ok:
-        record(
-            session,
-            actor=actor.label,
-            action="proof.failed",
-            subject_type="line",
-            subject_id=line.id,
-            data={"methods": [str(Method.ICCID_DIGITS)], "for": "replacement.activate"},
-        )
-        raise IccidMismatch(f"Give the last {ICCID_DIGITS} digits of the ICCID printed on the new SIM.")
 
 
 def cancel(session: Session, *, actor: Actor, reference: str, reason: str) -> ReplacementOrder:

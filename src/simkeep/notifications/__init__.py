@@ -1,0 +1,1 @@
+"""Messages to holders through their registered contacts."""

@@ -1,0 +1,158 @@
+"""Activating the new SIM: the number moves and the old SIM dies in one step, with the SIM-change record."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from simkeep.audit.service import record
+from simkeep.auth.actors import Actor
+from simkeep.config import Settings
+from simkeep.db.base import utcnow
+from simkeep.identity.assurance import Method
+from simkeep.identity.service import Evidence, ProofContext, assess, require
+from simkeep.lines import repository as lines_repo
+from simkeep.lines.errors import LineRecycled
+from simkeep.lines.protection import refuse_locked_change
+from simkeep.loss import service as loss_service
+from simkeep.models import (
+    Channel,
+    Line,
+    LineStatus,
+    ProofAttempt,
+    ReplacementOrder,
+    Sim,
+    SimChange,
+    SimStatus,
+    StaffRole,
+)
+from simkeep.network.adapter import NetworkAdapter, move_number, network_for
+from simkeep.replacements import workflow
+from simkeep.replacements.errors import ActorNotAllowed, IccidMismatch, SimChangeLocked
+from simkeep.replacements.service import SIM_CHANGE_CHANNEL, get_order
+from simkeep.security import constant_time_equal
+
+ICCID_DIGITS = 6
+
+
+def activate(
+    session: Session,
+    settings: Settings,
+    *,
+    actor: Actor,
+    reference: str,
+    iccid_digits: str | None = None,
+    network: NetworkAdapter | None = None,
+) -> ReplacementOrder:
+    """Move the number to the new SIM and retire the old one in one step, and record the SIM change.
+
+    The holder proves receipt with the last digits of the new SIM's ICCID (and their signed-in session);
+    at a store the clerk activates. Every change, the network's included, happens in the caller's
+    transaction: if any step fails nothing is kept, the old SIM goes on working and the order can be
+    activated again.
+    """
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    name = "activate_delivered" if order.channel == Channel.ONLINE_MAIL else "activate"
+    if not workflow.allowed(order, name, actor):
+        workflow.apply(session, order, name, actor=actor)  # raises the precise refusal
+    line = lines_repo.get(session, order.line_id, for_update=True)
+    assert line is not None
+    if line.status == LineStatus.RECYCLED:
+        raise LineRecycled("This number was recycled.")
+    if line.sim_change_lock:
+        refuse_locked_change(session, settings, actor=actor, line=line)
+        raise SimChangeLocked("The SIM-change lock is on for this line; the holder must turn it off first.")
+    new_sim = session.get(Sim, order.new_sim_id)
+    assert new_sim is not None
+    if order.channel == Channel.STORE:
+        if order.store_id != actor.store_id and actor.role != StaffRole.ADMIN:
+            raise ActorNotAllowed("This order belongs to another store.")
+    else:
+        _check_receipt(
+            session, settings, actor=actor, line=line, order=order, new_sim=new_sim, iccid_digits=iccid_digits
+        )
+
+    old_sim = lines_repo.current_sim(session, line)
+    move_number(
+        network or network_for(session),
+        msisdn=line.msisdn,
+        old_imsi=old_sim.imsi if old_sim else None,
+        new_imsi=new_sim.imsi,
+    )
+    now = utcnow()
+    if old_sim is not None:
+        old_sim.status = SimStatus.RETIRED
+    line.sim_id = None
+    session.flush()
+    line.sim_id = new_sim.id
+    new_sim.status = SimStatus.ACTIVE
+    line.status = LineStatus.ACTIVE
+    line.suspension_reason = None
+    loss_service.close_for_replacement(session, line=line, actor=actor)
+    session.add(
+        SimChange(
+            line_id=line.id,
+            old_sim_id=old_sim.id if old_sim else None,
+            new_sim_id=new_sim.id,
+            changed_at=now,
+            channel=SIM_CHANGE_CHANNEL[order.channel],
+            order_id=order.id,
+        )
+    )
+    order.activated_at = now
+    workflow.apply(
+        session,
+        order,
+        name,
+        actor=actor,
+        data={
+            "old_iccid_last4": old_sim.iccid[-4:] if old_sim else None,
+            "new_iccid_last4": new_sim.iccid[-4:],
+        },
+    )
+    return order
+
+
+def _check_receipt(
+    session: Session,
+    settings: Settings,
+    *,
+    actor: Actor,
+    line: Line,
+    order: ReplacementOrder,
+    new_sim: Sim,
+    iccid_digits: str | None,
+) -> None:
+    holder = lines_repo.holder_of(session, line)
+    ctx = ProofContext(
+        session=session,
+        settings=settings,
+        line=line,
+        subscriber=holder,
+        actor=actor,
+        action="replacement.activate",
+    )
+    require(assess(ctx, Evidence(), order_id=order.id), "replacement.activate", settings)
+    given = (iccid_digits or "").strip()
+    ok = constant_time_equal(given, new_sim.iccid[-ICCID_DIGITS:])
+    session.add(
+        ProofAttempt(
+            line_id=line.id,
+            order_id=order.id,
+            method=str(Method.ICCID_DIGITS),
+            action="replacement.activate",
+            passed=ok,
+            actor=actor.label,
+            detail="" if ok else "ICCID digits do not match",
+        )
+    )
+    session.flush()
+    if not ok:
+        record(
+            session,
+            actor=actor.label,
+            action="proof.failed",
+            subject_type="line",
+            subject_id=line.id,
+            data={"methods": [str(Method.ICCID_DIGITS)], "for": "replacement.activate"},
+        )
+        raise IccidMismatch(f"Give the last {ICCID_DIGITS} digits of the ICCID printed on the new SIM.")

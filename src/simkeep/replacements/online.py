@@ -1,0 +1,136 @@
+"""The online application's evidence, automatic checks and risk signals, as the order records them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from simkeep.config import Settings
+from simkeep.db.base import utcnow
+from simkeep.identity.application import REVIEW, CheckOutcome, OnlineApplication, run_checks
+from simkeep.identity.evidence import decrypt, for_application
+from simkeep.identity.service import recent_failures
+from simkeep.models import EvidenceFile, IdentityCheck, Line, ReplacementOrder, Subscriber
+
+CONTACT_CHANGE_RISK_DAYS = 7
+APPLICATIONS_PER_ADDRESS = 3
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """The two evidence files of an application, and their plaintext images."""
+
+    document_photo: EvidenceFile
+    selfie: EvidenceFile
+    document_image: bytes
+    selfie_image: bytes
+
+
+def load_uploads(
+    session: Session, settings: Settings, *, line_id: int, application: OnlineApplication
+) -> Uploads:
+    """The holder's two unused uploads named by the application, decrypted."""
+    document = for_application(
+        session, line_id=line_id, reference=application.document_photo, kind="document_photo"
+    )
+    selfie = for_application(session, line_id=line_id, reference=application.selfie, kind="selfie")
+    return Uploads(document, selfie, decrypt(settings, document), decrypt(settings, selfie))
+
+
+def automatic_checks(
+    settings: Settings, *, document_type: str, application: OnlineApplication, uploads: Uploads
+) -> list[CheckOutcome]:
+    """Document number, OCR and face match (slow: run them outside a write transaction when possible)."""
+    return run_checks(
+        settings,
+        document_type=document_type,
+        typed_number=application.document_number,
+        document_image=uploads.document_image,
+        selfie=uploads.selfie_image,
+    )
+
+
+def risk_signals(
+    session: Session, settings: Settings, *, line: Line, holder: Subscriber, address: dict[str, str] | None
+) -> CheckOutcome:
+    """Signs that send an otherwise clean application to a person."""
+    now = utcnow()
+    reasons = []
+    if holder.contact_changed_at and holder.contact_changed_at > now - timedelta(
+        days=CONTACT_CHANGE_RISK_DAYS
+    ):
+        reasons.append("contact_changed_recently")
+    if recent_failures(session, settings, line.id) > 0:
+        reasons.append("recent_failed_proofs")
+    if address is not None:
+        key = "|".join(address.get(f, "").casefold() for f in ("region", "city", "street"))
+        recent = session.scalars(
+            select(ReplacementOrder.delivery_address)
+            .where(
+                ReplacementOrder.created_at >= now - timedelta(days=30),
+                ReplacementOrder.delivery_address.is_not(None),
+                ReplacementOrder.line_id != line.id,
+            )
+            .limit(5000)
+        ).all()
+        same = sum(
+            1
+            for a in recent
+            if a and "|".join(str(a.get(f, "")).casefold() for f in ("region", "city", "street")) == key
+        )
+        if same + 1 >= APPLICATIONS_PER_ADDRESS:
+            reasons.append("many_applications_from_address")
+    return CheckOutcome("risk", REVIEW if reasons else "pass", tuple(reasons))
+
+
+def record_checks(
+    session: Session, *, order: ReplacementOrder, checks: Sequence[CheckOutcome], uploads: Uploads | None
+) -> None:
+    """Keep each verdict with the order, and tie the evidence files to it."""
+    for c in checks:
+        session.add(
+            IdentityCheck(
+                order_id=order.id,
+                kind=c.kind,
+                verdict=c.verdict,
+                score=c.score,
+                reasons=list(c.reasons),
+                detail=dict(c.detail),
+            )
+        )
+    if uploads is not None:
+        uploads.document_photo.order_id = order.id
+        uploads.selfie.order_id = order.id
+    session.flush()
+
+
+def checks_of(session: Session, order: ReplacementOrder) -> list[IdentityCheck]:
+    """An order's recorded verdicts."""
+    return list(
+        session.scalars(
+            select(IdentityCheck).where(IdentityCheck.order_id == order.id).order_by(IdentityCheck.id)
+        )
+    )
+
+
+def evidence_of(session: Session, order: ReplacementOrder) -> list[EvidenceFile]:
+    """An order's evidence files (purged ones included, without their bytes)."""
+    return list(
+        session.scalars(
+            select(EvidenceFile).where(EvidenceFile.order_id == order.id).order_by(EvidenceFile.id)
+        )
+    )
+
+
+def count_checks(session: Session, order: ReplacementOrder) -> int:
+    """How many verdicts an order has."""
+    return int(
+        session.scalar(
+            select(func.count()).select_from(IdentityCheck).where(IdentityCheck.order_id == order.id)
+        )
+        or 0
+    )

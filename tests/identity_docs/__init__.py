@@ -1,0 +1,1 @@
+"""Tests of identity document checks and document photo reading."""
