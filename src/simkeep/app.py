@@ -20,6 +20,15 @@ from simkeep.logging import configure_logging
 SessionScope = Callable[[], AbstractContextManager[Session]]
 
 
+def _warn_about_missing_tools(settings: Settings) -> None:
+    """Say at start-up what will not run automatically on this machine (document OCR needs tesseract)."""
+    from simkeep.identity.ocr import startup_check
+
+    warning = startup_check(settings)
+    if warning is not None:
+        structlog.get_logger("simkeep.startup").warning("ocr.unavailable", detail=warning)
+
+
 def create_app(settings: Settings | None = None, *, session_scope: SessionScope | None = None) -> FastAPI:
     """Build the app. Tests hand in ``session_scope``; otherwise the lifespan builds the engine."""
     settings = settings or get_settings()
@@ -37,6 +46,7 @@ def create_app(settings: Settings | None = None, *, session_scope: SessionScope 
             pool_size=settings.db_pool_size,
         )
         factory = make_session_factory(engine)
+        _warn_about_missing_tools(settings)
 
         @contextmanager
         def scope() -> Iterator[Session]:

@@ -70,3 +70,31 @@ class TestProblems:
         paths = client.get("/openapi.json").json()["paths"]
         assert "/api/v1/replacements/{reference}/activation" in paths
         assert client.get("/docs").status_code == 200
+
+
+class TestStartup:
+    """What the app says when it starts."""
+
+    def test_missing_tesseract_is_announced(self, settings: Settings) -> None:
+        """Without tesseract the start-up log says document photos go to review, and the app still serves."""
+        from structlog.testing import capture_logs
+
+        from simkeep.app import create_app
+
+        broken = settings.model_copy(update={"tesseract_cmd": "/nonexistent/bin/tesseract"})
+        app = create_app(broken)
+        with capture_logs() as logs, TestClient(app) as c:
+            assert c.get("/healthz").status_code == 200
+        warnings = [e for e in logs if e["event"] == "ocr.unavailable"]
+        assert len(warnings) == 1
+        assert "sent to review" in warnings[0]["detail"]
+
+    def test_installed_tesseract_gives_no_warning(self, settings: Settings) -> None:
+        """With tesseract and its language data installed nothing is said about OCR."""
+        from structlog.testing import capture_logs
+
+        from simkeep.app import create_app
+
+        with capture_logs() as logs, TestClient(create_app(settings)) as c:
+            assert c.get("/healthz").status_code == 200
+        assert not [e for e in logs if e["event"] == "ocr.unavailable"]
