@@ -9,10 +9,21 @@ def include_routers(app: FastAPI) -> None:
     """Mount the routers of every domain that has an API."""
     from simkeep.auth.api import router as auth_router
     from simkeep.identity.api import router as identity_router
+    from simkeep.jobs.api import router as jobs_router
     from simkeep.lines.api import router as lines_router
     from simkeep.loss.api import router as loss_router
     from simkeep.replacements.api import router as replacements_router
+    from simkeep.shipping.api import router as shipping_router
     from simkeep.sims.api import router as sims_router
 
-    for router in (auth_router, identity_router, lines_router, loss_router, replacements_router, sims_router):
+    for router in (
+        auth_router,
+        identity_router,
+        jobs_router,
+        lines_router,
+        loss_router,
+        replacements_router,
+        shipping_router,
+        sims_router,
+    ):
         app.include_router(router, prefix="/api/v1")

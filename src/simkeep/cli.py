@@ -74,17 +74,23 @@ def serve(
 def _register_subcommands() -> None:
     from simkeep.audit.cli import app as audit_app
     from simkeep.demo.cli import demo
+    from simkeep.identity.cli import app as evidence_app
+    from simkeep.jobs.cli import app as jobs_app
+    from simkeep.jobs.cli import worker
     from simkeep.lines.cli import app as lines_app
     from simkeep.replacements.cli import app as orders_app
     from simkeep.sims.cli import app as sims_app
     from simkeep.staff.cli import app as staff_app
 
     app.add_typer(audit_app, name="audit")
+    app.add_typer(evidence_app, name="evidence")
+    app.add_typer(jobs_app, name="jobs")
     app.add_typer(lines_app, name="lines")
     app.add_typer(orders_app, name="orders")
     app.add_typer(sims_app, name="sims")
     app.add_typer(staff_app, name="staff")
     app.command("demo")(demo)
+    app.command("worker")(worker)
 
 
 _register_subcommands()

@@ -54,6 +54,20 @@ class Settings(BaseSettings):
     password_failures_before_lock: int = 5
     password_lock_window_minutes: int = 15
 
+    # The job queue (issue 4).
+    job_batch_size: int = Field(default=50, ge=1, le=5000)
+    job_lease_seconds: int = Field(default=120, ge=1)
+    job_poll_seconds: float = Field(default=1.0, gt=0)
+    job_schedule_check_seconds: float = Field(default=15.0, ge=0)
+
+    # Shipping (issue 4).
+    shipping_carrier: str = "demo"
+    #: Days in transit per region code, overriding the defaults (JSON in the environment).
+    shipping_eta_days: dict[str, int] = Field(default_factory=dict)
+    #: Shared webhook secrets per carrier (JSON); outside production the demo carrier's is derived.
+    shipping_webhook_secrets: dict[str, str] = Field(default_factory=dict)
+    demo_carrier_step_minutes: float = Field(default=2.0, ge=0)
+
     log_json: bool | None = None  # default: JSON in production, console otherwise
     log_level: str = "INFO"
 

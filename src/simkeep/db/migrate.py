@@ -28,11 +28,30 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to ``revision`` (default: the newest)."""
+    """Bring the database to ``revision`` (default: the newest).
+
+    On SQLite, foreign keys are switched off while migrating (as SQLite's ALTER TABLE documentation asks):
+    a batch migration recreates a table, and dropping the old copy would otherwise trip the references to
+    it. The references are checked before the migration commits; any violation rolls it back.
+    """
     cfg = alembic_config()
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        raw = connection.connection.driver_connection if sqlite else None
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=OFF")  # outside any transaction, where SQLite honours it
+        try:
+            with connection.begin():
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, revision)
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        msg = f"migration left broken references: {broken[:5]}"
+                        raise RuntimeError(msg)
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 def current_revision(engine: Engine) -> str | None:

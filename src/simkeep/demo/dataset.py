@@ -360,7 +360,13 @@ def _awaiting_payment(p: _Play) -> None:
 
 def _shipped(p: _Play) -> None:
     order = _paid_online(p, Channel.ONLINE_MAIL, "Holder confirmed by call-back to the registered e-mail.")
-    orders.ship(p.session, actor=p.staff("admin"), reference=order.reference, tracking_number="SF1402638750")
+    orders.ship(
+        p.session,
+        p.settings,
+        actor=p.staff("admin"),
+        reference=order.reference,
+        tracking_number="SF1402638750",
+    )
 
 
 def _esim_assigned(p: _Play) -> None:

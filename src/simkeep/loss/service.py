@@ -22,6 +22,7 @@ from simkeep.lines.service import line_for_actor
 from simkeep.loss.errors import LossProofMissing, NoOpenLossReport
 from simkeep.models import Line, LineStatus, LossReport, LossReportStatus, SimStatus, SuspensionReason
 from simkeep.network.adapter import network_for
+from simkeep.notifications.service import notify
 from simkeep.security import new_reference
 
 
@@ -108,6 +109,9 @@ def report_loss(
         reason=str(reason),
         data={"report": report.reference, "proof": report.report_proof},
     )
+    holder_now = lines_repo.holder_of(session, line)
+    if holder_now is not None:
+        notify(session, settings, subscriber=holder_now, line=line, template="loss_reported")
     return LossOutcome(report, created=True)
 
 
@@ -149,6 +153,8 @@ def reinstate(
             "assurance": assessment.assurance.label,
         },
     )
+    if holder is not None:
+        notify(session, settings, subscriber=holder, line=line, template="loss_reinstated")
     return report
 
 

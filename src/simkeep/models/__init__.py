@@ -4,11 +4,13 @@ from simkeep.models.audit import AuditEntry
 from simkeep.models.auth import AuthToken, TokenKind
 from simkeep.models.billing import Fee, Payment, PaymentKind, PaymentMethod
 from simkeep.models.identity import EvidenceFile, IdentityCheck, Notification, OneTimeCode
+from simkeep.models.jobs import Job, JobSchedule, JobState
 from simkeep.models.lines import Line, LineStatus, Plan, SuspensionReason
 from simkeep.models.loss import LossReport, LossReportStatus
 from simkeep.models.network import EmbeddedHlrSubscriber
 from simkeep.models.proofs import ProofAttempt
 from simkeep.models.replacements import Channel, OrderEvent, OrderState, ReplacementOrder
+from simkeep.models.shipping import Parcel, ParcelEvent, ParcelState
 from simkeep.models.sims import Sim, SimChange, SimChangeChannel, SimKind, SimLocation, SimStatus
 from simkeep.models.staff import StaffRole, StaffUser, Store
 from simkeep.models.subscribers import DocumentType, Language, Subscriber
@@ -22,6 +24,9 @@ __all__ = [
     "EvidenceFile",
     "Fee",
     "IdentityCheck",
+    "Job",
+    "JobSchedule",
+    "JobState",
     "Language",
     "Line",
     "LineStatus",
@@ -31,6 +36,9 @@ __all__ = [
     "OneTimeCode",
     "OrderEvent",
     "OrderState",
+    "Parcel",
+    "ParcelEvent",
+    "ParcelState",
     "Payment",
     "PaymentKind",
     "PaymentMethod",

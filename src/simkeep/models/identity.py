@@ -75,9 +75,15 @@ class Notification(Base):
     line_id: Mapped[int | None] = mapped_column(ForeignKey("lines.id"))
     channel: Mapped[str] = mapped_column(String(16))
     destination_masked: Mapped[str] = mapped_column(String(64))
+    #: The address itself, kept for the worker (a contact may change before the message leaves).
+    destination: Mapped[str | None] = mapped_column(String(254))
     template: Mapped[str] = mapped_column(String(64))
     language: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(16))
+    #: Template parameters (never a secret: one-time codes are sent at once and not queued).
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # queued, sent, delivered, failed
     error: Mapped[str | None] = mapped_column(String(300))
+    provider_message_id: Mapped[str | None] = mapped_column(String(80), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]

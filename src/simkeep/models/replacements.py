@@ -37,6 +37,7 @@ class OrderState(enum.StrEnum):
     SIM_ASSIGNED = "sim_assigned"
     SHIPPED = "shipped"
     DELIVERED = "delivered"
+    ON_HOLD = "on_hold"  # the parcel came back: staff reship it or cancel the order
     ACTIVATED = "activated"
     REJECTED = "rejected"
     CANCELLED = "cancelled"

@@ -1,4 +1,8 @@
-"""Telling holders what happened, on every registered channel other than the line itself."""
+"""Telling holders what happened, on every registered channel other than the line itself.
+
+One-time codes are sent at once (:func:`deliver`: the holder is waiting, and a code must never be stored in
+clear, not even in a queue); everything else is queued (:func:`notify`) and sent by the worker.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ from sqlalchemy.orm import Session
 
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
+from simkeep.jobs.service import enqueue
 from simkeep.logging import get_logger
 from simkeep.masking import mask_email, mask_msisdn
 from simkeep.models import Line, Notification, Subscriber
+from simkeep.notifications.tasks import DELIVER
 from simkeep.notifications.templates import render
 from simkeep.notifications.transports import OutgoingMessage, get_transport
 
@@ -68,26 +74,36 @@ def deliver(
 
 def notify(
     session: Session,
-    settings: Settings,
+    settings: Settings | None,  # noqa: ARG001 - delivery (the worker) reads the settings, not this call
     *,
     subscriber: Subscriber,
     line: Line | None,
     template: str,
     **params: object,
 ) -> list[Notification]:
-    """Send ``template`` to every registered contact of the holder (none of them the line itself)."""
+    """Queue ``template`` for every registered contact of the holder (none of them the line itself).
+
+    The notifications and their delivery jobs are written in the caller's transaction: they go out if and
+    only if the change they announce is committed, and survive a crash of the process that made them.
+    """
     if line is not None:
         params.setdefault("msisdn", mask_msisdn(line.msisdn))
-    return [
-        deliver(
-            session,
-            settings,
-            subscriber=subscriber,
-            line=line,
+    render(template, str(subscriber.language), **params)  # a template or parameter mistake fails here, now
+    rows = []
+    for channel, address in contacts(subscriber, line).items():
+        row = Notification(
+            subscriber_id=subscriber.id,
+            line_id=line.id if line else None,
             channel=channel,
-            address=address,
+            destination=address,
+            destination_masked=mask_destination(channel, address),
             template=template,
-            params=params,
+            language=str(subscriber.language),
+            params={k: v if isinstance(v, (int, float)) else str(v) for k, v in params.items()},
+            status="queued",
         )
-        for channel, address in contacts(subscriber, line).items()
-    ]
+        session.add(row)
+        session.flush()
+        enqueue(session, kind=DELIVER, key=f"notification:{row.id}", payload={"notification_id": row.id})
+        rows.append(row)
+    return rows

@@ -78,6 +78,144 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+# Replacement orders, by the state they reach (see replacements/workflow.py), and loss reports.
+TEMPLATES.update(
+    {
+        "order_submitted": {
+            "zh-CN": (
+                "补卡申请已受理",
+                "号码 {msisdn} 的补卡申请 {reference} 已受理。如非本人操作，请立即挂失并联系我们。",
+            ),
+            "en": (
+                "Replacement SIM application received",
+                "We received application {reference} for a new SIM for {msisdn}. "
+                "If this was not you, report the SIM lost and contact us at once.",
+            ),
+        },
+        "order_in_review": {
+            "zh-CN": (
+                "补卡申请审核中",
+                "补卡申请 {reference} 需要人工审核，通常一个工作日内完成，结果将另行通知。",
+            ),
+            "en": (
+                "Your application is being reviewed",
+                "Application {reference} for {msisdn} needs a person to look at it; this usually takes one "
+                "working day. We will tell you the outcome.",
+            ),
+        },
+        "order_approved": {
+            "zh-CN": (
+                "补卡申请已通过",
+                "补卡申请 {reference} 已通过。请支付补卡费用 {fee}，支付后即为您寄出或签发新卡。",
+            ),
+            "en": (
+                "Application approved",
+                "Application {reference} for {msisdn} is approved. Please pay the fee of {fee}; the new SIM "
+                "is issued once it is paid.",
+            ),
+        },
+        "order_rejected": {
+            "zh-CN": (
+                "补卡申请未通过",
+                "补卡申请 {reference} 未通过：{reason}。您可以重新申请，或携带身份证件前往营业厅办理。",
+            ),
+            "en": (
+                "Application not approved",
+                "Application {reference} for {msisdn} was not approved: {reason}. You may apply again, or "
+                "bring your identity document to a store.",
+            ),
+        },
+        "order_shipped": {
+            "zh-CN": (
+                "新卡已寄出",
+                "补卡申请 {reference} 的新卡已寄出，运单号 {tracking}，预计 {eta} 前送达。",
+            ),
+            "en": (
+                "Your new SIM is on its way",
+                "The new SIM of application {reference} was shipped, tracking number {tracking}; "
+                "expected by {eta}.",
+            ),
+        },
+        "order_delivered": {
+            "zh-CN": (
+                "新卡已送达，请激活",
+                "补卡申请 {reference} 的新卡已送达。请登录后输入新卡 ICCID 的后六位以激活；"
+                "激活后旧卡立即失效，号码不变。请在 {deadline} 前激活。",
+            ),
+            "en": (
+                "Your new SIM arrived: activate it",
+                "The new SIM of application {reference} was delivered. Sign in and enter the last six "
+                "digits of the ICCID printed on it to activate it; the old SIM stops working at that "
+                "moment and your number stays the same. Activate it before {deadline}.",
+            ),
+        },
+        "order_on_hold": {
+            "zh-CN": (
+                "新卡包裹已退回",
+                "补卡申请 {reference} 的包裹（运单号 {tracking}）被退回。我们会核对地址后重新寄出，"
+                "您也可以更新收件地址或取消申请。",
+            ),
+            "en": (
+                "Your SIM parcel came back",
+                "The parcel of application {reference} (tracking {tracking}) was returned to us. We will "
+                "check the address and send it again; you may also update the address or cancel.",
+            ),
+        },
+        "sim_changed": {
+            "zh-CN": (
+                "号码已换到新 SIM 卡",
+                "号码 {msisdn} 已于 {when} 换到新 SIM 卡（申请 {reference}），旧卡已失效。"
+                "如非本人操作，请立即联系我们并通知您的银行。",
+            ),
+            "en": (
+                "Your number moved to a new SIM",
+                "{msisdn} moved to a new SIM at {when} (application {reference}); the old SIM no longer "
+                "works. If this was not you, contact us and your bank at once.",
+            ),
+        },
+        "order_expired": {
+            "zh-CN": (
+                "补卡申请已过期",
+                "补卡申请 {reference} 未在期限内激活，已关闭，新卡已作废。如仍需补卡，请重新申请。",
+            ),
+            "en": (
+                "Application expired",
+                "Application {reference} was not activated in time and is closed; its new SIM was "
+                "cancelled. Apply again if you still need a SIM.",
+            ),
+        },
+        "order_cancelled": {
+            "zh-CN": ("补卡申请已取消", "补卡申请 {reference} 已取消。{refund}"),
+            "en": ("Application cancelled", "Application {reference} for {msisdn} was cancelled. {refund}"),
+        },
+        "loss_reported": {
+            "zh-CN": (
+                "号码已挂失",
+                "号码 {msisdn} 已挂失，SIM 卡已停用，任何人都无法再用它接收短信验证码。"
+                "您可以在线或到营业厅补卡，号码不变。如非本人操作，请联系我们解除挂失。",
+            ),
+            "en": (
+                "Your SIM is suspended",
+                "{msisdn} was reported lost and its SIM is suspended: nobody can receive your codes on it. "
+                "Get a replacement online or at a store; the number stays the same. If this was not you, "
+                "contact us to lift the suspension.",
+            ),
+        },
+        "loss_reinstated": {
+            "zh-CN": (
+                "挂失已解除",
+                "号码 {msisdn} 已解除挂失，原 SIM 卡恢复使用。如非本人操作，请立即联系我们。",
+            ),
+            "en": (
+                "Suspension lifted",
+                "The suspension of {msisdn} was lifted and the SIM works again. If this was not you, "
+                "contact us at once.",
+            ),
+        },
+    }
+)
+
+
 def render(template: str, language: str, **params: object) -> tuple[str, str]:
     """The subject and body of ``template`` in ``language`` (English when the language is unknown)."""
     texts = TEMPLATES[template]

@@ -6,6 +6,7 @@ the same :class:`Transport` protocol.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -28,13 +29,16 @@ class OutgoingMessage:
     subject: str
     body: str
     template: str
+    #: The idempotency key of the job that sends it: the same key is never delivered twice where the
+    #: transport can tell (the file outbox, the no-op transport; SMTP puts it in the Message-ID).
+    key: str | None = None
 
 
 class Transport(Protocol):
     """Delivers messages; raises on failure."""
 
-    def send(self, message: OutgoingMessage) -> None:
-        """Deliver ``message`` or raise."""
+    def send(self, message: OutgoingMessage) -> str | None:
+        """Deliver ``message`` or raise; returns the provider's message id where it gives one."""
 
 
 class ConsoleTransport:
@@ -54,22 +58,38 @@ class FileTransport:
         self.directory = directory
 
     def send(self, message: OutgoingMessage) -> None:
-        """Write the message atomically (temp file, then rename)."""
+        """Write the message atomically (temp file, then rename); a key already written is skipped."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        path = self.directory / f"{stamp}-{uuid.uuid4().hex[:8]}.json"
-        tmp = path.with_suffix(".tmp")
+        if message.key is not None:
+            digest = hashlib.sha256(message.key.encode()).hexdigest()[:32]
+            path = self.directory / f"k-{digest}.json"
+            if path.exists():
+                return
+        else:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            path = self.directory / f"{stamp}-{uuid.uuid4().hex[:8]}.json"
+        tmp = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(json.dumps(asdict(message), ensure_ascii=False, indent=2), encoding="utf-8")
         os.replace(tmp, path)
+
+
+class NullTransport:
+    """Delivers nowhere, counting what it was given (for benchmarks and dry runs)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send(self, message: OutgoingMessage) -> None:  # noqa: ARG002 - the interface's argument
+        """Count the message."""
+        self.sent += 1
 
 
 def read_outbox(directory: Path) -> list[OutgoingMessage]:
     """The messages in an outbox directory, oldest first."""
     if not directory.exists():
         return []
-    return [
-        OutgoingMessage(**json.loads(p.read_text(encoding="utf-8"))) for p in sorted(directory.glob("*.json"))
-    ]
+    paths = sorted(directory.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return [OutgoingMessage(**json.loads(p.read_text(encoding="utf-8"))) for p in paths]
 
 
 @lru_cache(maxsize=4)
@@ -78,7 +98,9 @@ def _transport(kind: str, outbox: str) -> Transport:
         return FileTransport(Path(outbox))
     if kind == "console":
         return ConsoleTransport()
-    msg = f"unknown notification transport {kind!r} (console or file)"
+    if kind == "null":
+        return NullTransport()
+    msg = f"unknown notification transport {kind!r} (console, file or null)"
     raise ValueError(msg)
 
 

@@ -257,16 +257,33 @@ def assign_sim(reference: str, body: SimAssignment, session: DbSession, actor: S
 
 
 @router.post("/replacements/{reference}/shipment", response_model=ReplacementRead)
-def ship(reference: str, body: Shipment, session: DbSession, actor: Admin) -> ReplacementRead:
-    """The SIM left the warehouse with the carrier (admins; carrier integrations later)."""
-    order = service.ship(session, actor=actor, reference=reference, tracking_number=body.tracking_number)
+def ship(
+    reference: str, body: Shipment, session: DbSession, settings: AppSettings, actor: Admin
+) -> ReplacementRead:
+    """The SIM leaves the warehouse: the configured carrier books the parcel, or give the tracking number of
+    one booked outside simkeep (admins). The parcel's journey: ``GET .../parcels``."""
+    order = service.ship(
+        session, settings, actor=actor, reference=reference, tracking_number=body.tracking_number
+    )
+    session.commit()
+    return to_read(session, order)
+
+
+@router.post("/replacements/{reference}/reshipment", response_model=ReplacementRead)
+def reship(
+    reference: str, body: Shipment, session: DbSession, settings: AppSettings, actor: Admin
+) -> ReplacementRead:
+    """Send an order on hold (its parcel came back) again in a new parcel (admins)."""
+    order = service.reship(
+        session, settings, actor=actor, reference=reference, tracking_number=body.tracking_number
+    )
     session.commit()
     return to_read(session, order)
 
 
 @router.post("/replacements/{reference}/delivery", response_model=ReplacementRead)
 def deliver(reference: str, session: DbSession, actor: Admin) -> ReplacementRead:
-    """The carrier delivered the SIM (admins; carrier webhooks later)."""
+    """Record a delivery the carrier did not report (admins; carriers report it by webhook)."""
     order = service.confirm_delivery(session, actor=actor, reference=reference)
     session.commit()
     return to_read(session, order)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from simkeep.errors import Conflict, DomainError, InvalidInput, NotAllowed, NotFound
+from simkeep.shipping.service import AddressInvalid  # noqa: F401 - re-exported for callers
 
 
 class OrderNotFound(NotFound):
@@ -40,12 +41,6 @@ class ActorNotAllowed(NotAllowed):
     """This actor may not take this step."""
 
     code = "ACTOR_NOT_ALLOWED"
-
-
-class AddressInvalid(InvalidInput):
-    """A delivery address is missing or incomplete."""
-
-    code = "ADDRESS_INVALID"
 
 
 class IccidMismatch(DomainError):

@@ -126,11 +126,11 @@ class SimAssignment(BaseModel):
 
 
 class Shipment(BaseModel):
-    """The carrier's tracking number."""
+    """The carrier's tracking number, when the parcel was booked outside simkeep; else simkeep books it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    tracking_number: str = Field(min_length=4, max_length=64)
+    tracking_number: str | None = Field(default=None, min_length=4, max_length=64)
 
 
 class Activation(BaseModel):

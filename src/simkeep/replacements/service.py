@@ -51,13 +51,13 @@ from simkeep.models import (
 from simkeep.replacements import online, workflow
 from simkeep.replacements.errors import (
     ActorNotAllowed,
-    AddressInvalid,
     CooldownActive,
     OrderNotFound,
     ReplacementAlreadyOpen,
     SimChangeLocked,
 )
 from simkeep.security import new_reference
+from simkeep.shipping import service as shipping
 from simkeep.sims import service as sims_service
 from simkeep.sims.errors import NoSimInStock
 
@@ -71,16 +71,6 @@ SIM_CHANGE_CHANNEL = {
     Channel.ONLINE_MAIL: SimChangeChannel.ONLINE_MAIL,
     Channel.ESIM: SimChangeChannel.ESIM,
 }
-ADDRESS_FIELDS = ("recipient", "phone", "region", "city", "street")
-
-
-def _check_address(address: dict[str, Any] | None) -> dict[str, str]:
-    if not address:
-        raise AddressInvalid("A delivery address is needed for a SIM sent by mail.")
-    missing = [f for f in ADDRESS_FIELDS if not str(address.get(f) or "").strip()]
-    if missing:
-        raise AddressInvalid(f"The delivery address lacks: {', '.join(missing)}.", missing=missing)
-    return {k: str(v).strip()[:200] for k, v in address.items() if k in (*ADDRESS_FIELDS, "postal_code")}
 
 
 def _ensure_no_open_order(session: Session, line: Line) -> None:
@@ -166,7 +156,7 @@ def submit(
     assessment = assess(ctx, evidence)
     require(assessment, "replacement.submit", settings)
     address = (
-        _check_address(delivery_address or holder.delivery_address)
+        shipping.validate_address(delivery_address or holder.delivery_address)
         if channel == Channel.ONLINE_MAIL
         else None
     )
@@ -392,13 +382,23 @@ def assign_sim(
     return order
 
 
-def ship(session: Session, *, actor: Actor, reference: str, tracking_number: str) -> ReplacementOrder:
-    """The warehouse handed the SIM to the carrier."""
+def ship(
+    session: Session, settings: Settings, *, actor: Actor, reference: str, tracking_number: str | None = None
+) -> ReplacementOrder:
+    """The warehouse hands the SIM to the carrier: a parcel is booked (or recorded with the carrier's
+    tracking number, when staff give one) with its expected delivery date."""
     order = get_order(session, actor=actor, reference=reference, for_update=True)
-    if not tracking_number.strip():
-        raise InvalidInput("A shipment needs its tracking number.", code="TRACKING_NUMBER_REQUIRED")
-    workflow.apply(session, order, "ship", actor=actor, data={"tracking_number": tracking_number})
-    order.tracking_number = tracking_number.strip()[:64]
+    if not workflow.allowed(order, "ship", actor):
+        workflow.apply(session, order, "ship", actor=actor)  # raises the precise refusal
+    parcel = shipping.book_parcel(session, settings, order=order, tracking_number=tracking_number)
+    workflow.apply(
+        session,
+        order,
+        "ship",
+        actor=actor,
+        data={"tracking_number": parcel.tracking_number, "carrier": parcel.carrier},
+    )
+    order.tracking_number = parcel.tracking_number
     sim = session.get(Sim, order.new_sim_id)
     assert sim is not None
     sim.status = SimStatus.SHIPPED
@@ -406,11 +406,43 @@ def ship(session: Session, *, actor: Actor, reference: str, tracking_number: str
     return order
 
 
+def reship(
+    session: Session, settings: Settings, *, actor: Actor, reference: str, tracking_number: str | None = None
+) -> ReplacementOrder:
+    """Send an order whose parcel came back again, in a new parcel (staff, after checking the address)."""
+    order = get_order(session, actor=actor, reference=reference, for_update=True)
+    if not workflow.allowed(order, "reship", actor):
+        workflow.apply(session, order, "reship", actor=actor)  # raises the precise refusal
+    parcel = shipping.book_parcel(session, settings, order=order, tracking_number=tracking_number)
+    workflow.apply(session, order, "reship", actor=actor, data={"tracking_number": parcel.tracking_number})
+    order.tracking_number = parcel.tracking_number
+    session.flush()
+    return order
+
+
 def confirm_delivery(session: Session, *, actor: Actor, reference: str) -> ReplacementOrder:
-    """The carrier delivered the parcel."""
+    """Staff record a delivery the carrier did not report."""
     order = get_order(session, actor=actor, reference=reference, for_update=True)
     workflow.apply(session, order, "confirm_delivery", actor=actor)
     return order
+
+
+def record_delivery(session: Session, *, order: ReplacementOrder) -> None:
+    """The carrier delivered the parcel: the order is delivered and the holder told how to activate."""
+    if order.state == OrderState.SHIPPED:
+        workflow.apply(session, order, "confirm_delivery", actor=SYSTEM, note="delivered by the carrier")
+
+
+def hold_for_return(session: Session, *, order: ReplacementOrder, tracking_number: str) -> None:
+    """The parcel came back to the warehouse: the order waits on hold for staff to reship or cancel it."""
+    if order.state == OrderState.SHIPPED:
+        workflow.apply(
+            session,
+            order,
+            "hold",
+            actor=SYSTEM,
+            note=f"parcel {tracking_number} returned to the warehouse",
+        )
 
 
 def cancel(session: Session, *, actor: Actor, reference: str, reason: str) -> ReplacementOrder:

@@ -13,6 +13,7 @@ by the service before it calls :func:`apply`.
     approved -> request_payment -> awaiting_payment -> record_payment | waive_fee -> paid
     paid -> assign_sim -> sim_assigned
     sim_assigned -> ship -> shipped -> confirm_delivery -> delivered      (online_mail)
+    shipped -> hold -> on_hold -> reship -> shipped                       (a returned parcel)
     sim_assigned (store, esim) | shipped | delivered (online_mail) -> activate -> activated
     any open state -> cancel -> cancelled;  any open state -> expire -> expired
 """
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 from simkeep.audit.service import record
 from simkeep.auth.actors import Actor
 from simkeep.db.base import utcnow
-from simkeep.models import Channel, OrderEvent, OrderState, ReplacementOrder
+from simkeep.models import Channel, Line, OrderEvent, OrderState, ReplacementOrder, Subscriber
 from simkeep.replacements.errors import ActorNotAllowed, TransitionNotAllowed
 
 S = OrderState
@@ -74,6 +75,8 @@ TRANSITIONS: dict[str, Transition] = {
         _t("assign_sim", {S.PAID}, S.SIM_ASSIGNED, {CLERK, SYSTEM}),
         _t("ship", {S.SIM_ASSIGNED}, S.SHIPPED, {SYSTEM}, frozenset({Channel.ONLINE_MAIL})),
         _t("confirm_delivery", {S.SHIPPED}, S.DELIVERED, {SYSTEM}, frozenset({Channel.ONLINE_MAIL})),
+        _t("hold", {S.SHIPPED}, S.ON_HOLD, {SYSTEM}, frozenset({Channel.ONLINE_MAIL})),
+        _t("reship", {S.ON_HOLD}, S.SHIPPED, {SYSTEM}, frozenset({Channel.ONLINE_MAIL})),
         _t(
             "activate",
             {S.SIM_ASSIGNED},
@@ -122,6 +125,7 @@ def start(session: Session, order: ReplacementOrder, *, actor: Actor) -> None:
     session.add(order)
     session.flush()
     _log(session, order, "submit", None, actor=actor, note="", data={})
+    _announce(session, order, note="")
 
 
 def apply(
@@ -151,6 +155,7 @@ def apply(
         order.closed_at = now
     session.flush()
     _log(session, order, name, previous, actor=actor, note=note, data=data or {})
+    _announce(session, order, note=note)
 
 
 def _log(
@@ -183,3 +188,65 @@ def _log(
         reason=note,
         data={"from": str(previous) if previous else None, "to": str(order.state), **data},
     )
+
+
+# The states a holder hears about, and the template that tells them (the SIM change is announced on
+# activation, on every registered contact, none of them the line's own number).
+ANNOUNCED: dict[OrderState, str] = {
+    S.SUBMITTED: "order_submitted",
+    S.IN_REVIEW: "order_in_review",
+    S.AWAITING_PAYMENT: "order_approved",
+    S.REJECTED: "order_rejected",
+    S.SHIPPED: "order_shipped",
+    S.DELIVERED: "order_delivered",
+    S.ON_HOLD: "order_on_hold",
+    S.ACTIVATED: "sim_changed",
+    S.EXPIRED: "order_expired",
+    S.CANCELLED: "order_cancelled",
+}
+
+
+def _announce(session: Session, order: ReplacementOrder, *, note: str) -> None:
+    """Queue the holder's notification for the state the order just reached, if it is one they hear about."""
+    template = ANNOUNCED.get(order.state)
+    if template is None:
+        return
+    from simkeep.notifications.service import notify
+
+    line = session.get(Line, order.line_id)
+    holder = session.get(Subscriber, line.subscriber_id) if line is not None else None
+    if line is None or holder is None:
+        return
+    english = str(holder.language) != "zh-CN"
+    fee = f"{order.fee_amount_minor / 100:.2f} {order.fee_currency}"
+    params: dict[str, object] = {
+        "reference": order.reference,
+        "fee": fee,
+        "reason": note or ("see your application" if english else "详见申请记录"),
+        "tracking": order.tracking_number or "-",
+        "eta": _eta(session, order),
+        "deadline": order.expires_at.strftime("%Y-%m-%d"),
+        "when": utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+        "refund": _refund_text(session, order, english=english),
+    }
+    notify(session, None, subscriber=holder, line=line, template=template, **params)
+
+
+def _refund_text(session: Session, order: ReplacementOrder, *, english: bool) -> str:
+    if order.state != S.CANCELLED:
+        return ""
+    from simkeep.billing import service as billing
+
+    charge = billing.charge_of(session, order)  # a cancelled order's charge is refunded in full
+    if charge is None or charge.amount_minor == 0:
+        return "Nothing was charged." if english else "未产生费用。"
+    amount = f"{charge.amount_minor / 100:.2f} {charge.currency}"
+    return f"{amount} will be refunded." if english else f"{amount} 将退回原支付方式。"
+
+
+def _eta(session: Session, order: ReplacementOrder) -> str:
+    """The parcel's expected delivery date, where shipping knows one."""
+    from simkeep.shipping.service import expected_delivery
+
+    eta = expected_delivery(session, order)
+    return eta.isoformat() if eta is not None else "-"

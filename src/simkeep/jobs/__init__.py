@@ -1,0 +1,1 @@
+"""Durable background work: a job queue in the database, carried out by ``simkeep worker``."""
