@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -28,7 +29,17 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to ``revision`` (default: the newest).
+    """Bring the database to ``revision`` (default: the newest)."""
+    _migrate(engine, command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the database back to ``revision`` (data of later revisions' tables is dropped)."""
+    _migrate(engine, command.downgrade, revision)
+
+
+def _migrate(engine: Engine, step: Callable[[Config, str], None], revision: str) -> None:
+    """Run ``step`` (upgrade or downgrade) to ``revision`` in one transaction.
 
     On SQLite, foreign keys are switched off while migrating (as SQLite's ALTER TABLE documentation asks):
     a batch migration recreates a table, and dropping the old copy would otherwise trip the references to
@@ -43,7 +54,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         try:
             with connection.begin():
                 cfg.attributes["connection"] = connection
-                command.upgrade(cfg, revision)
+                step(cfg, revision)
                 if sqlite:
                     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                     if broken:

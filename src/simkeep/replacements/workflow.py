@@ -209,8 +209,8 @@ ANNOUNCED: dict[OrderState, str] = {
 def _announce(session: Session, order: ReplacementOrder, *, note: str) -> None:
     """Queue the holder's notification for the state the order just reached, if it is one they hear about."""
     template = ANNOUNCED.get(order.state)
-    if template is None:
-        return
+    if template is None or (order.state == S.AWAITING_PAYMENT and order.channel == Channel.STORE):
+        return  # (at a counter the holder pays there and then)
     from simkeep.notifications.service import notify
 
     line = session.get(Line, order.line_id)
