@@ -9,6 +9,7 @@ plus the document number. Every change revokes the line's sessions and tells the
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from datetime import date
 
 from sqlalchemy import update
@@ -20,8 +21,8 @@ from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.errors import InvalidInput
 from simkeep.identity.assurance import Method
-from simkeep.identity.errors import ProofFailed
-from simkeep.identity.otp import send_code
+from simkeep.identity.errors import ProofFailed, SelfServiceLocked
+from simkeep.identity.otp import OtpRateLimited, send_code
 from simkeep.identity.service import Evidence, ProofContext, assess
 from simkeep.lines import repository as lines_repo
 from simkeep.models import AuthToken, Line, Subscriber
@@ -30,6 +31,8 @@ from simkeep.security import hash_password
 
 MIN_LENGTH, MAX_LENGTH = 6, 64
 SEQUENCES = "0123456789012345678909876543210"
+#: This many consecutive digits of the identity document or the phone number give too much away.
+RUN = 6
 
 
 class WeakPassword(InvalidInput):
@@ -56,6 +59,12 @@ def birth_date_from_document(document_number: str | None) -> date | None:
         return None
 
 
+def _shares_run(digits: str, source: str) -> bool:
+    """Whether ``digits`` contain :data:`RUN` consecutive digits of ``source`` (say, an ID's last six)."""
+    source_digits = re.sub(r"\D", "", source)
+    return any(source_digits[i : i + RUN] in digits for i in range(len(source_digits) - RUN + 1))
+
+
 def check_policy(password: str, *, msisdn: str, document_number: str | None, birth_date: date | None) -> None:
     """Refuse passwords guessable from what is known about the holder."""
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
@@ -66,15 +75,20 @@ def check_policy(password: str, *, msisdn: str, document_number: str | None, bir
         raise WeakPassword("Repeated or consecutive digits are too easy to guess.", reason="TRIVIAL")
     digits = re.sub(r"\D", "", password)
     birth = birth_date or birth_date_from_document(document_number)
-    if birth is not None and any(form in password for form in _birth_date_forms(birth) if len(form) >= 6):
+    # Against the digits too: "31.12.1949" or "12/31/1949" is the birth date all the same.
+    if birth is not None and any(
+        form in password or form in digits for form in _birth_date_forms(birth) if len(form) >= 6
+    ):
         raise WeakPassword("The password may not contain your birth date.", reason="BIRTH_DATE")
-    if document_number and len(digits) >= 4:
+    if document_number:
         compact = "".join(document_number.split()).upper()
-        if digits in compact or password.upper() in compact:
+        if (len(digits) >= 4 and (digits in compact or password.upper() in compact)) or _shares_run(
+            digits, compact
+        ):
             raise WeakPassword(
                 "The password may not be taken from your identity document.", reason="DOCUMENT"
             )
-    if len(digits) >= 4 and digits in msisdn:
+    if (len(digits) >= 4 and digits in msisdn) or _shares_run(digits, msisdn):
         raise WeakPassword("The password may not be taken from the phone number.", reason="PHONE_NUMBER")
 
 
@@ -171,7 +185,9 @@ def start_reset(
 ) -> None:
     """Send a reset code to a registered contact when the number and document match; else record the failure.
 
-    The caller answers the same either way, so the reset form reveals nothing about who holds a number.
+    The caller answers the same either way, so the reset form reveals nothing about who holds a number. A line
+    whose self-service is locked, or that was sent too many codes this hour, gets no code and no refusal
+    either: answering those differently would show that the number exists and the document matched.
     """
     line = lines_repo.find_by_msisdn(session, msisdn, for_update=True)
     if line is not None and lines_repo.is_recycled(line):
@@ -185,10 +201,14 @@ def start_reset(
         actor=ANONYMOUS,
         action="password.reset",
     )
-    assess(ctx, Evidence(document_number=document_number))
+    try:
+        assess(ctx, Evidence(document_number=document_number))
+    except SelfServiceLocked:
+        return
     assert line is not None
     assert holder is not None
-    send_code(session, settings, line=line, subscriber=holder, purpose="password.reset", channel=channel)
+    with suppress(OtpRateLimited):
+        send_code(session, settings, line=line, subscriber=holder, purpose="password.reset", channel=channel)
 
 
 def complete_reset(

@@ -81,7 +81,7 @@ def change_contacts(
     evidence: Evidence,
     delivery_address: dict[str, Any] | None = None,
 ) -> Subscriber:
-    """Change the registered contacts (high assurance); the old contacts are told."""
+    """Change the registered contacts (high assurance); the old contacts are told. One must remain."""
     line = line_for_actor(session, actor=actor, msisdn=msisdn, for_update=True)
     holder = repository.holder_of(session, line)
     assert holder is not None
@@ -94,6 +94,12 @@ def change_contacts(
         raise InvalidInput("The contact phone must be another number than this line.", code="CONTACT_IS_LINE")
     if contact_email is not None and ("@" not in contact_email or len(contact_email) > 254):
         raise InvalidInput("That is not an e-mail address.", code="CONTACT_INVALID")
+    # With no contact left the holder could get no code and no alert (of a SIM-change attempt, say) at all.
+    if contact_email is None and phone is None:
+        raise InvalidInput(
+            "Keep at least one registered contact (an e-mail address or another phone number).",
+            code="CONTACT_REQUIRED",
+        )
     # Tell the old contacts first, so a hijacker cannot silence the holder by replacing them.
     notify(session, settings, subscriber=holder, line=line, template="contacts_changed")
     holder.contact_email = contact_email
