@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from simkeep.audit.service import record
@@ -13,13 +13,16 @@ from simkeep.auth.actors import Actor
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.errors import InvalidInput, NotFound
+from simkeep.identity.assurance import Method
 from simkeep.identity.images import sanitize_upload
 from simkeep.identity.vault import Sealed, get_vault
-from simkeep.models import EvidenceFile, ReplacementOrder, StaffRole
+from simkeep.models import EvidenceFile, ProofAttempt, ReplacementOrder, StaffRole
 from simkeep.security import new_reference
 
 KINDS = ("document_photo", "selfie")
 ORPHAN_HOURS = 24
+#: The proof an upload stands for in an application, as recorded when it is refused.
+PROOF_METHOD = {"document_photo": Method.DOCUMENT_PHOTO, "selfie": Method.FACE_MATCH}
 
 
 class EvidenceNotFound(NotFound):
@@ -32,6 +35,21 @@ class EvidencePurged(NotFound):
     """The file was deleted after its retention period; only the verdicts remain."""
 
     code = "EVIDENCE_PURGED"
+
+
+class UploadRefused(EvidenceNotFound):
+    """An application named an upload that is not the applicant's, of another kind, or already used.
+
+    It is a failed proof: recorded, audited and counted toward the self-service lock, so it is kept.
+    """
+
+    keep_changes = True
+
+
+class UploadExpired(EvidencePurged):
+    """An application named an unused upload past its lifetime (purged or due to be); a failed proof."""
+
+    keep_changes = True
 
 
 def store_upload(
@@ -74,13 +92,45 @@ def store_upload(
 
 
 def for_application(session: Session, *, line_id: int, reference: str, kind: str) -> EvidenceFile:
-    """An unused upload of the holder's own, of the expected kind."""
+    """An unused upload of the holder's own, of the expected kind, not older than ``ORPHAN_HOURS``.
+
+    Anything else is refused and recorded as a failed proof of the line (uploads are named only in the
+    holder's own online applications): another holder's upload, one already used, a guessed reference.
+    """
     row = session.scalar(select(EvidenceFile).where(EvidenceFile.reference == reference).with_for_update())
     if row is None or row.line_id != line_id or row.kind != kind or row.order_id is not None:
-        raise EvidenceNotFound(f"No unused {kind.replace('_', ' ')} with that reference; upload it again.")
-    if row.ciphertext is None:
-        raise EvidencePurged("That upload has expired; upload it again.")
+        _record_refusal(session, line_id=line_id, kind=kind, detail="upload not the holder's or already used")
+        raise UploadRefused(f"No unused {kind.replace('_', ' ')} with that reference; upload it again.")
+    expired = row.uploaded_at < utcnow() - timedelta(hours=ORPHAN_HOURS)
+    if row.ciphertext is None or expired:
+        _record_refusal(session, line_id=line_id, kind=kind, detail="upload expired")
+        raise UploadExpired("That upload has expired; upload it again.")
     return row
+
+
+def _record_refusal(session: Session, *, line_id: int, kind: str, detail: str) -> None:
+    """Record a refused upload as a failed proof of the application, and audit it."""
+    method = str(PROOF_METHOD.get(kind, kind))
+    actor = f"line:{line_id}"
+    session.add(
+        ProofAttempt(
+            line_id=line_id,
+            method=method,
+            action="replacement.submit",
+            passed=False,
+            actor=actor,
+            detail=detail,
+        )
+    )
+    session.flush()
+    record(
+        session,
+        actor=actor,
+        action="proof.failed",
+        subject_type="line",
+        subject_id=line_id,
+        data={"methods": [method], "for": "replacement.submit"},
+    )
 
 
 def decrypt(settings: Settings, row: EvidenceFile) -> bytes:
@@ -140,7 +190,7 @@ def purge(session: Session, settings: Settings, *, now: datetime | None = None) 
         .where(
             EvidenceFile.purged_at.is_(None),
             EvidenceFile.order_id.is_(None),
-            or_(EvidenceFile.uploaded_at < now - timedelta(hours=ORPHAN_HOURS)),
+            EvidenceFile.uploaded_at < now - timedelta(hours=ORPHAN_HOURS),
         )
         .values(**wipe)
         .execution_options(synchronize_session=False)

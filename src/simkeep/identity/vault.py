@@ -66,12 +66,23 @@ def parse_keys(spec: str) -> dict[str, bytes]:
     return keys
 
 
+#: A random 32-byte key has about 30 different byte values; fewer than this marks a made-up placeholder
+#: ("0" * 32, "changeme" repeated, all zero bytes). A random key falls below it with a chance of about 3e-17.
+MIN_DISTINCT_KEY_BYTES = 16
+
+
 def check_settings(settings: Settings) -> None:
-    """Refuse production without real vault keys; validate whatever is configured."""
+    """Refuse production without real vault keys (none, or a placeholder); validate whatever is configured."""
     keys = parse_keys(settings.vault_keys)
-    if settings.environment == "production" and not keys:
+    if settings.environment != "production":
+        return
+    if not keys:
         msg = "SIMKEEP_VAULT_KEYS must hold at least one 32-byte key in production"
         raise VaultMisconfigured(msg)
+    for key_id, key in keys.items():
+        if len(set(key)) < MIN_DISTINCT_KEY_BYTES:
+            msg = f"vault key {key_id!r} is a placeholder, not a random key; make one with os.urandom(32)"
+            raise VaultMisconfigured(msg)
 
 
 class Vault:
