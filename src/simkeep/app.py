@@ -18,6 +18,8 @@ from simkeep.errors import install_error_handlers
 from simkeep.logging import configure_logging
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
+#: Where photos (and the console's stock files) are posted: these bodies may reach the upload limit.
+UPLOAD_PATHS = ("/api/v1/evidence", "/portal/apply/", "/console/stock/import")
 
 
 def _warn_about_missing_tools(settings: Settings) -> None:
@@ -70,7 +72,12 @@ def create_app(settings: Settings | None = None, *, session_scope: SessionScope 
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        upload_paths=UPLOAD_PATHS,
+        upload_max_bytes=settings.upload_max_bytes,
+    )
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -18,22 +18,36 @@ class BodyLimitMiddleware:
     counted as it arrives and refused when it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, *, upload_paths: tuple[str, ...] = (), upload_max_bytes: int = 0
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
+        self.upload_paths = upload_paths
+        self.upload_max_bytes = max(max_bytes, upload_max_bytes)
+
+    def limit_for(self, path: str) -> int:
+        """Photo uploads may be as large as the upload limit (plus the form around them); the rest less."""
+        if any(path.startswith(p) for p in self.upload_paths):
+            return self.upload_max_bytes + 64 * 1024
+        return self.default_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(str(scope.get("path", "")))
+        await self._limited(scope, receive, send, max_bytes)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = self.max_bytes + 1
-                if declared > self.max_bytes:
-                    await self._refuse(scope, send)
+                    declared = max_bytes + 1
+                if declared > max_bytes:
+                    await self._refuse(scope, send, max_bytes)
                     return
         seen = 0
         started = False
@@ -44,7 +58,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     exceeded = True
                     raise BodyTooLarge
             return message
@@ -56,7 +70,7 @@ class BodyLimitMiddleware:
             if exceeded:
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._refuse(scope, send)
+                    await self._refuse(scope, send, max_bytes)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -66,16 +80,16 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(scope, send)
+                await self._refuse(scope, send, max_bytes)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, max_bytes: int) -> None:
         body = json.dumps(
             {
                 "type": "https://simkeep.dev/problems/request-too-large",
                 "title": "Request too large",
                 "status": 413,
                 "code": "REQUEST_TOO_LARGE",
-                "detail": f"The request body is larger than {self.max_bytes} bytes.",
+                "detail": f"The request body is larger than {max_bytes} bytes.",
                 "instance": scope.get("path", ""),
             }
         ).encode()

@@ -78,6 +78,7 @@ def _register_subcommands() -> None:
     from simkeep.jobs.cli import app as jobs_app
     from simkeep.jobs.cli import worker
     from simkeep.lines.cli import app as lines_app
+    from simkeep.notifications.cli import app as notifications_app
     from simkeep.replacements.cli import app as orders_app
     from simkeep.sims.cli import app as sims_app
     from simkeep.staff.cli import app as staff_app
@@ -86,6 +87,7 @@ def _register_subcommands() -> None:
     app.add_typer(evidence_app, name="evidence")
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(lines_app, name="lines")
+    app.add_typer(notifications_app, name="notifications")
     app.add_typer(orders_app, name="orders")
     app.add_typer(sims_app, name="sims")
     app.add_typer(staff_app, name="staff")

@@ -60,6 +60,39 @@ class Settings(BaseSettings):
     job_poll_seconds: float = Field(default=1.0, gt=0)
     job_schedule_check_seconds: float = Field(default=15.0, ge=0)
 
+    # Notification transports (issue 4).
+    #: How e-mail and SMS leave simkeep; unset, a channel uses SIMKEEP_OTP_TRANSPORT (console, file or null).
+    email_transport: Literal["console", "file", "smtp", "null"] | None = None
+    sms_transport: Literal["console", "file", "smpp", "null"] | None = None
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    #: "starttls" (refused when the server cannot), "implicit" (TLS from the first byte, port 465) or "off".
+    smtp_tls: Literal["starttls", "implicit", "off"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = Field(default="", repr=False)
+    #: The From header, e.g. "运营商 <noreply@example.cn>"; its address is also the envelope sender.
+    smtp_from: str = "simkeep <noreply@localhost>"
+    #: The right-hand side of Message-IDs; empty: the domain of SIMKEEP_SMTP_FROM.
+    smtp_message_id_domain: str = ""
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: CA certificates (PEM) that verify the server, e.g. a private CA; empty: the system's.
+    smtp_ca_file: str = ""
+    smpp_host: str = "localhost"
+    smpp_port: int = Field(default=2775, ge=1, le=65535)
+    smpp_system_id: str = Field(default="", max_length=15)
+    smpp_password: str = Field(default="", repr=False, max_length=8)
+    smpp_system_type: str = Field(default="", max_length=12)
+    #: The sender shown on handsets (a service number or an alphanumeric name) and its TON and NPI.
+    smpp_source_addr: str = Field(default="", max_length=20)
+    smpp_source_addr_ton: int = Field(default=0, ge=0, le=6)
+    smpp_source_addr_npi: int = Field(default=0, ge=0, le=18)
+    #: TON and NPI of destinations (E.164 numbers, sent without the "+": international, ISDN).
+    smpp_dest_addr_ton: int = Field(default=1, ge=0, le=6)
+    smpp_dest_addr_npi: int = Field(default=1, ge=0, le=18)
+    smpp_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: How often the receipt listener checks an idle link with enquire_link.
+    smpp_enquire_link_seconds: float = Field(default=30.0, gt=0)
+
     # Shipping (issue 4).
     shipping_carrier: str = "demo"
     #: Days in transit per region code, overriding the defaults (JSON in the environment).
@@ -87,6 +120,10 @@ class Settings(BaseSettings):
         if self.environment == "production" and not self.vault_keys.strip():
             msg = "SIMKEEP_VAULT_KEYS must hold at least one key (id:base64 of 32 bytes) in production"
             raise ValueError(msg)
+        if self.environment == "production":
+            from simkeep.identity.vault import check_settings
+
+            check_settings(self)  # placeholder or malformed keys stop production from starting
         return self
 
     @property

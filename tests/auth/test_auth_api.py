@@ -43,10 +43,10 @@ class TestLineSignIn:
         assert db.query(AuthToken).count() == 0
         assert snapshot(db) == before
 
-    def test_repeated_failures_lock_self_service(
+    def test_repeated_failures_lock_password_use(
         self, client: TestClient, db: Session, settings: Settings
     ) -> None:
-        """After five failed passwords even the right one is refused for a while (SELF_SERVICE_LOCKED)."""
+        """After five failed passwords even the right one is refused for a while (PASSWORD_LOCKED)."""
         h = factories.holder(db, settings)
         for _ in range(5):
             client.post("/api/v1/auth/line/token", json={"msisdn": h.msisdn, "service_password": "guess"})
@@ -54,7 +54,7 @@ class TestLineSignIn:
             "/api/v1/auth/line/token", json={"msisdn": h.msisdn, "service_password": factories.PASSWORD}
         )
         assert r.status_code == 423
-        assert r.json()["code"] == "SELF_SERVICE_LOCKED"
+        assert r.json()["code"] == "PASSWORD_LOCKED"
 
     def test_locked_line_can_still_report_loss(
         self, client: TestClient, db: Session, settings: Settings

@@ -350,11 +350,21 @@ class TestPasswordReset:
         assert len(_messages(outbox, "otp")) == 5
 
     def test_start_answers_the_same_when_self_service_is_locked(
-        self, client: TestClient, holder: factories.Holder, outbox: Path
+        self, client: TestClient, db: Session, holder: factories.Holder, outbox: Path
     ) -> None:
-        """A line locked by failed proofs gets the same answer as any other, and no code."""
+        """A line locked by failed proofs (wrong codes here) gets the same answer as any other, and no code."""
         for _ in range(5):
-            _sign_in(client, holder.msisdn, "guess-guess")
+            db.add(
+                ProofAttempt(
+                    line_id=holder.line.id,
+                    method="one_time_code",
+                    action="lock.off",
+                    passed=False,
+                    actor="test",
+                    detail="wrong or expired code",
+                )
+            )
+        db.flush()
         first = _start_reset(client, "+8613912345678")
         locked = _start_reset(client, holder.msisdn)
         assert (locked.status_code, locked.text) == (first.status_code, first.text)
@@ -423,9 +433,8 @@ class TestPasswordLock:
         for _ in range(5):
             assert _sign_in(client, holder.msisdn, "guess-guess").status_code == 403
         r = _sign_in(client, holder.msisdn, factories.PASSWORD)
-        # With the default settings the self-service lock (five failed proofs in an hour) trips at the same
-        # count and is checked first, so it is the one that answers; either lock refuses the password.
-        assert (r.status_code, r.json()["code"]) == (423, "SELF_SERVICE_LOCKED")
+        # Wrong passwords have their own lock (15 minutes); they do not lock the rest of self-service.
+        assert (r.status_code, r.json()["code"]) == (423, "PASSWORD_LOCKED")
 
     @ISOLATED
     def test_password_lock_refuses_the_right_password(
@@ -496,3 +505,30 @@ class TestPasswordLock:
         r = _change(client, headers)
         assert (r.status_code, r.json()["code"]) == (423, "PASSWORD_LOCKED")
         assert snapshot(db, exclude=PROOF_TABLES) == before
+
+
+class TestPasswordLockScope:
+    """The password lock is the password's own; it neither spreads nor outlives a new password."""
+
+    def test_wrong_passwords_leave_the_lock_on_switch_usable(
+        self, client: TestClient, holder: factories.Holder
+    ) -> None:
+        """Five wrong passwords (an attacker's guesses) do not stop the signed-in holder turning the lock on."""
+        headers = line_headers(client, holder.msisdn)
+        for _ in range(5):
+            _sign_in(client, holder.msisdn, "guess-guess")
+        r = client.put(f"/api/v1/lines/{holder.msisdn}/sim-change-lock", json={"on": True}, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["sim_change_lock"] is True
+
+    def test_reset_lifts_the_password_lock(
+        self, client: TestClient, holder: factories.Holder, outbox: Path
+    ) -> None:
+        """After a reset with a code and the document, the new password works at once."""
+        for _ in range(5):
+            _sign_in(client, holder.msisdn, "guess-guess")
+        assert _start_reset(client, holder.msisdn).status_code == 202
+        code = last_code(outbox)
+        r = _complete(client, holder.msisdn, code)
+        assert r.status_code == 204, r.text
+        assert _sign_in(client, holder.msisdn, NEW).status_code == 200

@@ -237,7 +237,7 @@ class TestOneTimeCode:
         fresh = world.application(holder, portrait="obama.jpg", selfie="obama2.jpg")
         status, body = apply(world, holder, {**fresh, "one_time_code": used["one_time_code"]})
         assert (status, body["code"]) == (403, "PROOF_FAILED")
-        assert failed_proofs(db, world) == ["one_time_code"]
+        assert failed_proofs(db, world) == ["face_match", "one_time_code"]  # the stranger's face, then this
         assert [o.state for o in orders_of(db, world)] == [OrderState.REJECTED]
         assert_no_sim_change(world, db)
 
@@ -467,7 +467,10 @@ class TestUploads:
         fresh = world.application(holder, portrait="obama.jpg", selfie="obama2.jpg")
         status, body = apply(world, holder, {**fresh, kind: used[kind]})
         assert (status, body["code"]) == (404, "EVIDENCE_NOT_FOUND")
-        assert failed_proofs(db, world) == [str(_method(kind))]
+        assert failed_proofs(db, world) == [
+            "face_match",
+            str(_method(kind)),
+        ]  # the stranger's face, then this
         assert [o.state for o in orders_of(db, world)] == [OrderState.REJECTED]
         assert_no_sim_change(world, db)
 
@@ -587,11 +590,6 @@ class TestSelfieContent:
         assert {o.state for o in orders_of(db, world)} == {OrderState.REJECTED}
         assert_no_sim_change(world, db)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a rejected face match is kept as an identity_checks verdict but not as a failed "
-        "proof_attempts row, so it never counts toward the self-service lock (reported)",
-    )
     def test_rejected_face_counts_as_a_failed_proof(
         self, world: World, db: Session, holder: dict[str, str]
     ) -> None:

@@ -28,10 +28,11 @@ PURPOSES = frozenset(
         "lock.off",
         "contact.change",
         "password.reset",
+        "portal.sign_in",
     }
 )
-#: Purposes a signed-in holder may ask a code for (a reset is asked for without signing in).
-SESSION_PURPOSES = PURPOSES - {"password.reset"}
+#: Purposes a signed-in holder may ask a code for (a reset and the portal's sign-in come before one).
+SESSION_PURPOSES = PURPOSES - {"password.reset", "portal.sign_in"}
 
 
 class OtpRateLimited(DomainError):
@@ -149,3 +150,16 @@ def check_code(session: Session, settings: Settings, *, line: Line, purpose: str
         row.locked_at = now
     session.flush()
     return False
+
+
+def latest_destination(session: Session, *, line_id: int, purpose: str) -> str:
+    """Where the newest code for ``purpose`` went, masked ("" when none was sent)."""
+    return (
+        session.scalar(
+            select(OneTimeCode.destination_masked)
+            .where(OneTimeCode.line_id == line_id, OneTimeCode.purpose == purpose)
+            .order_by(OneTimeCode.id.desc())
+            .limit(1)
+        )
+        or ""
+    )

@@ -25,7 +25,7 @@ from simkeep.identity.errors import ProofFailed, SelfServiceLocked
 from simkeep.identity.otp import OtpRateLimited, send_code
 from simkeep.identity.service import Evidence, ProofContext, assess
 from simkeep.lines import repository as lines_repo
-from simkeep.models import AuthToken, Line, Subscriber
+from simkeep.models import ProofAttempt, AuthToken, Line, Subscriber
 from simkeep.notifications.service import notify
 from simkeep.security import hash_password
 
@@ -105,6 +105,17 @@ def _set(
 ) -> None:
     check_policy(new_password, msisdn=line.msisdn, document_number=document_number, birth_date=None)
     holder.service_password_hash = hash_password(new_password)
+    # A new password starts a new count of wrong ones: the lock of the old password does not carry over.
+    session.add(
+        ProofAttempt(
+            line_id=line.id,
+            method=str(Method.SERVICE_PASSWORD),
+            action="password.set",
+            passed=True,
+            actor=actor.label,
+            detail=proof[:300],
+        )
+    )
     session.execute(
         update(AuthToken)
         .where(AuthToken.line_id == line.id, AuthToken.revoked_at.is_(None))

@@ -182,7 +182,7 @@ def register_checker(checker: ProofChecker) -> None:
 
 
 def recent_failures(session: Session, settings: Settings, line_id: int) -> int:
-    """Failed proofs for a line within the lock window."""
+    """Failed proofs for a line within the lock window (wrong service passwords have a lock of their own)."""
     since = utcnow() - timedelta(minutes=settings.failed_proof_window_minutes)
     count = session.scalar(
         select(func.count())
@@ -190,6 +190,7 @@ def recent_failures(session: Session, settings: Settings, line_id: int) -> int:
         .where(
             ProofAttempt.line_id == line_id,
             ProofAttempt.passed.is_(False),
+            ProofAttempt.method != str(Method.SERVICE_PASSWORD),
             ProofAttempt.attempted_at >= since,
         )
     )
@@ -197,8 +198,18 @@ def recent_failures(session: Session, settings: Settings, line_id: int) -> int:
 
 
 def password_failures(session: Session, settings: Settings, line_id: int) -> int:
-    """Wrong service passwords for a line within the password-lock window."""
+    """Wrong service passwords for a line within the password-lock window, since the password last worked
+    or was set."""
     since = utcnow() - timedelta(minutes=settings.password_lock_window_minutes)
+    last_good = session.scalar(
+        select(func.max(ProofAttempt.attempted_at)).where(
+            ProofAttempt.line_id == line_id,
+            ProofAttempt.method == str(Method.SERVICE_PASSWORD),
+            ProofAttempt.passed.is_(True),
+        )
+    )
+    if last_good is not None and last_good > since:
+        since = last_good
     count = session.scalar(
         select(func.count())
         .select_from(ProofAttempt)
@@ -206,10 +217,14 @@ def password_failures(session: Session, settings: Settings, line_id: int) -> int
             ProofAttempt.line_id == line_id,
             ProofAttempt.method == str(Method.SERVICE_PASSWORD),
             ProofAttempt.passed.is_(False),
-            ProofAttempt.attempted_at >= since,
+            ProofAttempt.attempted_at > since,
         )
     )
     return int(count or 0)
+
+
+#: Actions that make a line safer stay open while its self-service is locked.
+UNLOCKED_ACTIONS = frozenset({"loss.report", "lock.on"})
 
 
 def ensure_not_locked(ctx: ProofContext) -> None:
@@ -228,7 +243,7 @@ def assess(ctx: ProofContext, evidence: Evidence, *, order_id: int | None = None
 
     Raises :class:`ProofFailed` (keeping the records) when any piece fails.
     """
-    if ctx.action != "loss.report":
+    if ctx.action not in UNLOCKED_ACTIONS:
         ensure_not_locked(ctx)
     passed: list[str] = []
     failures: list[str] = []

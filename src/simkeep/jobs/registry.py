@@ -22,6 +22,7 @@ from simkeep.config import Settings
 #: Modules holding ``@job`` and ``@scheduled`` declarations.
 TASK_MODULES = (
     "simkeep.notifications.tasks",
+    "simkeep.notifications.receipts",
     "simkeep.replacements.tasks",
     "simkeep.identity.tasks",
     "simkeep.shipping.tasks",
@@ -43,13 +44,26 @@ Handler = Callable[[JobContext, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
+class BatchItem:
+    """One job of a batch handed to a batch handler."""
+
+    context: JobContext
+    payload: dict[str, Any]
+
+
+#: Runs several jobs of one kind at once; returns the error of each job that failed, by job id.
+BatchHandler = Callable[[list[BatchItem]], dict[int, Exception]]
+
+
+@dataclass(frozen=True)
 class JobKind:
-    """A kind of job: its handler and how often it is tried."""
+    """A kind of job: its handler (and optional batch handler) and how often it is tried."""
 
     name: str
     handler: Handler
     max_attempts: int
     backoff_s: float
+    batch: BatchHandler | None = None
 
 
 @dataclass(frozen=True)
@@ -64,11 +78,18 @@ KINDS: dict[str, JobKind] = {}
 SCHEDULES: dict[str, Schedule] = {}
 
 
-def job(name: str, *, max_attempts: int = 8, backoff_s: float = 15.0) -> Callable[[Handler], Handler]:
-    """Declare a job kind; retries wait ``backoff_s`` doubled at each try (capped at an hour)."""
+def job(
+    name: str, *, max_attempts: int = 8, backoff_s: float = 15.0, batch: BatchHandler | None = None
+) -> Callable[[Handler], Handler]:
+    """Declare a job kind; retries wait ``backoff_s`` doubled at each try (capped at an hour).
+
+    With ``batch``, the worker hands the jobs of this kind in one batch to that function at once (fewer
+    round trips: one query for all of them), in one savepoint. A batch handler must leave no database
+    change behind for a job it reports as failed; if it raises, every job it was given fails this try.
+    """
 
     def register(handler: Handler) -> Handler:
-        KINDS[name] = JobKind(name, handler, max_attempts, backoff_s)
+        KINDS[name] = JobKind(name, handler, max_attempts, backoff_s, batch)
         return handler
 
     return register

@@ -60,7 +60,7 @@ def deliver(
     )
     session.add(row)
     try:
-        get_transport(settings).send(
+        provider_id = get_transport(settings).send(
             OutgoingMessage(channel=channel, to=address, subject=subject, body=body, template=template)
         )
     except Exception as exc:
@@ -68,6 +68,8 @@ def deliver(
         log.warning("notification.failed", template=template, channel=channel, error=type(exc).__name__)
     else:
         row.status, row.sent_at = "sent", utcnow()
+        if isinstance(provider_id, str):
+            row.provider_message_id = provider_id[:80]  # SMS delivery receipts are matched on it
     session.flush()
     return row
 

@@ -1,23 +1,29 @@
-"""Transports that deliver a message: the console and a file outbox are the embedded defaults.
+"""Transports that deliver a message, chosen per channel: e-mail over SMTP, SMS over SMPP, or embedded ones.
 
-SMTP and SMPP transports, behind the durable job queue, come with the notifications issue; they implement
-the same :class:`Transport` protocol.
+The embedded transports are the console (the log), a file outbox (the demo and the tests read it) and a null
+transport (benchmarks). ``SIMKEEP_EMAIL_TRANSPORT`` and ``SIMKEEP_SMS_TRANSPORT`` choose a transport for each
+channel; unset, a channel uses ``SIMKEEP_OTP_TRANSPORT``. :func:`get_transport` returns one object that sends
+each message through its channel's transport. Transports are built on first use and kept for the process
+(an SMPP link stays bound between messages); :func:`close_transports` closes them.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import threading
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 from simkeep.config import Settings
 from simkeep.logging import get_logger
+
+CHANNELS = ("email", "sms")
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,14 @@ class Transport(Protocol):
 
     def send(self, message: OutgoingMessage) -> str | None:
         """Deliver ``message`` or raise; returns the provider's message id where it gives one."""
+
+
+class TransportError(RuntimeError):
+    """A message could not be handed over: the server refused it, the link failed or timed out.
+
+    The text names what went wrong for an admin reading a dead job; it never holds a password or a full
+    address.
+    """
 
 
 class ConsoleTransport:
@@ -92,18 +106,103 @@ def read_outbox(directory: Path) -> list[OutgoingMessage]:
     return [OutgoingMessage(**json.loads(p.read_text(encoding="utf-8"))) for p in paths]
 
 
-@lru_cache(maxsize=4)
-def _transport(kind: str, outbox: str) -> Transport:
+class ChannelTransports:
+    """Sends each message through the transport configured for its channel, built on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def transport(self, channel: str) -> Transport:
+        """The transport of ``channel``; an unknown channel or transport is refused with ValueError."""
+        return _build(self.settings, channel)
+
+    def send(self, message: OutgoingMessage) -> str | None:
+        """Deliver ``message`` through its channel's transport."""
+        return self.transport(message.channel).send(message)
+
+
+def transport_kind(settings: Settings, channel: str) -> str:
+    """The transport configured for ``channel``: its own setting, else SIMKEEP_OTP_TRANSPORT."""
+    chosen = settings.email_transport if channel == "email" else settings.sms_transport
+    return chosen or settings.otp_transport
+
+
+_lock = threading.Lock()
+_built: dict[tuple[object, ...], Transport] = {}
+_exit_hook_set = False
+
+
+def _build(settings: Settings, channel: str) -> Transport:
+    """The transport of ``channel``, built once per configuration and process."""
+    if channel not in CHANNELS:
+        msg = f"no transport for channel {channel!r} (email or sms)"
+        raise ValueError(msg)
+    kind = transport_kind(settings, channel)
+    key: tuple[object, ...]
+    if kind == "smtp" and channel == "email":
+        from simkeep.notifications.smtp import SmtpConfig
+
+        key = (kind, SmtpConfig.from_settings(settings))
+    elif kind == "smpp" and channel == "sms":
+        from simkeep.notifications.smpp import SmppConfig
+
+        key = (
+            kind,
+            SmppConfig.from_settings(settings),
+            settings.database_url,
+            settings.sqlite_busy_timeout_ms,
+        )
+    elif kind == "file":
+        key = (kind, settings.otp_outbox_dir)
+    elif kind in ("console", "null"):
+        key = (kind,)
+    else:
+        allowed = "console, file, smtp or null" if channel == "email" else "console, file, smpp or null"
+        msg = f"unknown {channel} transport {kind!r} ({allowed})"
+        raise ValueError(msg)
+    with _lock:
+        found = _built.get(key)
+        if found is None:
+            found = _built[key] = _make(key, settings)
+        return found
+
+
+def _make(key: tuple[object, ...], settings: Settings) -> Transport:
+    kind = key[0]
+    if kind == "smtp":
+        from simkeep.notifications.smtp import SmtpConfig, SmtpTransport
+
+        assert isinstance(key[1], SmtpConfig)
+        return SmtpTransport(key[1])
+    if kind == "smpp":
+        from simkeep.notifications.receipts import ReceiptSpooler
+        from simkeep.notifications.smpp import SmppConfig, SmppTransport
+
+        assert isinstance(key[1], SmppConfig)
+        global _exit_hook_set  # noqa: PLW0603 - one hook per process, set on the first SMPP link
+        if not _exit_hook_set:
+            atexit.register(close_transports)
+            _exit_hook_set = True
+        spooler = ReceiptSpooler(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        return SmppTransport(key[1], on_receipt=spooler)
     if kind == "file":
-        return FileTransport(Path(outbox))
+        return FileTransport(Path(settings.otp_outbox_dir))
     if kind == "console":
         return ConsoleTransport()
-    if kind == "null":
-        return NullTransport()
-    msg = f"unknown notification transport {kind!r} (console, file or null)"
-    raise ValueError(msg)
+    return NullTransport()
 
 
-def get_transport(settings: Settings) -> Transport:
-    """The configured transport."""
-    return _transport(settings.otp_transport, settings.otp_outbox_dir)
+def get_transport(settings: Settings) -> ChannelTransports:
+    """The configured transports, one per channel, behind one :class:`Transport`."""
+    return ChannelTransports(settings)
+
+
+def close_transports() -> None:
+    """Close every transport built so far (SMPP links unbind; receipts still in hand are written first)."""
+    with _lock:
+        built = list(_built.values())
+        _built.clear()
+    for transport in built:
+        close = getattr(transport, "close", None)
+        if callable(close):
+            close()

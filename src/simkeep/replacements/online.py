@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
-from simkeep.identity.application import REVIEW, CheckOutcome, OnlineApplication, run_checks
+from simkeep.identity.application import REJECT, REVIEW, CheckOutcome, OnlineApplication, run_checks
 from simkeep.identity.evidence import decrypt, for_application
 from simkeep.identity.service import recent_failures
-from simkeep.models import EvidenceFile, IdentityCheck, Line, ReplacementOrder, Subscriber
+from simkeep.models import EvidenceFile, IdentityCheck, Line, ProofAttempt, ReplacementOrder, Subscriber
 
 CONTACT_CHANGE_RISK_DAYS = 7
 APPLICATIONS_PER_ADDRESS = 3
@@ -87,11 +87,32 @@ def risk_signals(
     return CheckOutcome("risk", REVIEW if reasons else "pass", tuple(reasons))
 
 
+#: The proof method a rejecting check failed (a rejection counts towards the line's lock like a wrong code).
+FAILED_METHOD = {"document": "document_photo", "ocr": "document_photo", "face": "face_match"}
+
+
 def record_checks(
-    session: Session, *, order: ReplacementOrder, checks: Sequence[CheckOutcome], uploads: Uploads | None
+    session: Session,
+    *,
+    order: ReplacementOrder,
+    checks: Sequence[CheckOutcome],
+    uploads: Uploads | None,
+    actor_label: str,
 ) -> None:
-    """Keep each verdict with the order, and tie the evidence files to it."""
+    """Keep each verdict with the order, tie the evidence files to it; rejections count as failed proofs."""
     for c in checks:
+        if c.verdict == REJECT and c.kind in FAILED_METHOD:
+            session.add(
+                ProofAttempt(
+                    line_id=order.line_id,
+                    order_id=order.id,
+                    method=FAILED_METHOD[c.kind],
+                    action="replacement.submit",
+                    passed=False,
+                    actor=actor_label,
+                    detail=", ".join(r for r in c.reasons if " " not in r)[:200],
+                )
+            )
         session.add(
             IdentityCheck(
                 order_id=order.id,

@@ -29,7 +29,14 @@ from simkeep.identity.application import (
 )
 from simkeep.identity.application import decide as overall_verdict
 from simkeep.identity.assurance import Assurance, Method, combine
-from simkeep.identity.service import Evidence, ProofContext, assess, require, required_for
+from simkeep.identity.service import (
+    Evidence,
+    ProofContext,
+    assess,
+    ensure_not_locked,
+    require,
+    required_for,
+)
 from simkeep.lines import repository as lines_repo
 from simkeep.lines.protection import refuse_locked_change
 from simkeep.lines.service import line_for_actor
@@ -153,18 +160,20 @@ def submit(
     _ensure_no_open_order(session, line)
     if channel in workflow.ONLINE_CHANNELS:
         _ensure_cooldown(session, settings, line)
-    assessment = assess(ctx, evidence)
-    require(assessment, "replacement.submit", settings)
     address = (
         shipping.validate_address(delivery_address or holder.delivery_address)
         if channel == Channel.ONLINE_MAIL
         else None
     )
-
     uploads = None
-    outcomes: list[CheckOutcome] = []
-    if application is not None:
+    if application is not None:  # the photos named must be the holder's, before the code is used up
+        ensure_not_locked(ctx)
         uploads = online.load_uploads(session, settings, line_id=line.id, application=application)
+    assessment = assess(ctx, evidence)
+    require(assessment, "replacement.submit", settings)
+
+    outcomes: list[CheckOutcome] = []
+    if application is not None and uploads is not None:
         outcomes = (
             list(checks)
             if checks is not None
@@ -203,7 +212,7 @@ def submit(
         raise ReplacementAlreadyOpen("This line already has an open replacement order.") from exc
     _link_proofs(session, line, order)
     if application is not None:
-        online.record_checks(session, order=order, checks=outcomes, uploads=uploads)
+        online.record_checks(session, order=order, checks=outcomes, uploads=uploads, actor_label=actor.label)
     _verify(session, settings, order, combine(methods), outcomes)
     return order
 
