@@ -98,3 +98,41 @@ class TestStartup:
         with capture_logs() as logs, TestClient(create_app(settings)) as c:
             assert c.get("/healthz").status_code == 200
         assert not [e for e in logs if e["event"] == "ocr.unavailable"]
+
+
+class TestUploadLimit:
+    """Photo uploads may be as large as the upload limit, beyond the limit of other requests."""
+
+    def test_photo_over_a_megabyte_is_accepted(
+        self, client: TestClient, db: Session, settings: Settings
+    ) -> None:
+        """A 2-3 MB phone photo is taken by the evidence upload, though other bodies stop at 1 MB."""
+        import io
+        import os
+
+        from PIL import Image
+
+        from tests.helpers import line_headers
+
+        h = factories.holder(db, settings)
+        noise = Image.frombytes("RGB", (1200, 900), os.urandom(1200 * 900 * 3))
+        buffer = io.BytesIO()
+        noise.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        assert settings.max_request_bytes < len(data) < settings.upload_max_bytes
+        r = client.post(
+            "/api/v1/evidence",
+            headers=line_headers(client, h.msisdn),
+            data={"kind": "selfie"},
+            files={"file": ("me.png", data, "image/png")},
+        )
+        assert r.status_code == 201, r.text
+
+    def test_upload_over_the_upload_limit_is_refused(self, client: TestClient, settings: Settings) -> None:
+        """A body declared larger than the upload limit is refused before it is read."""
+        r = client.post(
+            "/api/v1/evidence",
+            content=b"x" * 10,
+            headers={"content-length": str(settings.upload_max_bytes + 200_000), "content-type": "image/png"},
+        )
+        assert (r.status_code, r.json()["code"]) == (413, "REQUEST_TOO_LARGE")
