@@ -94,6 +94,8 @@ def create_app(settings: Settings | None = None, *, session_scope: SessionScope 
         return {"status": "ok", "version": __version__}
 
     from simkeep.api import include_routers
+    from simkeep.web.routes import include_pages
 
     include_routers(app)
+    include_pages(app)
     return app

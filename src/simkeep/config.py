@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     failed_proofs_before_lock: int = 5
     failed_proof_window_minutes: int = 60
 
+    #: Days without chargeable activity before a number is recycled (per-plan policies: the keep-alive issue).
+    inactivity_days_before_recycling: int = Field(default=180, ge=1)
+
     # Identity proofs (issue 3).
     face_accept_below: float = 0.45
     face_reject_above: float = 0.6

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 
 class DomainError(Exception):
@@ -110,8 +110,12 @@ def problem(status: int, code: str, title: str, detail: str, instance: str, **ex
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping from domain and validation errors to problem details."""
 
-    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DomainError)
+        from simkeep.web.routes import error_page, is_page
+
+        if is_page(request):
+            return error_page(request, exc)
         extra = {"details": exc.details} if exc.details else {}
         status = http_status_for(exc)
         return problem(

@@ -13,10 +13,10 @@ from simkeep.auth.actors import Actor
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.errors import AuthenticationFailed
-from simkeep.identity.assurance import Assurance
+from simkeep.identity.assurance import Assurance, Method
 from simkeep.identity.service import Evidence, ProofContext, assess
 from simkeep.lines import repository as lines_repo
-from simkeep.models import AuthToken, StaffUser, TokenKind
+from simkeep.models import AuthToken, Line, StaffUser, TokenKind
 from simkeep.security import keyed_hash, new_token, verify_password
 
 
@@ -118,6 +118,68 @@ def sign_in_line(session: Session, settings: Settings, *, msisdn: str, service_p
         ttl_minutes=settings.line_token_ttl_minutes,
         assurance=assessment.assurance,
         methods=assessment.methods,
+        line_id=line.id,
+    )
+
+
+def start_portal_sign_in(
+    session: Session, settings: Settings, *, msisdn: str, service_password: str, channel: str
+) -> int:
+    """The portal's first step: the number and service password; a one-time code goes to the registered
+    contact chosen (never the number itself). Returns the line's id for the second step.
+
+    Fails like :func:`sign_in_line` for an unknown number or a wrong password.
+    """
+    from simkeep.identity.otp import send_code
+
+    line = lines_repo.find_by_msisdn(session, msisdn)
+    subscriber = lines_repo.holder_of(session, line) if line else None
+    ctx = ProofContext(
+        session=session,
+        settings=settings,
+        line=line,
+        subscriber=subscriber,
+        actor=Actor(kind="anonymous", label="anonymous"),
+        action="line.sign_in",
+    )
+    assess(ctx, Evidence(service_password=service_password))
+    if line is None or subscriber is None or lines_repo.is_recycled(line):
+        raise AuthenticationFailed("The number and password do not match.", code="INVALID_CREDENTIALS")
+    send_code(session, settings, line=line, subscriber=subscriber, purpose="portal.sign_in", channel=channel)
+    return line.id
+
+
+def complete_portal_sign_in(session: Session, settings: Settings, *, line_id: int, code: str) -> IssuedToken:
+    """The portal's second step: the code sent in the first. The session counts the service password only
+    (medium assurance): the code opens the portal, and risky actions still ask for a code of their own."""
+    line = session.get(Line, line_id)
+    subscriber = lines_repo.holder_of(session, line) if line else None
+    ctx = ProofContext(
+        session=session,
+        settings=settings,
+        line=line,
+        subscriber=subscriber,
+        actor=Actor(kind="anonymous", label="anonymous"),
+        action="portal.sign_in",
+    )
+    assess(ctx, Evidence(one_time_code=code))
+    if line is None or lines_repo.is_recycled(line):
+        raise AuthenticationFailed("The code is wrong or has expired.", code="INVALID_CREDENTIALS")
+    record(
+        session,
+        actor=f"line:{line.id}",
+        action="line.signed_in",
+        subject_type="line",
+        subject_id=line.id,
+        data={"methods": ["service_password", "one_time_code"], "via": "portal"},
+    )
+    return _issue(
+        session,
+        settings,
+        kind=TokenKind.LINE,
+        ttl_minutes=settings.line_token_ttl_minutes,
+        assurance=Assurance.MEDIUM,
+        methods=(str(Method.SERVICE_PASSWORD),),
         line_id=line.id,
     )
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
 from sqlalchemy.orm import Session
 
 from simkeep.auth.actors import Actor
+from simkeep.config import Settings
+from simkeep.db.base import utcnow
 from simkeep.identifiers import normalise_msisdn
 from simkeep.lines import repository
 from simkeep.lines.errors import LineNotFound, LineRecycled
@@ -24,3 +29,32 @@ def line_for_actor(
     if repository.is_recycled(line) and not allow_recycled:
         raise LineRecycled("This number was recycled.")
     return line
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """How long a line has before its number would be recycled for lack of chargeable activity."""
+
+    deadline: datetime
+    days_left: int
+    window_days: int
+
+    @property
+    def percent_left(self) -> int:
+        """The share of the window still left, 0 to 100 (for a bar)."""
+        return max(0, min(100, round(100 * self.days_left / self.window_days))) if self.window_days else 0
+
+    @property
+    def band(self) -> str:
+        """``ok``, ``warn`` (30 days or fewer) or ``bad`` (7 or fewer)."""
+        return "bad" if self.days_left <= 7 else "warn" if self.days_left <= 30 else "ok"
+
+
+def keepalive_status(line: Line, settings: Settings, *, now: datetime | None = None) -> KeepAlive:
+    """Days left: the inactivity window counted from the last chargeable activity (or the activation)."""
+    now = now or utcnow()
+    window = settings.inactivity_days_before_recycling
+    since = line.last_activity_at or line.activated_at
+    deadline = since + timedelta(days=window)
+    days_left = max(0, (deadline - now).days)
+    return KeepAlive(deadline=deadline, days_left=days_left, window_days=window)

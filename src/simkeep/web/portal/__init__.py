@@ -1,0 +1,1 @@
+"""The holders' portal: phone first, zh-CN by default with an English switch."""
