@@ -82,7 +82,7 @@ def include_pages(app: FastAPI) -> None:
 
 
 #: Further page modules (each with a ``router``), added as the pages grow.
-PAGE_MODULES: list[str] = []
+PAGE_MODULES: list[str] = ["simkeep.web.portal.pages", "simkeep.web.console.pages"]
 
 
 def _load(module: str) -> ModuleType:
