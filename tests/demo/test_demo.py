@@ -290,7 +290,7 @@ class TestDemoCommand:
     def test_refused_in_production(self, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
         """With public passwords, the demo is never loaded into a production database."""
         monkeypatch.setenv("SIMKEEP_ENVIRONMENT", "production")
-        monkeypatch.setenv("SIMKEEP_VAULT_KEYS", "k1:" + base64.b64encode(bytes(32)).decode())
+        monkeypatch.setenv("SIMKEEP_VAULT_KEYS", "k1:" + base64.b64encode(bytes(range(32))).decode())
         get_settings.cache_clear()
         before = cli.state()
         result = cli.run("demo")

@@ -3,7 +3,8 @@
 Claiming is one ``UPDATE ... RETURNING`` over the due jobs; on PostgreSQL the due jobs are picked with
 ``FOR UPDATE SKIP LOCKED``, so several workers share the queue without waiting on each other or taking a
 job twice. On SQLite the write lock (``BEGIN IMMEDIATE``) serialises claims; one worker is enough there. A
-claim is a lease: a job whose worker died is claimed again when its lease runs out, and the try counts.
+claim is a lease: a job whose worker died is queued again when its lease runs out and taken by the next
+claim; the lost try counts, and a job lost on its last try is dead-lettered.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from simkeep.db.base import utcnow
@@ -21,6 +22,7 @@ from simkeep.errors import InvalidInput, NotFound
 from simkeep.models import Job, JobSchedule, JobState
 
 MAX_ERROR_CHARS = 2000
+LEASE_LAPSED = "LeaseLapsed: the worker holding the job stopped or stalled before finishing it"
 
 
 class JobNotFound(NotFound):
@@ -77,22 +79,51 @@ def enqueue(
             created_at=now,
         )
         .on_conflict_do_nothing(index_elements=["key"])
+        .returning(Job.id)
     )
-    return bool(session.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+    # A returned id tells whether a row was added (the driver's rowcount is -1 here on PostgreSQL).
+    return session.execute(stmt).first() is not None
+
+
+def requeue_lapsed(session: Session, *, now: datetime | None = None) -> int:
+    """Queue again the running jobs whose lease has lapsed (their worker died or stalled); returns how many.
+
+    The lapsed try counts: a job that was on its last try is dead-lettered instead, so a job that kills its
+    worker every time ends as a dead letter rather than being taken again for ever.
+    """
+    now = now or utcnow()
+    lapsed = select(Job.id).where(Job.state == JobState.RUNNING, Job.lease_until < now)
+    if session.get_bind().dialect.name == "postgresql":
+        lapsed = lapsed.with_for_update(skip_locked=True)
+    last_try = Job.attempts >= Job.max_attempts
+    result = session.execute(
+        update(Job)
+        .where(Job.id.in_(lapsed.scalar_subquery()), Job.state == JobState.RUNNING)
+        .values(
+            state=case((last_try, JobState.DEAD), else_=JobState.QUEUED),
+            run_at=now,
+            locked_by=None,
+            lease_until=None,
+            last_error=LEASE_LAPSED,
+            finished_at=case((last_try, now), else_=None),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def claim(session: Session, *, worker_id: str, limit: int, lease: timedelta) -> list[Claimed]:
-    """Take up to ``limit`` due jobs (queued and due, or running with a lapsed lease), oldest first."""
+    """Take up to ``limit`` due jobs, oldest first (lapsed leases are queued again first, and count a try).
+
+    The due jobs are read in the order of the ``(state, run_at)`` index, so a claim costs the same with a
+    backlog of millions as with ten.
+    """
     now = utcnow()
+    requeue_lapsed(session, now=now)
     due = (
         select(Job.id)
-        .where(
-            or_(
-                and_(Job.state == JobState.QUEUED, Job.run_at <= now),
-                and_(Job.state == JobState.RUNNING, Job.lease_until < now),
-            )
-        )
-        .order_by(Job.run_at, Job.id)
+        .where(Job.state == JobState.QUEUED, Job.run_at <= now)
+        .order_by(Job.run_at)
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
@@ -132,7 +163,7 @@ def mark_failed(session: Session, job: Claimed, *, error: str, retry_in: timedel
     now = utcnow()
     session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.locked_by == worker_id)
+        .where(Job.id == job.id, Job.locked_by == worker_id, Job.state == JobState.RUNNING)
         .values(
             state=JobState.DEAD if dead else JobState.QUEUED,
             run_at=now if dead else now + retry_in,
@@ -153,7 +184,7 @@ def due_schedules(session: Session, schedules: dict[str, timedelta]) -> list[str
     """
     now = utcnow()
     existing = {s.name for s in session.scalars(select(JobSchedule))}
-    for name in schedules.keys() - existing:
+    for name in sorted(schedules.keys() - existing):  # one order for every worker: no deadlock
         session.execute(
             _insert(session)(JobSchedule)
             .values(name=name, next_run_at=now)

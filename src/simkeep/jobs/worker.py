@@ -2,8 +2,10 @@
 
 Each batch runs in one transaction, each job in a savepoint of its own: a job that raises rolls back only
 its own changes and is retried after its backoff, or dead-lettered after its last try; the others commit
-with their completion. A worker killed in the middle loses nothing: its claimed jobs are taken again when
-their lease runs out. SIGTERM and SIGINT let the current batch finish first.
+with their completion. The jobs of a kind declared with a batch handler (``notification.deliver``) run
+together in one savepoint, the handler answering for each job (see :func:`simkeep.jobs.registry.job`). A
+worker killed in the middle loses nothing: its claimed jobs are taken again when their lease runs out.
+SIGTERM and SIGINT let the current batch finish first.
 """
 
 from __future__ import annotations
@@ -87,7 +89,10 @@ class Worker:
         return self.report
 
     def enqueue_due_schedules(self, *, force: bool = False) -> list[str]:
-        """Enqueue the declared periodic jobs whose time has come (checked every few seconds)."""
+        """Enqueue the declared periodic jobs whose time has come (checked every few seconds).
+
+        Returns the slots enqueued; a slot whose job exists already (its key is taken) is not enqueued again.
+        """
         now = time.monotonic()
         if not force and now < self._next_schedule_check:
             return []
@@ -95,15 +100,15 @@ class Worker:
         schedules = {s.name: s.every for s in registry.SCHEDULES.values()}
         if not schedules:
             return []
+        enqueued: list[str] = []
         with self.factory() as session, session.begin():
-            slots = service.due_schedules(session, schedules)
-            for slot in slots:
+            for slot in service.due_schedules(session, schedules):
                 name = slot.split("@", 1)[0]
-                service.enqueue(
-                    session, kind=name, key=f"schedule:{slot}", max_attempts=registry.KINDS[name].max_attempts
-                )
-        self.report.scheduled.extend(slots)
-        return slots
+                max_attempts = registry.KINDS[name].max_attempts
+                if service.enqueue(session, kind=name, key=f"schedule:{slot}", max_attempts=max_attempts):
+                    enqueued.append(slot)
+        self.report.scheduled.extend(enqueued)
+        return enqueued
 
     def run_batch(self) -> int:
         """Claim and run one batch; returns how many jobs it held."""
@@ -114,39 +119,109 @@ class Worker:
         if not claimed:
             return 0
         with self.factory() as session, session.begin():
-            done: list[int] = []
-            for job in claimed:
-                kind = registry.KINDS.get(job.kind)
-                try:
-                    if kind is None:
-                        raise UnknownJobKind(f"no handler is declared for job kind {job.kind!r}")
-                    context = registry.JobContext(session, self.settings, job.id, job.key, job.attempts)
-                    with session.begin_nested():
-                        kind.handler(context, job.payload)
-                except Exception as exc:
-                    self._failed(session, job, kind, exc)
-                else:
-                    done.append(job.id)
-            service.mark_done(session, done, worker_id=self.worker_id)
-        self.report.done += len(done)
+            outcome = execute(session, self.settings, claimed, worker_id=self.worker_id)
+        self.report.done += len(outcome.done)
+        self.report.failed += len(outcome.failed)
+        self.report.dead += outcome.dead
         return len(claimed)
 
-    def _failed(
-        self, session: Session, job: service.Claimed, kind: registry.JobKind | None, exc: Exception
-    ) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        retry_in = registry.backoff(kind, job.attempts) if kind else timedelta(hours=1)
-        dead = service.mark_failed(session, job, error=error, retry_in=retry_in, worker_id=self.worker_id)
-        self.report.failed += 1
-        if dead:
-            self.report.dead += 1
-        log.warning(
-            "job.dead" if dead else "job.failed",
-            job=job.id,
-            kind=job.kind,
-            attempt=job.attempts,
-            error=type(exc).__name__,
-        )
+
+@dataclass
+class Outcome:
+    """What became of the jobs of one batch."""
+
+    done: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    dead: int = 0
+
+
+def execute(
+    session: Session, settings: Settings, claimed: list[service.Claimed], *, worker_id: str
+) -> Outcome:
+    """Run claimed jobs in ``session``'s transaction and record how each went (the caller commits).
+
+    Each job runs in a savepoint of its own; the jobs of a kind with a batch handler run together in one.
+    A job that raises, or whose kind is unknown, is recorded as a failed try (retried after its backoff,
+    dead after its last try) and its database changes are rolled back; the others are marked done.
+    """
+    outcome = Outcome()
+    by_kind: dict[str, list[service.Claimed]] = {}
+    for job in claimed:
+        by_kind.setdefault(job.kind, []).append(job)
+    for name, jobs in by_kind.items():
+        kind = registry.KINDS.get(name)
+        if kind is not None and kind.batch is not None and len(jobs) > 1:
+            errors = _run_many(session, settings, kind, kind.batch, jobs)
+        else:
+            errors = {}
+            for job in jobs:
+                error = _run_one(session, settings, kind, job)
+                if error is not None:
+                    errors[job.id] = error
+        for job in jobs:
+            if job.id in errors:
+                _failed(session, job, kind, errors[job.id], worker_id=worker_id, outcome=outcome)
+            else:
+                outcome.done.append(job.id)
+    service.mark_done(session, outcome.done, worker_id=worker_id)
+    return outcome
+
+
+def _context(session: Session, settings: Settings, job: service.Claimed) -> registry.JobContext:
+    return registry.JobContext(session, settings, job.id, job.key, job.attempts)
+
+
+def _run_one(
+    session: Session, settings: Settings, kind: registry.JobKind | None, job: service.Claimed
+) -> Exception | None:
+    try:
+        if kind is None:
+            raise UnknownJobKind(f"no handler is declared for job kind {job.kind!r}")
+        with session.begin_nested():
+            kind.handler(_context(session, settings, job), job.payload)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _run_many(
+    session: Session,
+    settings: Settings,
+    kind: registry.JobKind,
+    handler: registry.BatchHandler,
+    jobs: list[service.Claimed],
+) -> dict[int, Exception]:
+    items = [registry.BatchItem(_context(session, settings, job), job.payload) for job in jobs]
+    try:
+        with session.begin_nested():
+            errors = handler(items)
+    except Exception as exc:
+        log.warning("job.batch_failed", kind=kind.name, jobs=len(jobs), error=type(exc).__name__)
+        return {job.id: exc for job in jobs}
+    return {job.id: errors[job.id] for job in jobs if job.id in errors}
+
+
+def _failed(
+    session: Session,
+    job: service.Claimed,
+    kind: registry.JobKind | None,
+    exc: Exception,
+    *,
+    worker_id: str,
+    outcome: Outcome,
+) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    retry_in = registry.backoff(kind, job.attempts) if kind else timedelta(hours=1)
+    dead = service.mark_failed(session, job, error=error, retry_in=retry_in, worker_id=worker_id)
+    outcome.failed.append(job.id)
+    outcome.dead += int(dead)
+    log.warning(
+        "job.dead" if dead else "job.failed",
+        job=job.id,
+        kind=job.kind,
+        attempt=job.attempts,
+        error=type(exc).__name__,
+    )
 
 
 def drain(session: Session, settings: Settings, *, worker_id: str = "inline", limit: int = 10_000) -> int:
@@ -161,23 +236,6 @@ def drain(session: Session, settings: Settings, *, worker_id: str = "inline", li
         claimed = service.claim(session, worker_id=worker_id, limit=100, lease=timedelta(minutes=5))
         if not claimed:
             break
-        done = []
-        for job in claimed:
-            kind = registry.KINDS.get(job.kind)
-            try:
-                if kind is None:
-                    raise UnknownJobKind(f"no handler is declared for job kind {job.kind!r}")
-                with session.begin_nested():
-                    kind.handler(
-                        registry.JobContext(session, settings, job.id, job.key, job.attempts), job.payload
-                    )
-            except Exception as exc:
-                retry_in = registry.backoff(kind, job.attempts) if kind else timedelta(hours=1)
-                service.mark_failed(
-                    session, job, error=f"{type(exc).__name__}: {exc}", retry_in=retry_in, worker_id=worker_id
-                )
-            else:
-                done.append(job.id)
-        service.mark_done(session, done, worker_id=worker_id)
+        execute(session, settings, claimed, worker_id=worker_id)
         ran += len(claimed)
     return ran
