@@ -15,7 +15,7 @@ import re
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,7 +38,6 @@ from simkeep.sims.importer import (
     batches_of,
     check_file,
     copy_text,
-    driver,
     load_batches,
     pg_reserve_ids,
     record_run,
@@ -46,6 +45,7 @@ from simkeep.sims.importer import (
     sqlite_next_id,
     sqlite_now,
     want_parallel,
+    write_batch,
 )
 
 LINE_COLUMNS = (
@@ -91,9 +91,10 @@ def ric_problem(number: str) -> str | None:
         return "a CN resident ID has 17 digits and a check character (0-9 or X)"
     if number[-1] != ric.calc_check_digit(number):
         return "the check character of the CN resident ID is wrong (invalid checksum)"
+    year = int(number[6:10])
     try:
-        year = ric.get_birth_date(number).year
-    except ric.InvalidComponent:
+        date(year, int(number[10:12]), int(number[12:14]))  # stdnum's get_birth_date, minus its compact()
+    except ValueError:
         return "the CN resident ID holds an impossible birth date (invalid component)"
     if not _ric_place_known(number[:6], year):
         return "the CN resident ID holds an unknown region code (invalid component)"
@@ -114,16 +115,64 @@ def _calling_code(digits3: str) -> int | None:
     return None
 
 
+_NumberDesc = tuple[frozenset[int], re.Pattern[str]]
+_NUMBER_TYPES = (
+    "mobile", "fixed_line", "toll_free", "premium_rate", "shared_cost", "voip", "personal_number", "pager",
+    "uan", "voicemail",
+)  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def _number_descs(code: int) -> tuple[_NumberDesc, tuple[_NumberDesc, ...]] | None:
+    """phonenumbers' validity test for a calling code that serves one region, compiled once; else None.
+
+    ``phonenumbers.is_valid_number`` accepts a national number that matches the region's general
+    description and the description of any number type (each: a possible length, then the full pattern),
+    calling several functions per type; this keeps just the lengths and compiled patterns.
+    """
+    from phonenumbers.phonemetadata import PhoneMetadata
+
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    if len(regions) != 1 or regions[0] == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+        return None
+    metadata = PhoneMetadata.metadata_for_region(regions[0], None)
+    if metadata is None:
+        return None
+
+    def desc(number_desc: Any) -> _NumberDesc | None:
+        if number_desc is None or not number_desc.national_number_pattern:
+            return None
+        return frozenset(number_desc.possible_length), re.compile(number_desc.national_number_pattern)
+
+    general = desc(metadata.general_desc)
+    if general is None:
+        return None
+    types = tuple(d for d in (desc(getattr(metadata, name)) for name in _NUMBER_TYPES) if d is not None)
+    return general, types
+
+
+def _matches(national: str, desc: _NumberDesc) -> bool:
+    lengths, pattern = desc
+    return (not lengths or len(national) in lengths) and pattern.fullmatch(national) is not None
+
+
 def fast_msisdn_problem(msisdn: str) -> str | None:
     """:func:`simkeep.identifiers.msisdn_problem` without its costly parse on the numbers it accepts.
 
-    An E.164 string is split at its country calling code and checked with ``phonenumbers.is_valid_number``;
-    anything that fails is judged (and explained) by ``msisdn_problem`` itself.
+    An E.164 string is split at its country calling code and checked against that region's compiled
+    patterns (:func:`_number_descs`), or else with ``phonenumbers.is_valid_number``; anything that fails is
+    judged (and explained) by ``msisdn_problem`` itself.
     """
     if E164.match(msisdn):
         code = _calling_code(msisdn[1:4])
         if code is not None:
             national = msisdn[1 + len(str(code)) :]
+            descs = _number_descs(code) if national[:1] not in {"", "0"} else None
+            if descs is not None:
+                general, types = descs
+                if _matches(national, general) and any(_matches(national, d) for d in types):
+                    return None
+                return msisdn_problem(msisdn)
             number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national or "0"))
             zeros = len(national) - len(national.lstrip("0"))
             if len(national) > 1 and zeros:
@@ -291,11 +340,11 @@ def check_line_rows(
         sub_payload, line_payload = _serialise([subs[k] for k in order], lines, postgres)
         return Batch(count, errors, numbers, line_payload, LinesExtra(sub_payload, frozenset(plans)))
 
-    for line_no, raw in records(path):
+    for line_no, raw in records(path, len(LINE_COLUMNS)):
         count += 1
         checked: _Line | tuple[str, str]
-        if len(raw) != 15:
-            checked = ("row", f"expected 15 fields, found {len(raw)}")
+        if isinstance(raw, str):
+            checked = ("row", raw)
         else:
             checked = check_line(raw, key, latest)
             if not isinstance(checked, _Line) and any(value != value.strip() for value in raw):
@@ -329,7 +378,7 @@ def _admit(  # noqa: PLR0917 - a hot-path helper called once per row; keywords w
     for column, value in (("msisdn", row.msisdn), ("iccid", row.iccid), ("imsi", row.imsi)):
         first = seen.get(column + value)
         if first is not None:
-            return column, f"the {column} is also on line {first}"
+            return column, f"the {column.upper()} is also on line {first}"
     sub_k = refs.get(row.ref)
     if sub_k is None:
         sub_k = refs[row.ref] = len(subs)
@@ -447,17 +496,39 @@ class LineWriter:
         self.sim_ledger = RunLedger()
         self.created_plans: list[str] = []
         with conn.begin():
-            self.plans = dict(conn.execute(select(Plan.code, Plan.id)))
+            self.plans = dict(conn.execute(select(Plan.code, Plan.id)).all())
 
     def write(self, batch: Batch) -> tuple[int, int, list[RowError]]:
         """Insert one batch; return (imported, already present, errors)."""
         if not batch.lines:
             return 0, 0, []
-        with self.conn.begin():
-            cur = driver(self.conn).cursor()
-            if self.postgres:
-                return self._write_pg(cur, batch)
-            return self._write_sqlite(cur, batch)
+        return write_batch(
+            self.conn, lambda cur: self._write(cur, batch), save=self._save, restore=self._restore
+        )
+
+    def _write(self, cur: Any, batch: Batch) -> tuple[int, int, list[RowError]]:
+        known = len(self.created_plans)
+        outcome = self._write_pg(cur, batch) if self.postgres else self._write_sqlite(cur, batch)
+        if len(self.created_plans) > known and (outcome[1] or outcome[2]):
+            self._drop_unused_plans(cur, self.created_plans[known:])
+        return outcome
+
+    def _save(self) -> tuple[int, int, dict[str, int], list[str]]:
+        return self.line_ledger.mark(), self.sim_ledger.mark(), dict(self.plans), list(self.created_plans)
+
+    def _restore(self, saved: tuple[int, int, dict[str, int], list[str]]) -> None:
+        lines, sims, self.plans, self.created_plans = saved
+        self.line_ledger.rewind(lines)
+        self.sim_ledger.rewind(sims)
+
+    def _drop_unused_plans(self, cur: Any, codes: list[str]) -> None:
+        """Remove plans this batch created for rows that were then refused: a refused row leaves no trace."""
+        mark = "%s" if self.postgres else "?"
+        for code in codes:
+            cur.execute(f"SELECT 1 FROM lines WHERE plan_id = {mark} LIMIT 1", (self.plans[code],))
+            if cur.fetchone() is None:
+                cur.execute(f"DELETE FROM plans WHERE id = {mark}", (self.plans.pop(code),))
+                self.created_plans.remove(code)
 
     def _ensure_plans(self, cur: Any, codes: frozenset[str], now: Any) -> None:
         for code in sorted(codes - self.plans.keys()):
@@ -633,7 +704,7 @@ class LineWriter:
             drop.add(k)
             earlier = None if row_id is None else ledger.line_of(row_id)
             if earlier is not None:
-                reason = f"the {column} is also on line {earlier}"
+                reason = f"the {column.upper()} is also on line {earlier}"
             errors.append(RowError(lines[k], column, reason))
 
         for k, (line_id, same_sim) in found.msisdn.items():

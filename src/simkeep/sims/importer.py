@@ -37,10 +37,12 @@ SIM_KINDS = frozenset({"physical", "esim"})
 _LOCATIONS = frozenset({"warehouse", "store"})
 NULL = "\\N"  # NULL in PostgreSQL's COPY text format
 _PARALLEL_MIN_BYTES = 4 << 20  # below this a second process costs more than it saves
+DEADLOCK_ATTEMPTS = 5
+DEADLOCK_SQLSTATE = "40P01"
 
 
 class ImportFileUnreadable(DomainError):
-    """The file cannot be imported at all: missing, not UTF-8, wrong header or broken CSV."""
+    """The file cannot be imported at all: missing, not UTF-8 text, holding NUL bytes, or wrongly headed."""
 
     code = "IMPORT_FILE_UNREADABLE"
 
@@ -135,6 +137,14 @@ class RunLedger:
         self._bases.append(base)
         self._lines.append(lines)
 
+    def mark(self) -> int:
+        """A point to :meth:`rewind` to."""
+        return len(self._bases)
+
+    def rewind(self, mark: int) -> None:
+        """Forget what was added since ``mark`` (its transaction was rolled back)."""
+        del self._bases[mark:], self._lines[mark:]
+
     def line_of(self, row_id: int) -> int | None:
         """The file line of a row this run inserted, or None if it was there before."""
         i = bisect_right(self._bases, row_id) - 1
@@ -195,17 +205,56 @@ def _decode_header(raw: bytes) -> str:
     return ",".join(part.strip().lower() for part in text.strip().split(","))
 
 
-def records(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Data rows with their (last) physical line number; blank lines are skipped."""
+UNCLOSED_QUOTE = "a quoted field is not closed on its line (no field may hold a line break)"
+_CLOSE_QUOTE = '"\n'
+
+
+def records(path: Path, fields: int) -> Iterator[tuple[int, list[str] | str]]:
+    """Rows of ``fields`` values with their line numbers, or a malformed row's reason; blank lines skipped.
+
+    Every record ends with its own physical line: no field of these files holds a line break, so a quote
+    left open must not swallow the lines after it (they would vanish into one bad row and be numbered
+    after its last line). When the CSV reader asks for more of an unfinished record it is handed a closing
+    quote instead, and that row is reported as malformed; the next line is read as the next row. Any other
+    CSV error costs one row too, so a broken row never stops an import half-way through.
+    """
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            next(reader, None)
-            for row in reader:
-                if row:
-                    yield reader.line_num, row
-        except csv.Error as exc:
-            raise ImportFileUnreadable(f"line {reader.line_num}: malformed CSV ({exc})") from None
+        next(handle, None)  # the header, checked by check_file
+        taken = 0  # physical lines the reader has taken for the current record
+        broken = False
+
+        def feed() -> Iterator[str]:
+            nonlocal taken, broken
+            for text in handle:
+                if taken:
+                    broken = True
+                    yield _CLOSE_QUOTE
+                taken = 1
+                yield text
+            if taken:
+                broken = True
+                yield _CLOSE_QUOTE
+
+        reader = csv.reader(feed())
+        line = 1
+        while True:
+            taken = 0
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                line += 1
+                yield line, f"malformed CSV ({exc})"
+                continue
+            line += 1
+            if broken:
+                broken = False
+                yield line, UNCLOSED_QUOTE
+            elif len(row) == fields:
+                yield line, row
+            elif row:
+                yield line, f"expected {fields} fields, found {len(row)}"
 
 
 def copy_text(value: str) -> str:
@@ -304,6 +353,40 @@ class Writer(Protocol):
         ...
 
 
+def write_batch(
+    conn: Connection,
+    write: Callable[[Any], tuple[int, int, list[RowError]]],
+    *,
+    save: Callable[[], Any],
+    restore: Callable[[Any], None],
+) -> tuple[int, int, list[RowError]]:
+    """Run ``write(cursor)`` in one transaction, and again when PostgreSQL makes it a deadlock's victim.
+
+    A session that locks the same tables in another order (a database-wide ANALYZE inside a transaction
+    does) can deadlock with a batch's ``LOCK TABLE``. The batch is then rolled back whole, so it runs again
+    once ``restore(save())`` has put back what the writer had noted of it.
+    """
+    attempt = 1
+    while True:
+        saved = save()
+        try:
+            with conn.begin():
+                return write(driver(conn).cursor())
+        except Exception as exc:
+            restore(saved)
+            if attempt >= DEADLOCK_ATTEMPTS or not deadlocked(exc):
+                raise
+            attempt += 1
+
+
+def deadlocked(exc: BaseException) -> bool:
+    """Whether the database broke a deadlock by failing this transaction (SQLSTATE 40P01)."""
+    return DEADLOCK_SQLSTATE in (
+        getattr(exc, "sqlstate", None),
+        getattr(getattr(exc, "orig", None), "sqlstate", None),
+    )
+
+
 def load_batches(
     result: ImportResult,
     batches: Iterable[Batch],
@@ -362,23 +445,22 @@ def check_sim_rows(
             payload = json.dumps(good, ensure_ascii=False)
         return Batch(count, errors, lines, payload)
 
-    for line, raw in records(path):
+    for line, raw in records(path, len(SIM_COLUMNS)):
         count += 1
-        if len(raw) != 6:
-            errors.append(RowError(line, "row", f"expected 6 fields, found {len(raw)}"))
+        if isinstance(raw, str):
+            errors.append(RowError(line, "row", raw))
         else:
             problem = _sim_problem(raw, stores)
             if problem is not None and any(value != value.strip() for value in raw):
                 raw = [value.strip() for value in raw]  # noqa: PLW2901 - padding tolerated, at no cost to clean rows
                 problem = _sim_problem(raw, stores)
             if problem is None:
-                first = seen_iccid.setdefault(raw[0], line)
-                if first != line:
-                    problem = ("iccid", f"the ICCID is also on line {first}")
+                if raw[0] in seen_iccid:
+                    problem = ("iccid", f"the ICCID is also on line {seen_iccid[raw[0]]}")
+                elif raw[1] in seen_imsi:
+                    problem = ("imsi", f"the IMSI is also on line {seen_imsi[raw[1]]}")
                 else:
-                    first = seen_imsi.setdefault(raw[1], line)
-                    if first != line:
-                        problem = ("imsi", f"the IMSI is also on line {first}")
+                    seen_iccid[raw[0]] = seen_imsi[raw[1]] = line
             if problem is None:
                 good.append([raw[0], raw[1], raw[2], raw[3], stores.get(raw[4]), raw[5]])
                 lines.append(line)
@@ -447,11 +529,10 @@ class SimWriter:
         """Insert one batch; return (imported, already present, errors)."""
         if not batch.lines:
             return 0, 0, []
-        with self.conn.begin():
-            cur = driver(self.conn).cursor()
-            if self.postgres:
-                return self._write_pg(cur, batch)
-            return self._write_sqlite(cur, batch)
+        write = self._write_pg if self.postgres else self._write_sqlite
+        return write_batch(
+            self.conn, lambda cur: write(cur, batch), save=self.ledger.mark, restore=self.ledger.rewind
+        )
 
     def _write_sqlite(self, cur: Any, batch: Batch) -> tuple[int, int, list[RowError]]:
         import sqlite3
@@ -554,7 +635,7 @@ def load_stores(conn: Connection) -> dict[str, int]:
     from simkeep.models import Store
 
     with conn.begin():
-        return dict(conn.execute(select(Store.code, Store.id)))
+        return dict(conn.execute(select(Store.code, Store.id)).all())
 
 
 def import_sims(

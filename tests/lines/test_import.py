@@ -1,0 +1,704 @@
+"""``simkeep lines import``: migrating lines with holders, SIMs and SIM history, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from stdnum.cn import ric
+
+from simkeep.config import Settings
+from simkeep.identity.service import document_hash
+from simkeep.lines.importer import LINE_COLUMNS, LineWriter, import_lines
+from simkeep.models import (
+    DocumentType,
+    EmbeddedHlrSubscriber,
+    Language,
+    Line,
+    LineStatus,
+    Plan,
+    Sim,
+    SimChange,
+    SimChangeChannel,
+    SimKind,
+    SimStatus,
+    Subscriber,
+)
+from simkeep.sims.importer import Batch
+from tests import factories
+from tests.sims import Deadlock, ImportCli, errors_of, import_cli
+
+HEADER = ",".join(LINE_COLUMNS)
+ACTIVATED = "2019-03-01T09:30:00+08:00"
+CHANGED = "2023-06-15T10:00:00Z"
+ACTIVITY = "2025-10-01T12:00:00Z"
+FUTURE = "2099-01-01T00:00:00Z"
+
+
+@pytest.fixture
+def cli(
+    fresh: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[ImportCli]:
+    """The command on a private, empty database."""
+    yield from import_cli(fresh, monkeypatch, tmp_path)
+
+
+def resident_id(n: int) -> str:
+    """A valid CN resident ID (Beijing Dongcheng, born 1990-01-01, sequence ``n``)."""
+    body = f"11010119900101{n:03d}"
+    return body + ric.calc_check_digit(body + "0")
+
+
+def msisdn(n: int) -> str:
+    """A valid Chinese mobile number, in a range the factories do not use."""
+    return f"+86139{n:08d}"
+
+
+def iccid(n: int) -> str:
+    """A valid ICCID for serial ``n``."""
+    return factories.make_iccid(500_000 + n)
+
+
+def imsi(n: int) -> str:
+    """An IMSI for serial ``n``."""
+    return factories.make_imsi(500_000 + n)
+
+
+def line_row(n: int, **fields: str) -> str:
+    """A good migration row for line ``n`` of holder ``C{n}``; ``fields`` override columns by name."""
+    values = {
+        "subscriber_ref": f"C{n:04d}",
+        "real_name": "张伟",
+        "document_type": "cn_ric",
+        "document_number": resident_id(n),
+        "contact_email": f"holder{n}@example.cn",
+        "contact_phone": "",
+        "language": "",
+        "msisdn": msisdn(n),
+        "plan": "KEEP8",
+        "iccid": iccid(n),
+        "imsi": imsi(n),
+        "sim_kind": "physical",
+        "activated_at": ACTIVATED,
+        "last_sim_change_at": CHANGED,
+        "last_activity_at": ACTIVITY,
+    }
+    assert set(fields) <= set(values), fields
+    values.update(fields)
+    return ",".join(values[column] for column in LINE_COLUMNS)
+
+
+def at(text: str) -> datetime:
+    """An ISO 8601 time as the aware UTC datetime the database gives back."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+@dataclass
+class Migrated:
+    """What an import left in the database, keyed by the file's values."""
+
+    subscribers: dict[str, Subscriber]  # by subscriber_ref
+    lines: dict[str, Line]  # by MSISDN
+    sims: dict[int, Sim]  # by id
+    changes: dict[int, list[SimChange]]  # by line id
+    hlr: dict[str, str | None]  # IMSI -> MSISDN
+    plans: dict[str, Plan]  # by code
+
+    def holder_of(self, number: str) -> str | None:
+        """The subscriber_ref of the holder of ``number``."""
+        sub_id = self.lines[number].subscriber_id
+        return next(ref for ref, s in self.subscribers.items() if s.id == sub_id)
+
+    def sim_of(self, number: str) -> Sim:
+        """The SIM serving ``number``."""
+        sim_id = self.lines[number].sim_id
+        assert sim_id is not None
+        return self.sims[sim_id]
+
+
+def migrated(cli: ImportCli) -> Migrated:
+    """Every subscriber, line, SIM, SIM change, HLR entry and plan."""
+    with cli.sessions() as session:
+        changes: dict[int, list[SimChange]] = {}
+        for change in session.scalars(select(SimChange).order_by(SimChange.id)):
+            changes.setdefault(change.line_id, []).append(change)
+        return Migrated(
+            {s.external_ref or f"#{s.id}": s for s in session.scalars(select(Subscriber))},
+            {line.msisdn: line for line in session.scalars(select(Line))},
+            {s.id: s for s in session.scalars(select(Sim))},
+            changes,
+            {h.imsi: h.msisdn for h in session.scalars(select(EmbeddedHlrSubscriber))},
+            {p.code: p for p in session.scalars(select(Plan))},
+        )
+
+
+def assert_only(cli: ImportCli, *ns: int) -> None:
+    """The database holds lines ``ns`` of :func:`line_row`, each whole (holder, SIM, history, HLR), only."""
+    m = migrated(cli)
+    assert set(m.lines) == {msisdn(n) for n in ns}
+    assert {s.iccid for s in m.sims.values()} == {iccid(n) for n in ns}
+    assert set(m.hlr.items()) == {(imsi(n), msisdn(n)) for n in ns}
+    assert set(m.subscribers) == {f"C{n:04d}" for n in ns}
+    assert sorted(len(c) for c in m.changes.values()) == [1] * len(ns)
+
+
+class TestCleanFile:
+    """A clean migration file becomes holders, lines, live SIMs, SIM history and HLR entries."""
+
+    def test_imports_lines_with_everything_they_hold(self, cli: ImportCli) -> None:
+        """Each row yields its holder, an active line on its plan, a live SIM, a SIM change, an HLR entry."""
+        rows = [
+            line_row(1),
+            line_row(
+                2,
+                subscriber_ref="P0002",
+                real_name="Li Lei",
+                document_type="passport",
+                document_number="e1234567",
+                contact_email="",
+                contact_phone="+8613700000002",
+                language="en",
+                sim_kind="esim",
+                activated_at="2021-07-01T00:00:00Z",
+                last_sim_change_at="",
+                last_activity_at="",
+            ),
+        ]
+        code, report = cli.report("lines", cli.write(HEADER, rows))
+        assert code == 0, report
+        assert (report["rows"], report["imported"], report["already_present"], report["rejected"]) == (
+            2,
+            2,
+            0,
+            0,
+        )
+        m = migrated(cli)
+
+        zhang, li = m.subscribers["C0001"], m.subscribers["P0002"]
+        assert (zhang.real_name, zhang.document_type, zhang.document_country, zhang.language) == (
+            "张伟",
+            DocumentType.CN_RIC,
+            "CHN",
+            Language.ZH_CN,
+        )
+        assert zhang.document_number_hmac == document_hash(cli.settings, resident_id(1))
+        assert zhang.document_number_last4 == resident_id(1)[-4:]
+        assert (zhang.contact_email, zhang.contact_phone) == ("holder1@example.cn", None)
+        assert (li.document_type, li.document_country, li.language) == (
+            DocumentType.PASSPORT,
+            "XXX",
+            Language.EN,
+        )
+        assert li.document_number_hmac == document_hash(cli.settings, "E1234567")
+        assert (li.contact_email, li.contact_phone) == (None, "+8613700000002")
+
+        first, second = m.lines[msisdn(1)], m.lines[msisdn(2)]
+        assert (m.holder_of(msisdn(1)), m.holder_of(msisdn(2))) == ("C0001", "P0002")
+        assert (first.status, first.activated_at, first.last_activity_at) == (
+            LineStatus.ACTIVE,
+            at(ACTIVATED),
+            at(ACTIVITY),
+        )
+        assert (second.activated_at, second.last_activity_at) == (at("2021-07-01T00:00:00Z"), None)
+        assert m.plans["KEEP8"].id == first.plan_id == second.plan_id
+
+        sim = m.sim_of(msisdn(1))
+        assert (sim.iccid, sim.imsi, sim.kind, sim.status) == (
+            iccid(1),
+            imsi(1),
+            SimKind.PHYSICAL,
+            SimStatus.ACTIVE,
+        )
+        assert m.sim_of(msisdn(2)).kind == SimKind.ESIM
+        [change] = m.changes[first.id]
+        assert (change.old_sim_id, change.new_sim_id, change.changed_at, change.channel) == (
+            None,
+            sim.id,
+            at(CHANGED),
+            SimChangeChannel.IMPORT,
+        )
+        assert m.hlr == {imsi(1): msisdn(1), imsi(2): msisdn(2)}
+
+    def test_last_sim_change_is_answered_from_the_imported_time(self, cli: ImportCli) -> None:
+        """ "When did this number's SIM last change" gives the file's time, or activation when it has none."""
+        rows = [
+            line_row(1, last_sim_change_at="2024-02-29T23:30:00+08:00"),
+            line_row(2, last_sim_change_at=""),
+        ]
+        cli.report("lines", cli.write(HEADER, rows))
+        with cli.sessions() as session:
+            last_change = dict(
+                session.execute(
+                    select(Line.msisdn, func.max(SimChange.changed_at))
+                    .join(SimChange, SimChange.line_id == Line.id)
+                    .group_by(Line.msisdn)
+                ).all()
+            )
+        assert last_change == {
+            msisdn(1): datetime(2024, 2, 29, 15, 30, tzinfo=UTC),
+            msisdn(2): at(ACTIVATED),
+        }
+
+    def test_holder_of_several_lines_is_one_subscriber(self, cli: ImportCli) -> None:
+        """Rows sharing a subscriber_ref make one subscriber holding each of their lines."""
+        rows = [line_row(n, subscriber_ref="C0001", document_number=resident_id(1)) for n in (1, 2, 3)]
+        code, report = cli.report("lines", cli.write(HEADER, rows))
+        assert (code, report["imported"]) == (0, 3)
+        m = migrated(cli)
+        assert list(m.subscribers) == ["C0001"]
+        assert {m.holder_of(msisdn(n)) for n in (1, 2, 3)} == {"C0001"}
+
+    def test_holder_known_from_an_earlier_file_gets_the_new_line(self, cli: ImportCli) -> None:
+        """A later file naming a known subscriber_ref adds the line to that subscriber, creating none."""
+        cli.report("lines", cli.write(HEADER, [line_row(1)], name="first.csv"))
+        second = [line_row(2, subscriber_ref="C0001", document_number=resident_id(1))]
+        code, report = cli.report("lines", cli.write(HEADER, second, name="second.csv"))
+        assert (code, report["imported"]) == (0, 1)
+        m = migrated(cli)
+        assert list(m.subscribers) == ["C0001"]
+        assert m.holder_of(msisdn(2)) == "C0001"
+
+    def test_creates_missing_plans_and_keeps_known_ones(self, cli: ImportCli) -> None:
+        """An unknown plan code is created (name = code, 180 days) and listed; a known plan is used as is."""
+        with cli.sessions() as session:
+            session.add(Plan(code="KEEP8", name="Keep 8", inactivity_days=90))
+            session.commit()
+        rows = [line_row(1), line_row(2, plan="DATA59")]
+        code, report = cli.report("lines", cli.write(HEADER, rows))
+        assert (code, report["created_plans"]) == (0, ["DATA59"])
+        plans = migrated(cli).plans
+        assert (plans["KEEP8"].name, plans["KEEP8"].inactivity_days) == ("Keep 8", 90)
+        assert (plans["DATA59"].name, plans["DATA59"].inactivity_days) == ("DATA59", 180)
+        assert cli.audit()[-1].data["created_plans"] == ["DATA59"]
+
+    def test_rerun_changes_nothing(self, cli: ImportCli) -> None:
+        """Importing the same file again imports nothing, counts every line as already present, exits 0."""
+        path = cli.write(
+            HEADER,
+            [line_row(1), line_row(2), line_row(3, subscriber_ref="C0001", document_number=resident_id(1))],
+        )
+        assert cli.report("lines", path)[0] == 0
+        before = cli.state()
+        code, report = cli.report("lines", path)
+        assert code == 0, report
+        assert (report["imported"], report["already_present"], report["rejected"]) == (0, 3, 0)
+        assert report["created_plans"] == []
+        assert cli.state() == before
+
+    def test_run_is_audited(self, cli: ImportCli) -> None:
+        """One audit entry records the file and the counts."""
+        cli.report("lines", cli.write(HEADER, [line_row(1)], name="migration.csv"))
+        entry = cli.audit()[-1]
+        assert (entry.actor, entry.action, entry.subject_id) == ("cli", "lines.imported", "migration.csv")
+        assert entry.data == {
+            "file": "migration.csv",
+            "rows": 1,
+            "imported": 1,
+            "already_present": 0,
+            "rejected": 0,
+            "created_plans": ["KEEP8"],
+        }
+
+    def test_document_numbers_are_never_stored_or_printed(self, cli: ImportCli) -> None:
+        """No output, error, audit entry or table holds a document number in clear."""
+        rows = [line_row(1), line_row(2, msisdn="+86100")]
+        result = cli.run("lines", cli.write(HEADER, rows))
+        assert result.exit_code == 1
+        dump = repr(cli.state()) + repr([(e.data, e.reason) for e in cli.audit()])
+        for number in (resident_id(1), resident_id(2)):
+            assert number not in result.output
+            assert number not in dump
+
+
+BAD_ROWS = [
+    pytest.param(
+        {"msisdn": "13900000003"},
+        "msisdn",
+        "a phone number is written in E.164, like +8613800138000",
+        id="msisdn-not-e164",
+    ),
+    pytest.param(
+        {"msisdn": "+8610123"}, "msisdn", "not a valid phone number for its country", id="msisdn-invalid"
+    ),
+    pytest.param(
+        {"msisdn": ""}, "msisdn", "a phone number is written in E.164, like +8613800138000", id="no-msisdn"
+    ),
+    pytest.param(
+        {"contact_phone": msisdn(3)},
+        "contact_phone",
+        "must differ from the line's own number",
+        id="contact-phone-is-line",
+    ),
+    pytest.param(
+        {"contact_phone": "+86 139"},
+        "contact_phone",
+        "a phone number is written in E.164, like +8613800138000",
+        id="contact-phone-invalid",
+    ),
+    pytest.param(
+        {"subscriber_ref": ""}, "subscriber_ref", "required, at most 64 printable characters", id="no-ref"
+    ),
+    pytest.param({"real_name": ""}, "real_name", "required, at most 200 printable characters", id="no-name"),
+    pytest.param(
+        {"document_type": "id_card"},
+        "document_type",
+        "must be cn_ric or passport",
+        id="document-type-unknown",
+    ),
+    pytest.param(
+        {"document_number": resident_id(3)[:-1] + ("0" if resident_id(3)[-1] != "0" else "1")},
+        "document_number",
+        "the check character of the CN resident ID is wrong (invalid checksum)",
+        id="ric-checksum",
+    ),
+    pytest.param(
+        {"document_type": "passport", "document_number": "E12"},
+        "document_number",
+        "a passport number has 5 to 9 letters or digits",
+        id="passport-short",
+    ),
+    pytest.param(
+        {"contact_email": "holder3.example.cn"}, "contact_email", "not an e-mail address", id="email-invalid"
+    ),
+    pytest.param(
+        {"language": "fr"}, "language", "must be zh-CN or en (empty means zh-CN)", id="language-unknown"
+    ),
+    pytest.param({"plan": ""}, "plan", "required, at most 32 printable characters", id="no-plan"),
+    pytest.param(
+        {"iccid": iccid(3)[:-1] + str((int(iccid(3)[-1]) + 1) % 10)},
+        "iccid",
+        "the ICCID's check digit is wrong (Luhn)",
+        id="iccid-luhn",
+    ),
+    pytest.param({"imsi": "46001X"}, "imsi", "an IMSI has digits only", id="imsi-chars"),
+    pytest.param({"sim_kind": "usim"}, "sim_kind", "must be physical or esim", id="sim-kind-unknown"),
+    pytest.param({"activated_at": ""}, "activated_at", "required", id="no-activation"),
+    pytest.param(
+        {"activated_at": "01/03/2019"},
+        "activated_at",
+        "not an ISO 8601 timestamp (like 2024-05-01T08:30:00+08:00)",
+        id="activation-not-iso",
+    ),
+    pytest.param(
+        {"activated_at": "2019-03-01T09:30:00"},
+        "activated_at",
+        "needs a time zone (Z or +08:00)",
+        id="activation-naive",
+    ),
+    pytest.param(
+        {"activated_at": FUTURE, "last_sim_change_at": ""},
+        "activated_at",
+        "is in the future",
+        id="activation-future",
+    ),
+    pytest.param(
+        {"last_sim_change_at": "2019-02-28T00:00:00Z"},
+        "last_sim_change_at",
+        "is before activated_at",
+        id="change-before-activation",
+    ),
+    pytest.param(
+        {"last_sim_change_at": FUTURE}, "last_sim_change_at", "is in the future", id="change-future"
+    ),
+    pytest.param({"last_activity_at": FUTURE}, "last_activity_at", "is in the future", id="activity-future"),
+    pytest.param(
+        {"last_activity_at": "yesterday"},
+        "last_activity_at",
+        "not an ISO 8601 timestamp (like 2024-05-01T08:30:00+08:00)",
+        id="activity-not-iso",
+    ),
+]
+
+
+class TestBadRows:
+    """Each bad row is reported with its line and reason and leaves no trace; the good rows are imported."""
+
+    @pytest.mark.parametrize(("fields", "field", "reason"), BAD_ROWS)
+    def test_bad_row_is_reported_and_skipped(
+        self, cli: ImportCli, fields: dict[str, str], field: str, reason: str
+    ) -> None:
+        """Line 3 is reported with its field and reason; lines 2 and 4 are imported whole; exit code 1."""
+        code, report = cli.report(
+            "lines", cli.write(HEADER, [line_row(1), line_row(3, **fields), line_row(4)])
+        )
+        assert code == 1
+        assert errors_of(report) == [(3, field, reason)]
+        assert (report["rows"], report["imported"], report["rejected"]) == (3, 2, 1)
+        assert_only(cli, 1, 4)
+
+    @pytest.mark.parametrize(
+        ("text", "reason"),
+        [
+            (line_row(3).rsplit(",", 1)[0], "expected 15 fields, found 14"),
+            (line_row(3) + ",extra", "expected 15 fields, found 16"),
+            (
+                line_row(3, real_name='"张伟'),
+                "a quoted field is not closed on its line (no field may hold a line break)",
+            ),
+        ],
+        ids=["too-few-fields", "too-many-fields", "unclosed-quote"],
+    )
+    def test_malformed_row_is_reported_and_skipped(self, cli: ImportCli, text: str, reason: str) -> None:
+        """A row that is not 15 CSV fields on its own line is reported as such; the rows around it import."""
+        code, report = cli.report("lines", cli.write(HEADER, [line_row(1), text, line_row(4)]))
+        assert code == 1
+        assert errors_of(report) == [(3, "row", reason)]
+        assert_only(cli, 1, 4)
+
+    def test_times_are_compared_as_instants_across_zones(self, cli: ImportCli) -> None:
+        """A change at the instant of activation, in another zone, is accepted; a second earlier is not."""
+        activated = "2020-01-01T08:00:00+08:00"
+        rows = [
+            line_row(1, activated_at=activated, last_sim_change_at="2020-01-01T00:00:00Z"),
+            line_row(2, activated_at=activated, last_sim_change_at="2019-12-31T23:59:59Z"),
+        ]
+        code, report = cli.report("lines", cli.write(HEADER, rows))
+        assert code == 1
+        assert errors_of(report) == [(3, "last_sim_change_at", "is before activated_at")]
+        assert_only(cli, 1)
+
+    def test_file_of_bad_rows_only_changes_nothing(self, cli: ImportCli) -> None:
+        """When every row is bad, no table changes (no plan is created either); only the run is audited."""
+        before = cli.state()
+        code, report = cli.report(
+            "lines", cli.write(HEADER, [line_row(1, msisdn="+86"), line_row(2, imsi="")])
+        )
+        assert (code, report["imported"], report["rejected"], report["created_plans"]) == (1, 0, 2, [])
+        assert cli.state() == before
+
+
+class TestDuplicates:
+    """A number, SIM or holder that the file repeats, or that the database already has, is reported."""
+
+    @pytest.mark.parametrize(
+        ("fields", "field"),
+        [({"msisdn": msisdn(1)}, "msisdn"), ({"iccid": iccid(1)}, "iccid"), ({"imsi": imsi(1)}, "imsi")],
+        ids=["msisdn", "iccid", "imsi"],
+    )
+    def test_repeat_inside_the_file(self, cli: ImportCli, fields: dict[str, str], field: str) -> None:
+        """A later row repeating an earlier row's MSISDN, ICCID or IMSI is reported with the earlier line."""
+        code, report = cli.report(
+            "lines", cli.write(HEADER, [line_row(1), line_row(2), line_row(3, **fields)])
+        )
+        assert code == 1
+        assert errors_of(report) == [(4, field, f"the {field.upper()} is also on line 2")]
+        assert_only(cli, 1, 2)
+
+    def test_same_holder_with_another_document_inside_the_file(self, cli: ImportCli) -> None:
+        """A subscriber_ref seen earlier with another document number is refused, not merged."""
+        rows = [line_row(1), line_row(2, subscriber_ref="C0001")]
+        code, report = cli.report("lines", cli.write(HEADER, rows))
+        assert code == 1
+        assert errors_of(report) == [
+            (3, "document_number", "the subscriber_ref is used by an earlier line with another document")
+        ]
+        assert_only(cli, 1)
+
+    def test_number_already_a_line_with_another_sim(self, cli: ImportCli) -> None:
+        """An MSISDN the database already serves with another SIM is refused; that line is left as it was."""
+        with cli.sessions() as session:
+            holder = factories.holder(session, cli.settings)
+            session.commit()
+        before = cli.state()
+        code, report = cli.report(
+            "lines", cli.write(HEADER, [line_row(1, msisdn=holder.msisdn), line_row(2)])
+        )
+        assert code == 1
+        assert errors_of(report) == [(2, "msisdn", "the number is already a line with another SIM")]
+        after = cli.state()
+        for table in ("lines", "sims", "sim_changes", "embedded_hlr_subscribers"):
+            assert after[table][: len(before[table])] == before[table]
+        assert set(migrated(cli).lines) == {holder.msisdn, msisdn(2)}
+
+    def test_refused_row_creates_no_plan(self, cli: ImportCli) -> None:
+        """A plan code that only a row refused by the database names is not created, nor reported created."""
+        cli.report("lines", cli.write(HEADER, [line_row(1)], name="first.csv"))
+        before = cli.state()
+        rows = [line_row(2, msisdn=msisdn(1), plan="DATA59")]
+        code, report = cli.report("lines", cli.write(HEADER, rows, name="second.csv"))
+        assert code == 1
+        assert errors_of(report) == [(2, "msisdn", "the number is already a line with another SIM")]
+        assert report["created_plans"] == []
+        assert cli.state() == before
+
+    def test_iccid_already_in_the_sim_table(self, cli: ImportCli) -> None:
+        """A SIM the database already has (here in stock) cannot become an imported line's SIM."""
+        with cli.sessions() as session:
+            stock = factories.sim(session)
+            session.commit()
+        rows = [line_row(1, iccid=stock.iccid), line_row(2)]
+        code, report = cli.report("lines", cli.write(HEADER, rows))
+        assert code == 1
+        assert errors_of(report) == [(2, "iccid", "the ICCID is already in the SIM table")]
+        m = migrated(cli)
+        assert set(m.lines) == {msisdn(2)}
+        assert m.sims[stock.id].status == SimStatus.IN_STOCK
+
+    def test_imsi_already_on_another_sim(self, cli: ImportCli) -> None:
+        """A new ICCID carrying the IMSI of a known SIM is refused."""
+        with cli.sessions() as session:
+            stock = factories.sim(session)
+            session.commit()
+        code, report = cli.report("lines", cli.write(HEADER, [line_row(1, imsi=stock.imsi), line_row(2)]))
+        assert code == 1
+        assert errors_of(report) == [(2, "imsi", "the IMSI already belongs to another SIM")]
+        assert set(migrated(cli).lines) == {msisdn(2)}
+
+    def test_number_already_in_the_hlr(self, cli: ImportCli) -> None:
+        """A number the embedded HLR already routes (with no line behind it) is refused."""
+        with cli.sessions() as session:
+            session.add(
+                EmbeddedHlrSubscriber(imsi="001019999999999", msisdn=msisdn(1), network_access_mode="cs+ps")
+            )
+            session.commit()
+        code, report = cli.report("lines", cli.write(HEADER, [line_row(1), line_row(2)]))
+        assert code == 1
+        assert errors_of(report) == [(2, "imsi", "the embedded HLR already has this IMSI or number")]
+        assert set(migrated(cli).lines) == {msisdn(2)}
+
+    def test_known_holder_with_another_document(self, cli: ImportCli) -> None:
+        """A subscriber_ref already in the database under another document is refused; nothing is merged."""
+        cli.report("lines", cli.write(HEADER, [line_row(1)], name="first.csv"))
+        rows = [line_row(2, subscriber_ref="C0001"), line_row(3)]
+        code, report = cli.report("lines", cli.write(HEADER, rows, name="second.csv"))
+        assert code == 1
+        assert errors_of(report) == [
+            (2, "document_number", "the subscriber_ref already belongs to a subscriber with another document")
+        ]
+        assert_only(cli, 1, 3)
+
+    def test_repeats_across_batches_name_the_earlier_line(self, cli: ImportCli) -> None:
+        """With the file split into batches, a repeat in a later batch names the line of the first."""
+        rows = [
+            line_row(1),
+            line_row(2),
+            line_row(3),
+            line_row(4, msisdn=msisdn(1)),
+            line_row(5, iccid=iccid(2)),
+        ]
+        result = import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), batch_rows=2, parallel=False)
+        assert sorted((e.line, e.field, e.reason) for e in result.errors) == [
+            (5, "msisdn", "the MSISDN is also on line 2"),
+            (6, "iccid", "the ICCID is also on line 3"),
+        ]
+        assert (result.imported, result.rejected) == (3, 2)
+        assert_only(cli, 1, 2, 3)
+
+    def test_holder_across_batches_is_one_subscriber(self, cli: ImportCli) -> None:
+        """A subscriber_ref whose lines fall in different batches still makes one subscriber."""
+        rows = [line_row(n, subscriber_ref="C0001", document_number=resident_id(1)) for n in (1, 2, 3)]
+        result = import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), batch_rows=2, parallel=False)
+        assert (result.imported, result.rejected) == (3, 0)
+        m = migrated(cli)
+        assert list(m.subscribers) == ["C0001"]
+        assert {m.holder_of(msisdn(n)) for n in (1, 2, 3)} == {"C0001"}
+
+
+class TestUnreadableFile:
+    """A file that cannot be read as a whole exits 2 and changes nothing."""
+
+    def test_missing_file(self, cli: ImportCli) -> None:
+        """A path that does not exist is refused (IMPORT_FILE_UNREADABLE); nothing is written or audited."""
+        before, audit = cli.state(), cli.audit()
+        code, report = cli.report("lines", cli.folder / "missing.csv")
+        assert (code, report["error"]) == (2, "IMPORT_FILE_UNREADABLE")
+        assert (cli.state(), cli.audit()) == (before, audit)
+
+    def test_wrong_header(self, cli: ImportCli) -> None:
+        """The SIM stock header (or any other) is refused, naming the header wanted."""
+        before = cli.state()
+        code, report = cli.report("lines", cli.write("iccid,imsi,kind,location,store,batch", [line_row(1)]))
+        assert code == 2
+        assert report["message"] == f"line 1: the header must be exactly: {HEADER}"
+        assert cli.state() == before
+
+    def test_not_utf8(self, cli: ImportCli) -> None:
+        """A file saved in GBK is refused whole, naming the first line that is not UTF-8."""
+        path = cli.folder / "gbk.csv"
+        path.write_bytes(f"{HEADER}\n{line_row(1)}\n".encode() + line_row(2).encode("gbk") + b"\n")
+        before = cli.state()
+        code, report = cli.report("lines", path)
+        assert (code, report["message"]) == (
+            2,
+            "line 3: the file is not UTF-8 text; save it as UTF-8 and import again",
+        )
+        assert cli.state() == before
+
+
+class TestOutput:
+    """What the command prints."""
+
+    def test_json_shape(self, cli: ImportCli) -> None:
+        """--json prints the counts, the plans it created and the errors sorted by line."""
+        rows = [line_row(1), line_row(2, plan="DATA59"), line_row(3, imsi="x"), line_row(4, msisdn="+1")]
+        code, report = cli.report("lines", cli.write(HEADER, rows, name="migration.csv"))
+        assert code == 1
+        expected: dict[str, Any] = {
+            "file": "migration.csv",
+            "rows": 4,
+            "imported": 2,
+            "already_present": 0,
+            "rejected": 2,
+            "created_plans": ["DATA59", "KEEP8"],
+            "errors": [
+                {"line": 4, "field": "imsi", "reason": "an IMSI has digits only"},
+                {
+                    "line": 5,
+                    "field": "msisdn",
+                    "reason": "a phone number is written in E.164, like +8613800138000",
+                },
+            ],
+            "errors_omitted": 0,
+        }
+        assert {k: v for k, v in report.items() if k not in {"seconds", "rows_per_second"}} == expected
+        assert isinstance(report["seconds"], float)
+
+    def test_text_summary(self, cli: ImportCli) -> None:
+        """Without --json a person reads the counts, the plans created, then each error with its line."""
+        result = cli.run("lines", cli.write(HEADER, [line_row(1), line_row(2, sim_kind="")]), as_json=False)
+        assert result.exit_code == 1
+        lines = result.stdout.splitlines()
+        assert lines[0].endswith(": 1 lines imported, 0 already present, 1 rejected")
+        assert lines[1] == "new plans created (name = code, 180 days of inactivity): KEEP8"
+        assert lines[2] == "  line 3: sim_kind: must be physical or esim"
+
+
+class TestImportLines:
+    """``import_lines`` itself: the forked reader process behind large files."""
+
+    def test_reader_process_gives_the_same_result(self, cli: ImportCli) -> None:
+        """Parsing in a reader process imports and reports exactly what the single process does."""
+        rows = [line_row(1), line_row(2, imsi="x"), line_row(3), line_row(4, msisdn=msisdn(1)), line_row(5)]
+        result = import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), batch_rows=2, parallel=True)
+        assert sorted((e.line, e.field) for e in result.errors) == [(3, "imsi"), (5, "msisdn")]
+        assert (result.rows, result.imported, result.rejected) == (5, 3, 2)
+        assert_only(cli, 1, 3, 5)
+
+    def test_batch_failed_by_a_deadlock_runs_again(
+        self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch rolled back as a deadlock's victim is written again, with the plan it created, once."""
+        method = "_write_pg" if cli.engine.dialect.name == "postgresql" else "_write_sqlite"
+        real = getattr(LineWriter, method)
+        failed: list[int] = []
+
+        def lose_first_deadlock(writer: LineWriter, cur: Any, batch: Batch) -> Any:
+            outcome = real(writer, cur, batch)
+            if not failed:
+                failed.append(batch.lines[0])
+                raise Deadlock
+            return outcome
+
+        monkeypatch.setattr(LineWriter, method, lose_first_deadlock)
+        rows = [line_row(1), line_row(2), line_row(3, msisdn=msisdn(1))]
+        result = import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), batch_rows=2, parallel=False)
+        assert failed == [2]
+        assert [(e.line, e.reason) for e in result.errors] == [(4, "the MSISDN is also on line 2")]
+        assert (result.imported, result.created_plans) == (2, ["KEEP8"])
+        assert_only(cli, 1, 2)
+        assert list(migrated(cli).plans) == ["KEEP8"]
