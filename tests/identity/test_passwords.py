@@ -352,7 +352,7 @@ class TestPasswordReset:
     def test_start_answers_the_same_when_self_service_is_locked(
         self, client: TestClient, db: Session, holder: factories.Holder, outbox: Path
     ) -> None:
-        """A line locked by failed proofs (wrong codes here) gets the same answer as any other, and no code."""
+        """A line locked by failed proofs (wrong codes) gets the same answer as any other, and no code."""
         for _ in range(5):
             db.add(
                 ProofAttempt(
@@ -513,7 +513,7 @@ class TestPasswordLockScope:
     def test_wrong_passwords_leave_the_lock_on_switch_usable(
         self, client: TestClient, holder: factories.Holder
     ) -> None:
-        """Five wrong passwords (an attacker's guesses) do not stop the signed-in holder turning the lock on."""
+        """Five wrong passwords (guesses) do not stop the signed-in holder turning the lock on."""
         headers = line_headers(client, holder.msisdn)
         for _ in range(5):
             _sign_in(client, holder.msisdn, "guess-guess")

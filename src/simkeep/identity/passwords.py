@@ -25,7 +25,7 @@ from simkeep.identity.errors import ProofFailed, SelfServiceLocked
 from simkeep.identity.otp import OtpRateLimited, send_code
 from simkeep.identity.service import Evidence, ProofContext, assess
 from simkeep.lines import repository as lines_repo
-from simkeep.models import ProofAttempt, AuthToken, Line, Subscriber
+from simkeep.models import AuthToken, Line, ProofAttempt, Subscriber
 from simkeep.notifications.service import notify
 from simkeep.security import hash_password
 
