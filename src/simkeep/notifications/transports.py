@@ -13,6 +13,7 @@ import atexit
 import hashlib
 import json
 import os
+import sys
 import threading
 import uuid
 from dataclasses import asdict, dataclass
@@ -56,10 +57,21 @@ class TransportError(RuntimeError):
 
 
 class ConsoleTransport:
-    """Logs that a message was sent, without its body (it may hold a one-time code)."""
+    """The embedded default: prints each message, as the phone or mailbox would show it, on the terminal.
+
+    This is a delivery, not a log line: the demo's holder reads their one-time code here. The log itself
+    records only the envelope. Use SMTP and SMPP (or ``file``) wherever people other than the holder can
+    read the terminal.
+    """
 
     def send(self, message: OutgoingMessage) -> None:
-        """Log the message's envelope."""
+        """Print the message to standard error and log its envelope."""
+        print(  # noqa: T201 - the terminal is this transport's delivery channel
+            f"\n--- {message.channel} to {message.to} ({message.template}) ---\n"
+            f"{message.subject}\n{message.body}\n---",
+            file=sys.stderr,
+            flush=True,
+        )
         get_logger("simkeep.notifications").info(
             "notification.sent", channel=message.channel, template=message.template, transport="console"
         )
