@@ -48,11 +48,14 @@ async def read_form(request: Request, settings: Settings) -> tuple[Form, FormDat
     return Form(values), data
 
 
-def message_for(language: str, error: DomainError) -> str:
-    """What to tell a person about a refusal: the page's own text for the code when it has one."""
-    key = f"code.{error.code}"
-    text = i18n.translate(language, key)
-    return error.message if text == key else text
+def message_for(language: str, error: DomainError, *, prefix: str | None = None) -> str:
+    """What to tell a person about a refusal: the area's own text for the code (``prefix``: ``pcode.`` for
+    the portal, ``ccode.`` for the console), else the shared one, else the error's own message."""
+    for key in ([f"{prefix}{error.code}"] if prefix else []) + [f"code.{error.code}"]:
+        text = i18n.translate(language, key)
+        if text != key:
+            return text
+    return error.message
 
 
 def field_for(error: DomainError) -> str:

@@ -56,7 +56,7 @@ def error_page(request: Request, error: DomainError) -> Response:
         status_code=http_status_for(error),
         area=area,
         area_title=f"app.{area}",
-        message=message_for(lang, error),
+        message=message_for(lang, error, prefix="ccode." if area == "console" else "pcode."),
         code=error.code,
         back="/console" if area == "console" else "/portal",
     )
