@@ -5,6 +5,16 @@ from simkeep.models.auth import AuthToken, TokenKind
 from simkeep.models.billing import Fee, Payment, PaymentKind, PaymentMethod
 from simkeep.models.identity import EvidenceFile, IdentityCheck, Notification, OneTimeCode
 from simkeep.models.jobs import Job, JobSchedule, JobState
+from simkeep.models.keepalive import (
+    ApiQuery,
+    KeepAliveReminder,
+    NumberRecycling,
+    NumberState,
+    PoolNumber,
+    RelyingParty,
+    UsageEvent,
+    UsageKind,
+)
 from simkeep.models.lines import Line, LineStatus, Plan, SuspensionReason
 from simkeep.models.loss import LossReport, LossReportStatus
 from simkeep.models.network import EmbeddedHlrSubscriber
@@ -16,6 +26,7 @@ from simkeep.models.staff import StaffRole, StaffUser, Store
 from simkeep.models.subscribers import DocumentType, Language, Subscriber
 
 __all__ = [
+    "ApiQuery",
     "AuditEntry",
     "AuthToken",
     "Channel",
@@ -27,12 +38,15 @@ __all__ = [
     "Job",
     "JobSchedule",
     "JobState",
+    "KeepAliveReminder",
     "Language",
     "Line",
     "LineStatus",
     "LossReport",
     "LossReportStatus",
     "Notification",
+    "NumberRecycling",
+    "NumberState",
     "OneTimeCode",
     "OrderEvent",
     "OrderState",
@@ -43,7 +57,9 @@ __all__ = [
     "PaymentKind",
     "PaymentMethod",
     "Plan",
+    "PoolNumber",
     "ProofAttempt",
+    "RelyingParty",
     "ReplacementOrder",
     "Sim",
     "SimChange",
@@ -57,4 +73,6 @@ __all__ = [
     "Subscriber",
     "SuspensionReason",
     "TokenKind",
+    "UsageEvent",
+    "UsageKind",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
@@ -32,11 +32,22 @@ class Plan(Base):
     """A tariff plan; keep-alive policies hang off it."""
 
     __tablename__ = "plans"
+    __table_args__ = (CheckConstraint("aging_days >= 45", name="aging_at_least_45"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     inactivity_days: Mapped[int] = mapped_column(default=180)
+    #: Days left at which the holder is reminded, largest first.
+    reminder_days: Mapped[list[int]] = mapped_column(JSON, default=lambda: [60, 30, 7, 1])
+    #: Days after the deadline during which an admin may undo a recycling.
+    grace_days: Mapped[int] = mapped_column(default=30)
+    #: Days a recycled number rests in quarantine before it may be given out again (never below 45).
+    aging_days: Mapped[int] = mapped_column(default=90)
+    #: Usage event kinds that count as chargeable activity for this plan.
+    counting_kinds: Mapped[list[str]] = mapped_column(
+        JSON, default=lambda: ["voice", "sms", "data", "topup", "keepalive"]
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -59,6 +70,10 @@ class Line(Base):
     sim_change_lock: Mapped[bool] = mapped_column(default=False)
     activated_at: Mapped[datetime]
     last_activity_at: Mapped[datetime | None]
+    #: When the number would be recycled without further activity (kept up to date with the activity).
+    deadline_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: When the keep-alive sweep next has something to do for this line (a reminder or the deadline).
+    next_action_at: Mapped[datetime | None] = mapped_column(index=True)
     recycled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,122 @@
+"""Keeping numbers alive: usage events, reminders sent, recyclings and the number pool."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from simkeep.db.base import Base, utcnow
+from simkeep.models._types import enum_type
+
+
+class UsageKind(enum.StrEnum):
+    """Kinds of usage a mediation system reports."""
+
+    VOICE = "voice"
+    SMS = "sms"
+    DATA = "data"
+    TOPUP = "topup"
+    KEEPALIVE = "keepalive"  # a keep-alive purchase
+
+
+class UsageEvent(Base):
+    """One usage event of a line, as the operator's mediation system reported it (deduplicated by id)."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (Index("ix_usage_events_line_occurred", "line_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(80), unique=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    kind: Mapped[UsageKind] = mapped_column(enum_type(UsageKind, "usage_kind"))
+    occurred_at: Mapped[datetime]
+    counted: Mapped[bool]  # whether the plan counts this kind as chargeable activity
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KeepAliveReminder(Base):
+    """A reminder sent for one reminder point of one deadline (a new deadline starts a new cycle)."""
+
+    __tablename__ = "keepalive_reminders"
+    __table_args__ = (UniqueConstraint("line_id", "deadline_at", "days_left"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"), index=True)
+    deadline_at: Mapped[datetime]
+    days_left: Mapped[int]
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NumberState(enum.StrEnum):
+    """A number in the operator's pool."""
+
+    QUARANTINED = "quarantined"  # recycled, resting until its aging ends
+    AVAILABLE = "available"
+    ASSIGNED = "assigned"
+
+
+class PoolNumber(Base):
+    """A number that left a holder: where it is in its aging, and who has it now."""
+
+    __tablename__ = "number_pool"
+
+    msisdn: Mapped[str] = mapped_column(String(16), primary_key=True)
+    state: Mapped[NumberState] = mapped_column(enum_type(NumberState, "number_state"), index=True)
+    recycled_at: Mapped[datetime]
+    available_at: Mapped[datetime]
+    assigned_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NumberRecycling(Base):
+    """History: a number was taken from one holder (recycled) and, later, given to another.
+
+    Answers "was this number recycled after date D" (CAMARA Number Recycling): yes when a new subscriber
+    was given the number after D.
+    """
+
+    __tablename__ = "number_recyclings"
+    __table_args__ = (Index("ix_number_recyclings_msisdn_recycled", "msisdn", "recycled_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msisdn: Mapped[str] = mapped_column(String(16))
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    recycled_at: Mapped[datetime]
+    reassigned_at: Mapped[datetime | None]
+    new_line_id: Mapped[int | None] = mapped_column(ForeignKey("lines.id"))
+    undone_at: Mapped[datetime | None]
+
+
+class RelyingParty(Base):
+    """A relying party (bank, app) allowed to call the CAMARA APIs with OAuth2 client credentials."""
+
+    __tablename__ = "api_clients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(500))  # space-separated
+    active: Mapped[bool] = mapped_column(default=True)
+    requests_per_second: Mapped[int] = mapped_column(default=100)
+    daily_quota: Mapped[int] = mapped_column(default=1_000_000)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    secret_rotated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiQuery(Base):
+    """One CAMARA query: which client asked about which number, when, and the answer."""
+
+    __tablename__ = "api_queries"
+    __table_args__ = (Index("ix_api_queries_client_at", "client_id", "asked_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id"))
+    api: Mapped[str] = mapped_column(String(40))
+    msisdn: Mapped[str | None] = mapped_column(String(16), index=True)
+    answer: Mapped[str] = mapped_column(String(200))
+    status: Mapped[int]
+    asked_at: Mapped[datetime] = mapped_column(default=utcnow)
