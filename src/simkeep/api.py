@@ -10,6 +10,7 @@ def include_routers(app: FastAPI) -> None:
     from simkeep.auth.api import router as auth_router
     from simkeep.identity.api import router as identity_router
     from simkeep.jobs.api import router as jobs_router
+    from simkeep.keepalive.api import router as keepalive_router
     from simkeep.lines.api import router as lines_router
     from simkeep.loss.api import router as loss_router
     from simkeep.replacements.api import router as replacements_router
@@ -20,6 +21,7 @@ def include_routers(app: FastAPI) -> None:
         auth_router,
         identity_router,
         jobs_router,
+        keepalive_router,
         lines_router,
         loss_router,
         replacements_router,

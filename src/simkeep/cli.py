@@ -77,6 +77,8 @@ def _register_subcommands() -> None:
     from simkeep.identity.cli import app as evidence_app
     from simkeep.jobs.cli import app as jobs_app
     from simkeep.jobs.cli import worker
+    from simkeep.keepalive.cli import app as keepalive_app
+    from simkeep.keepalive.cli import numbers_app
     from simkeep.lines.cli import app as lines_app
     from simkeep.notifications.cli import app as notifications_app
     from simkeep.replacements.cli import app as orders_app
@@ -86,7 +88,9 @@ def _register_subcommands() -> None:
     app.add_typer(audit_app, name="audit")
     app.add_typer(evidence_app, name="evidence")
     app.add_typer(jobs_app, name="jobs")
+    app.add_typer(keepalive_app, name="keepalive")
     app.add_typer(lines_app, name="lines")
+    app.add_typer(numbers_app, name="numbers")
     app.add_typer(notifications_app, name="notifications")
     app.add_typer(orders_app, name="orders")
     app.add_typer(sims_app, name="sims")

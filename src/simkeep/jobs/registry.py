@@ -26,6 +26,7 @@ TASK_MODULES = (
     "simkeep.replacements.tasks",
     "simkeep.identity.tasks",
     "simkeep.shipping.tasks",
+    "simkeep.keepalive.tasks",
 )
 
 

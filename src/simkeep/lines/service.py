@@ -52,8 +52,14 @@ class KeepAlive:
 
 def keepalive_status(line: Line, settings: Settings, *, now: datetime | None = None) -> KeepAlive:
     """Days left: the inactivity window counted from the last chargeable activity (or the activation)."""
+    from sqlalchemy.orm import object_session
+
+    from simkeep.models import Plan
+
     now = now or utcnow()
-    window = settings.inactivity_days_before_recycling
+    session = object_session(line)
+    plan = session.get(Plan, line.plan_id) if session is not None else None
+    window = plan.inactivity_days if plan is not None else settings.inactivity_days_before_recycling
     since = line.last_activity_at or line.activated_at
     deadline = since + timedelta(days=window)
     days_left = max(0, (deadline - now).days)
