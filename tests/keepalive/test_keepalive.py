@@ -323,3 +323,45 @@ class TestUndoAndPool:
         assert not service.recycled_after(db, "+8613900000001", date(2020, 1, 1))
         with pytest.raises(NumberReassigned):
             service.restore_line(db, settings, msisdn=number, actor=CLI, now=at + 92 * DAY)
+
+
+class TestVisible:
+    """Days left and the reminders sent are shown to the holder and to staff."""
+
+    def test_portal_home_lists_the_reminders(self, db: Session, settings: Settings, client: object) -> None:
+        """After the 60-day reminder, the holder's home lists it."""
+        from fastapi.testclient import TestClient
+
+        from simkeep.auth import service as auth_service
+
+        assert isinstance(client, TestClient)
+        h = _line(db, settings)
+        _sweep(db, T0 + 121 * DAY)
+        assert _reminders(db, h.line) == [60]
+        token = auth_service.sign_in_line(db, settings, msisdn=h.msisdn, service_password=factories.PASSWORD)
+        client.cookies.set("sk_session", token.access_token)
+        page = client.get("/portal")
+        assert page.status_code == 200
+        assert 'data-testid="reminders"' in page.text
+        assert "60" in page.text.split('data-testid="reminders"', 1)[1].split("</ul>", 1)[0]
+
+    def test_console_line_page_lists_the_reminders(
+        self, db: Session, settings: Settings, client: object
+    ) -> None:
+        """A clerk's view of the line shows the reminders sent."""
+        from fastapi.testclient import TestClient
+
+        from simkeep.auth import service as auth_service
+        from simkeep.models import StaffRole
+
+        assert isinstance(client, TestClient)
+        h = _line(db, settings)
+        _sweep(db, T0 + 121 * DAY)
+        clerk = factories.staff(db, StaffRole.CLERK)
+        token = auth_service.sign_in_staff(
+            db, settings, username=clerk.username, password=factories.STAFF_PASSWORD
+        )
+        client.cookies.set("sk_session", token.access_token)
+        page = client.get(f"/console/lines/{h.line.id}")
+        assert page.status_code == 200, page.text[:500]
+        assert 'data-testid="reminders"' in page.text

@@ -15,6 +15,7 @@ from simkeep.auth.deps import AppSettings, DbSession
 from simkeep.config import Settings
 from simkeep.errors import DomainError
 from simkeep.identifiers import iccid_problem, normalise_msisdn
+from simkeep.keepalive.service import reminder_history
 from simkeep.lines import repository as lines_repo
 from simkeep.lines.errors import LineNotFound
 from simkeep.lines.service import keepalive_status
@@ -34,6 +35,11 @@ LinesPage = Annotated[Actor, Depends(require_staff_page(StaffRole.CLERK, StaffRo
 
 i18n.add(
     {
+        "console.line.reminders": ("回收提醒记录", "Recycling reminders sent"),
+        "console.line.reminder": (
+            "剩 {n} 天时提醒（截止 {deadline}）",
+            "At {n} days left (deadline {deadline})",
+        ),
         "console.lines.menu": ("号码查询", "Lines"),
         "console.lines.title": ("号码与机主", "Lines and subscribers"),
         "console.lines.q": ("号码、ICCID 或机主姓名", "Number, ICCID or holder's name"),
@@ -147,6 +153,7 @@ def _line_page(
         document=mask_document(holder.document_number_last4),
         revealed=revealed,
         keepalive=keepalive_status(line, settings) if line.status != "recycled" else None,
+        reminders=reminder_history(session, line.id),
         current=current,
         changes=[
             (

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from simkeep.auth.deps import AppSettings, DbSession
 from simkeep.db.base import utcnow
+from simkeep.keepalive.service import reminder_history
 from simkeep.lines import repository as lines_repo
 from simkeep.lines.service import keepalive_status
 from simkeep.loss.service import open_report
@@ -32,6 +33,8 @@ i18n.add(
             "One call, one SMS, one data session or a top-up keeps it alive.",
         ),
         "home.last_activity": ("最近使用", "Last activity"),
+        "home.reminders": ("已发送的提醒", "Reminders sent"),
+        "home.reminder": ("{date}：剩 {n} 天时的提醒", "{date}: reminder at {n} days left"),
         "home.lock": ("换卡保护", "SIM-change lock"),
         "home.lock.on": ("已开启：任何补换卡都会被拒绝", "On: every SIM change is refused"),
         "home.lock.off": ("未开启", "Off"),
@@ -66,6 +69,7 @@ def home(request: Request, session: DbSession, settings: AppSettings, actor: Hol
         line=line,
         sim=sim,
         keepalive=keepalive,
+        reminders=reminder_history(session, line.id, limit=5),
         loss_report=open_report(session, line.id),
         orders=orders.list_orders(session, actor=actor, limit=20),
         soon=utcnow() + timedelta(days=30),
