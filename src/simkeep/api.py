@@ -29,3 +29,6 @@ def include_routers(app: FastAPI) -> None:
         sims_router,
     ):
         app.include_router(router, prefix="/api/v1")
+    from simkeep.camara.api import router as camara_router
+
+    app.include_router(camara_router)  # /oauth2/token, /number-recycling/v0.2/*, /sim-swap/v2/* at the root

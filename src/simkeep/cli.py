@@ -73,6 +73,7 @@ def serve(
 
 def _register_subcommands() -> None:
     from simkeep.audit.cli import app as audit_app
+    from simkeep.camara.cli import app as clients_app
     from simkeep.demo.cli import demo
     from simkeep.identity.cli import app as evidence_app
     from simkeep.jobs.cli import app as jobs_app
@@ -86,6 +87,7 @@ def _register_subcommands() -> None:
     from simkeep.staff.cli import app as staff_app
 
     app.add_typer(audit_app, name="audit")
+    app.add_typer(clients_app, name="clients")
     app.add_typer(evidence_app, name="evidence")
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(keepalive_app, name="keepalive")

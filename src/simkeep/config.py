@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     #: How often the receipt listener checks an idle link with enquire_link.
     smpp_enquire_link_seconds: float = Field(default=30.0, gt=0)
 
+    # CAMARA (issues 6 and 7).
+    #: Lifetime of the access tokens that POST /oauth2/token hands to relying parties.
+    camara_token_ttl_seconds: int = Field(default=600, ge=30, le=3600)
+    #: How long a worker trusts what it read of a client (active, limits, secret rotation) before rereading.
+    camara_client_cache_seconds: float = Field(default=5.0, ge=0)
+    #: How often the background thread writes the buffered CAMARA queries to api_queries.
+    camara_query_flush_seconds: float = Field(default=1.0, gt=0)
+    #: Queries held in memory at most; beyond it the oldest unwritten ones are dropped (and logged).
+    camara_query_buffer_max: int = Field(default=200_000, ge=1)
+    #: Days of SIM-change history the SIM Swap API may disclose (retrieve-date answers null beyond it).
+    camara_sim_swap_monitored_days: int = Field(default=100, ge=1, le=3650)
+
     # Shipping (issue 4).
     shipping_carrier: str = "demo"
     #: Days in transit per region code, overriding the defaults (JSON in the environment).

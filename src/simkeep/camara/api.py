@@ -1,0 +1,242 @@
+"""The CAMARA routes: ``POST /oauth2/token`` and the operations, answering errors the CAMARA way.
+
+These routes do their own error mapping (:mod:`simkeep.camara.errors`), so they read the body and headers
+themselves instead of letting FastAPI validate them into problem details.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from simkeep.camara import number_recycling, sim_swap
+from simkeep.camara.auth import AccessToken, bearer_token, issue_token, require_scope, verify_token
+from simkeep.camara.clients import authenticate_client
+from simkeep.camara.common import CORRELATOR, correlator, json_object, optional_phone_number, subject
+from simkeep.camara.errors import CamaraError, OAuthError, camara_response, camara_status, oauth_response
+from simkeep.camara.runtime import CamaraRuntime
+from simkeep.config import Settings
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    runtime = CamaraRuntime(app.state.settings, app.state.session_scope)
+    app.state.camara_runtime = runtime
+    runtime.recorder.start()
+    try:
+        yield
+    finally:
+        await run_in_threadpool(runtime.recorder.stop)
+
+
+router = APIRouter(tags=["camara"], lifespan=_lifespan)
+
+
+def runtime_of(app: Any) -> CamaraRuntime:
+    """The CAMARA runtime of a running app."""
+    runtime: CamaraRuntime = app.state.camara_runtime
+    return runtime
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+# --- OAuth2 client credentials (RFC 6749 section 4.4) ---------------------------------------------------
+
+_TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        raise OAuthError("invalid_client", "Only HTTP Basic client authentication is supported in headers.")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise OAuthError("invalid_client", "Malformed HTTP Basic credentials.") from exc
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise OAuthError("invalid_client", "Malformed HTTP Basic credentials.")
+    return unquote(client_id), unquote(secret)
+
+
+async def _token(request: Request) -> JSONResponse:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "The body must be application/x-www-form-urlencoded.")
+    form = await request.form()
+    fields: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise OAuthError("invalid_request", "Files are not accepted here.")
+        if key in fields:
+            raise OAuthError("invalid_request", f"Parameter {key} is repeated.")
+        fields[key] = value
+    grant_type = fields.get("grant_type")
+    if not grant_type:
+        raise OAuthError("invalid_request", "grant_type is required.")
+    if grant_type != "client_credentials":
+        raise OAuthError("unsupported_grant_type", "Only the client_credentials grant is supported.")
+    basic = _basic_credentials(request.headers.get("authorization"))
+    in_body = ("client_id" in fields) or ("client_secret" in fields)
+    if basic is not None and in_body:
+        raise OAuthError("invalid_request", "Use one client authentication method, not two.")
+    if basic is None:
+        if not fields.get("client_id") or not fields.get("client_secret"):
+            raise OAuthError("invalid_client", "Client authentication failed.")
+        basic = (fields["client_id"], fields["client_secret"])
+    client_id, secret = basic
+    settings = _settings(request)
+
+    def authenticate() -> tuple[str, list[str]]:
+        with request.app.state.session_scope() as session:
+            client = authenticate_client(session, settings, client_id=client_id, secret=secret)
+            return client.client_id, client.scopes.split()
+
+    cid, allowed = await run_in_threadpool(authenticate)
+    requested = fields.get("scope")
+    if requested is None:
+        granted = allowed
+    else:
+        granted = list(dict.fromkeys(requested.split()))
+        if not granted or any(scope not in allowed for scope in granted):
+            raise OAuthError("invalid_scope", "The requested scope is unknown or not granted to this client.")
+    access_token, ttl = issue_token(settings, client_id=cid, scopes=granted)
+    return JSONResponse(
+        {"access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": " ".join(granted)},
+        headers=_TOKEN_HEADERS,
+    )
+
+
+@router.post("/oauth2/token", summary="OAuth2 client-credentials token for relying parties")
+async def oauth2_token(request: Request) -> Response:
+    """Exchange client credentials for a short-lived bearer token (RFC 6749 section 4.4)."""
+    try:
+        return await _token(request)
+    except OAuthError as error:
+        return oauth_response(error)
+
+
+# --- CAMARA operations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One CAMARA operation: its name in api_queries, the scopes that allow it, and its two steps."""
+
+    api: str
+    scopes: tuple[str, ...]
+    #: Checks the body against the spec (400, then 422) and names the subject: (msisdn, parameters).
+    prepare: Callable[[AccessToken, dict[str, Any]], tuple[str, Any]]
+    #: Answers from the database (404 when the number is unknown).
+    answer: Callable[[Session, str, Any], dict[str, Any]]
+
+
+async def run_operation(request: Request, operation: Operation) -> Response:
+    """Authenticate, authorise, limit, validate, answer, record; every refusal as CAMARA asks."""
+    runtime = runtime_of(request.app)
+    raw_correlator = request.headers.get("x-correlator")
+    echo = raw_correlator if raw_correlator is not None and CORRELATOR.fullmatch(raw_correlator) else None
+    state = None
+    msisdn: str | None = None
+    try:
+        token = verify_token(runtime.settings, bearer_token(request.headers.get("authorization")))
+        if runtime.needs_load(token):
+            state = await run_in_threadpool(runtime.client_for, token)
+        else:
+            state = runtime.client_for(token)
+        require_scope(token, operation.scopes)
+        runtime.admit(state)
+        correlator(raw_correlator)
+        data = json_object(await request.body())
+        msisdn, params = operation.prepare(token, data)
+
+        def answer() -> dict[str, Any]:
+            assert msisdn is not None
+            with runtime.session() as session:
+                return operation.answer(session, msisdn, params)
+
+        result = await run_in_threadpool(answer)
+    except CamaraError as error:
+        if state is not None:
+            runtime.record(
+                state, api=operation.api, msisdn=msisdn, answer=error.code, status=camara_status(error.code)
+            )
+        return camara_response(error, correlator=echo)
+    runtime.record(state, api=operation.api, msisdn=msisdn, answer=json.dumps(result), status=200)
+    return JSONResponse(result, headers={"x-correlator": echo} if echo else None)
+
+
+def _recycling_prepare(token: AccessToken, data: dict[str, Any]) -> tuple[str, Any]:
+    body_number = optional_phone_number(data)
+    day = number_recycling.specified_date(data)
+    return subject(from_token=token.phone_number, from_body=body_number), day
+
+
+def _recycling_answer(session: Session, msisdn: str, day: Any) -> dict[str, Any]:
+    recycled = number_recycling.check_number_recycling(session, msisdn=msisdn, day=day)
+    return {"phoneNumberRecycled": recycled}
+
+
+NUMBER_RECYCLING_CHECK = Operation(
+    number_recycling.API, number_recycling.SCOPES, _recycling_prepare, _recycling_answer
+)
+
+
+@router.post("/number-recycling/v0.2/check", summary="CAMARA Number Recycling: check")
+async def number_recycling_check(request: Request) -> Response:
+    """Whether the subscriber of a phone number changed after ``specifiedDate``."""
+    return await run_operation(request, NUMBER_RECYCLING_CHECK)
+
+
+def _swap_check_prepare(settings: Settings) -> Callable[[AccessToken, dict[str, Any]], tuple[str, Any]]:
+    def prepare(token: AccessToken, data: dict[str, Any]) -> tuple[str, Any]:
+        body_number = optional_phone_number(data)
+        hours = sim_swap.max_age(data, monitored_days=settings.camara_sim_swap_monitored_days)
+        return subject(from_token=token.phone_number, from_body=body_number), hours
+
+    return prepare
+
+
+def _swap_check_answer(session: Session, msisdn: str, hours: Any) -> dict[str, Any]:
+    return {"swapped": sim_swap.check_swapped(session, msisdn=msisdn, hours=hours)}
+
+
+def _swap_retrieve_prepare(token: AccessToken, data: dict[str, Any]) -> tuple[str, Any]:
+    return subject(from_token=token.phone_number, from_body=optional_phone_number(data)), None
+
+
+@router.post("/sim-swap/v2/check", summary="CAMARA SIM Swap: check")
+async def sim_swap_check(request: Request) -> Response:
+    """Whether the number moved to a new SIM within the last ``maxAge`` hours (default 240)."""
+    operation = Operation(
+        sim_swap.API_CHECK, sim_swap.CHECK_SCOPES, _swap_check_prepare(_settings(request)), _swap_check_answer
+    )
+    return await run_operation(request, operation)
+
+
+@router.post("/sim-swap/v2/retrieve-date", summary="CAMARA SIM Swap: retrieve-date")
+async def sim_swap_retrieve_date(request: Request) -> Response:
+    """When the number last moved to a SIM (or its activation); null beyond the monitored period."""
+    monitored = _settings(request).camara_sim_swap_monitored_days
+
+    def answer(session: Session, msisdn: str, _: Any) -> dict[str, Any]:
+        return sim_swap.retrieve_date(session, msisdn=msisdn, monitored_days=monitored)
+
+    operation = Operation(sim_swap.API_RETRIEVE, sim_swap.RETRIEVE_SCOPES, _swap_retrieve_prepare, answer)
+    return await run_operation(request, operation)

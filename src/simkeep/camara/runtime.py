@@ -1,0 +1,232 @@
+"""What each API worker keeps in memory for the CAMARA routes: a short-lived cache of clients, their rate
+buckets and daily counts, and the buffer of queries that a background thread writes to ``api_queries``.
+
+Limits are per process: with N workers a client gets up to N times its requests per second (set the
+client's rate divided by the number of workers). Daily counts start from, and are refreshed from, what
+``api_queries`` holds for today (UTC), so the quota holds across workers to within a few seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.orm import Session
+
+from simkeep.camara import repository
+from simkeep.camara.auth import AccessToken
+from simkeep.camara.errors import CamaraError
+from simkeep.config import Settings
+
+SessionScope = Callable[[], AbstractContextManager[Session]]
+log = structlog.get_logger("simkeep.camara")
+
+
+def _today_start() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class ClientState:
+    """One client as this worker knows it."""
+
+    pk: int
+    active: bool
+    rotated_at_ms: int
+    rate: int
+    daily_quota: int
+    loaded_at: float
+    tokens: float
+    refilled_at: float
+    day: datetime
+    used_today: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """One query to record."""
+
+    client_pk: int
+    api: str
+    msisdn: str | None
+    answer: str
+    status: int
+    asked_at: datetime
+
+
+class QueryRecorder:
+    """Buffers queries in memory; :meth:`flush` writes them in one statement (the background thread calls it
+    every ``camara_query_flush_seconds``, and once more at shutdown)."""
+
+    def __init__(self, scope: SessionScope, *, interval: float, max_buffer: int) -> None:
+        self._scope = scope
+        self._interval = interval
+        self._buffer: deque[QueryRecord] = deque(maxlen=max_buffer)
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, item: QueryRecord) -> None:
+        """Queue one query (thread-safe, no I/O)."""
+        if len(self._buffer) == self._buffer.maxlen:
+            log.warning("camara.query_buffer_full", dropped=1)
+        self._buffer.append(item)
+
+    def pending(self) -> int:
+        """Queries not yet written."""
+        return len(self._buffer)
+
+    def flush(self) -> int:
+        """Write what is buffered; returns how many rows were written. On failure they are kept for later."""
+        with self._flush_lock:
+            batch: list[QueryRecord] = []
+            while self._buffer:
+                batch.append(self._buffer.popleft())
+            if not batch:
+                return 0
+            rows: list[dict[str, object]] = [
+                {
+                    "client_id": q.client_pk,
+                    "api": q.api,
+                    "msisdn": q.msisdn,
+                    "answer": q.answer[:200],
+                    "status": q.status,
+                    "asked_at": q.asked_at,
+                }
+                for q in batch
+            ]
+            try:
+                with self._scope() as session:
+                    repository.insert_queries(session, rows)
+                    session.commit()
+            except Exception:
+                log.exception("camara.query_flush_failed", rows=len(rows))
+                self._buffer.extendleft(reversed(batch))
+                return 0
+            return len(rows)
+
+    def start(self) -> None:
+        """Start the background writer."""
+        self._thread = threading.Thread(target=self._run, name="camara-query-recorder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.flush()
+
+    def stop(self) -> None:
+        """Stop the writer and write what is left."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()
+
+
+class CamaraRuntime:
+    """The per-worker state of the CAMARA routes."""
+
+    def __init__(self, settings: Settings, scope: SessionScope) -> None:
+        self.settings = settings
+        self.scope = scope
+        self.recorder = QueryRecorder(
+            scope, interval=settings.camara_query_flush_seconds, max_buffer=settings.camara_query_buffer_max
+        )
+        self._clients: dict[str, ClientState] = {}
+        self._lock = threading.Lock()
+
+    def session(self) -> AbstractContextManager[Session]:
+        """A database session for a query."""
+        return self.scope()
+
+    def forget_clients(self) -> None:
+        """Drop the cache (tests, or an operator's change that must apply at once)."""
+        with self._lock:
+            self._clients.clear()
+
+    def _load(self, client_id: str, previous: ClientState | None) -> ClientState | None:
+        with self.scope() as session:
+            row = repository.client_by_client_id(session, client_id)
+            if row is None:
+                return None
+            day = _today_start()
+            used = repository.answered_since(session, row.id, day)
+        now = time.monotonic()
+        state = ClientState(
+            pk=row.id,
+            active=row.active,
+            rotated_at_ms=int(row.secret_rotated_at.timestamp() * 1000),
+            rate=row.requests_per_second,
+            daily_quota=row.daily_quota,
+            loaded_at=now,
+            tokens=float(row.requests_per_second),
+            refilled_at=now,
+            day=day,
+            used_today=used,
+        )
+        if previous is not None:
+            state.tokens = min(previous.tokens, float(state.rate))
+            state.refilled_at = previous.refilled_at
+            if previous.day == day:
+                state.used_today = max(used, previous.used_today)
+        return state
+
+    def needs_load(self, token: AccessToken) -> bool:
+        """Whether :meth:`client_for` would read the database (so the caller can move it off the loop)."""
+        state = self._clients.get(token.client_id)
+        return (
+            state is None or time.monotonic() - state.loaded_at >= self.settings.camara_client_cache_seconds
+        )
+
+    def client_for(self, token: AccessToken) -> ClientState:
+        """The token's client, if still active and the token was issued after the last secret rotation."""
+        state = self._clients.get(token.client_id)
+        if self.needs_load(token):
+            fresh = self._load(token.client_id, state)
+            with self._lock:
+                if fresh is None:
+                    self._clients.pop(token.client_id, None)
+                else:
+                    self._clients[token.client_id] = fresh
+            state = fresh
+        if state is None or not state.active or token.issued_at_ms < state.rotated_at_ms:
+            raise CamaraError("UNAUTHENTICATED")
+        return state
+
+    @staticmethod
+    def admit(state: ClientState) -> None:
+        """Take one request from the client's token bucket and daily quota, or refuse with 429."""
+        with state.lock:
+            now = time.monotonic()
+            state.tokens = min(float(state.rate), state.tokens + (now - state.refilled_at) * state.rate)
+            state.refilled_at = now
+            day = _today_start()
+            if day != state.day:
+                state.day, state.used_today = day, 0
+            if state.used_today >= state.daily_quota:
+                raise CamaraError("QUOTA_EXCEEDED")
+            if state.tokens < 1.0:
+                raise CamaraError("TOO_MANY_REQUESTS")
+            state.tokens -= 1.0
+            state.used_today += 1
+
+    def record(self, state: ClientState, *, api: str, msisdn: str | None, answer: str, status: int) -> None:
+        """Buffer one query for ``api_queries``."""
+        self.recorder.record(QueryRecord(state.pk, api, msisdn, answer, status, datetime.now(UTC)))
+
+
+def lifespan_runtime(settings: Settings, scope: SessionScope) -> Iterator[CamaraRuntime]:
+    """Build the runtime, run its writer for the life of the app, and write what is left at the end."""
+    runtime = CamaraRuntime(settings, scope)
+    runtime.recorder.start()
+    try:
+        yield runtime
+    finally:
+        runtime.recorder.stop()

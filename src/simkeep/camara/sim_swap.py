@@ -1,0 +1,70 @@
+"""CAMARA SIM Swap v2 (sim-swap 2.1.0): when did the number last move to a SIM, and did it recently.
+
+A swap is any new number-to-SIM binding (``sim_changes``: physical or eSIM replacements, the first SIM, and
+the history of imported lines); a number with no recorded change answers from the line's activation
+(a new subscription counts as a swap, says the spec). Every call reads the database, so a change is seen by
+every worker as soon as it is committed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from simkeep.camara import repository
+from simkeep.camara.errors import CamaraError
+from simkeep.models import LineStatus
+
+API_CHECK = "sim-swap.check"
+API_RETRIEVE = "sim-swap.retrieve-date"
+CHECK_SCOPES = ("sim-swap:check", "sim-swap")
+RETRIEVE_SCOPES = ("sim-swap:retrieve-date", "sim-swap")
+DEFAULT_MAX_AGE = 240
+
+
+def max_age(data: dict[str, Any], *, monitored_days: int) -> int:
+    """``maxAge`` in hours: 240 when absent; INVALID_ARGUMENT when not an integer; OUT_OF_RANGE outside
+    1..2400 or beyond the monitored period."""
+    if "maxAge" not in data:
+        value = DEFAULT_MAX_AGE
+    else:
+        value = data["maxAge"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CamaraError("INVALID_ARGUMENT", "maxAge must be an integer number of hours.")
+        if not 1 <= value <= 2400:
+            raise CamaraError("OUT_OF_RANGE", "maxAge must be between 1 and 2400 hours.")
+    if value > monitored_days * 24:
+        raise CamaraError(
+            "OUT_OF_RANGE",
+            f"Check monitor period could not exceed local regulations ({monitored_days} days).",
+        )
+    return value
+
+
+def latest_swap(session: Session, msisdn: str) -> datetime:
+    """The last time the number moved to a SIM (or, with no recorded change, its activation)."""
+    line = repository.line_by_msisdn(session, msisdn)
+    if line is None or line.status == LineStatus.RECYCLED:
+        raise CamaraError("IDENTIFIER_NOT_FOUND")
+    changed = repository.latest_sim_change(session, line.id)
+    return (changed or line.activated_at).astimezone(UTC)
+
+
+def check_swapped(session: Session, *, msisdn: str, hours: int, now: datetime | None = None) -> bool:
+    """Whether the number moved to a SIM within the last ``hours`` hours (the boundary included)."""
+    now = now or datetime.now(UTC)
+    return latest_swap(session, msisdn) >= now - timedelta(hours=hours)
+
+
+def retrieve_date(
+    session: Session, *, msisdn: str, monitored_days: int, now: datetime | None = None
+) -> dict[str, Any]:
+    """``{latestSimChange}``, or ``{latestSimChange: null, monitoredPeriod}`` when the last change is older
+    than the period simkeep may disclose."""
+    now = now or datetime.now(UTC)
+    latest = latest_swap(session, msisdn)
+    if latest < now - timedelta(days=monitored_days):
+        return {"latestSimChange": None, "monitoredPeriod": monitored_days}
+    return {"latestSimChange": latest.isoformat().replace("+00:00", "Z")}

@@ -1,0 +1,176 @@
+"""Per-client rate limits and daily quotas (429), and the record of every query in ``api_queries``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from simkeep.camara import clients
+from simkeep.camara.runtime import CamaraRuntime, QueryRecord, QueryRecorder
+from simkeep.config import Settings
+from simkeep.models import ApiQuery
+from tests.camara.conftest import bearer, token_for
+from tests.camara.spec import assert_conforms
+
+URL = "/number-recycling/v0.2/check"
+BODY = {"phoneNumber": "+8613999999999", "specifiedDate": "2024-01-01"}
+
+
+def _codes(api: TestClient, token: str, n: int) -> list[int]:
+    return [api.post(URL, json=BODY, headers=bearer(token)).status_code for _ in range(n)]
+
+
+class TestRateLimit:
+    """A token bucket per client and worker: ``requests_per_second`` a second, bursts up to that."""
+
+    def test_burst_beyond_rate_is_429_too_many_requests(self, api: TestClient, make_rp: Any) -> None:
+        """With 3 requests/s, a fourth request in the same instant is 429 TOO_MANY_REQUESTS."""
+        token = token_for(api, make_rp(rps=3))
+        assert _codes(api, token, 3) == [404, 404, 404]
+        response = api.post(URL, json=BODY, headers=bearer(token, **{"x-correlator": "rate-1"}))
+        assert response.status_code == 429
+        assert response.json()["code"] == "TOO_MANY_REQUESTS"
+        assert response.headers["x-correlator"] == "rate-1"
+        assert_conforms("sim-swap.yaml", "/check", 429, response.json())
+
+    def test_bucket_refills(self, api: TestClient, make_rp: Any) -> None:
+        """After a refused burst, waiting a moment lets requests through again."""
+        token = token_for(api, make_rp(rps=5))
+        codes = _codes(api, token, 8)
+        assert 429 in codes
+        time.sleep(0.5)
+        assert _codes(api, token, 1) == [404]
+
+    def test_limits_are_per_client(self, api: TestClient, make_rp: Any) -> None:
+        """One client's exhausted bucket does not limit another client."""
+        first = token_for(api, make_rp(rps=1))
+        second = token_for(api, make_rp(rps=1))
+        assert _codes(api, first, 2) == [404, 429]
+        assert _codes(api, second, 1) == [404]
+
+
+class TestDailyQuota:
+    """Answered queries per UTC day, counted from api_queries as well as in memory."""
+
+    def test_quota_exhausted_is_429_quota_exceeded(self, api: TestClient, make_rp: Any) -> None:
+        """With a quota of 2, the third query of the day is 429 QUOTA_EXCEEDED."""
+        token = token_for(api, make_rp(quota=2))
+        assert _codes(api, token, 2) == [404, 404]
+        response = api.post(URL, json=BODY, headers=bearer(token))
+        assert (response.status_code, response.json()["code"]) == (429, "QUOTA_EXCEEDED")
+        assert_conforms("sim-swap.yaml", "/check", 429, response.json())
+
+    def test_queries_recorded_today_count(self, api: TestClient, make_rp: Any, db: Session) -> None:
+        """Queries already in api_queries for today (another worker's) use up the quota."""
+        rp = make_rp(quota=2)
+        now = datetime.now(UTC)
+        db.add_all(
+            ApiQuery(
+                client_id=rp.pk,
+                api="number-recycling.check",
+                msisdn=None,
+                answer="x",
+                status=200,
+                asked_at=now,
+            )
+            for _ in range(2)
+        )
+        db.commit()
+        token = token_for(api, rp)
+        assert _codes(api, token, 1) == [429]
+
+
+class TestQueryRecording:
+    """Every query after authentication is buffered in memory and written by the recorder."""
+
+    def test_queries_are_recorded_after_flush(
+        self, api: TestClient, make_rp: Any, runtime: CamaraRuntime, db: Session
+    ) -> None:
+        """Answers and refusals are recorded with the client, number, answer and status; nothing before."""
+        rp = make_rp(["number-recycling:check"], rps=2)
+        token = token_for(api, rp)
+        api.post(URL, json=BODY, headers=bearer(token))
+        api.post(URL, json={"specifiedDate": "2024-01-01"}, headers=bearer(token))
+        api.post(URL, json=BODY, headers=bearer(token))
+        assert db.scalars(select(ApiQuery).where(ApiQuery.client_id == rp.pk)).all() == []
+        assert runtime.recorder.flush() == 3
+        rows = db.scalars(select(ApiQuery).where(ApiQuery.client_id == rp.pk).order_by(ApiQuery.id)).all()
+        assert [(r.api, r.msisdn, r.answer, r.status) for r in rows] == [
+            ("number-recycling.check", "+8613999999999", "IDENTIFIER_NOT_FOUND", 404),
+            ("number-recycling.check", None, "MISSING_IDENTIFIER", 422),
+            ("number-recycling.check", None, "TOO_MANY_REQUESTS", 429),
+        ]
+
+    def test_answer_is_recorded(
+        self, api: TestClient, make_rp: Any, runtime: CamaraRuntime, db: Session, camara_settings: Settings
+    ) -> None:
+        """A successful query records the answer given."""
+        from tests import factories
+
+        line = factories.holder(db, camara_settings).line
+        db.commit()
+        rp = make_rp()
+        api.post(
+            URL,
+            json={"phoneNumber": line.msisdn, "specifiedDate": "2020-01-01"},
+            headers=bearer(token_for(api, rp)),
+        )
+        runtime.recorder.flush()
+        row = db.scalars(select(ApiQuery).where(ApiQuery.client_id == rp.pk)).one()
+        assert (row.msisdn, row.answer, row.status) == (line.msisdn, '{"phoneNumberRecycled": true}', 200)
+
+    def test_unauthenticated_calls_are_not_recorded(self, api: TestClient, runtime: CamaraRuntime) -> None:
+        """A call without a valid token has no client to record against."""
+        api.post(URL, json=BODY)
+        assert runtime.recorder.pending() == 0
+
+
+@pytest.mark.concurrent
+class TestRecorderThread:
+    """The background writer on a database with real commits."""
+
+    def test_background_thread_writes_without_being_asked(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """Within a few flush intervals the buffered queries are in api_queries; stop() writes the rest."""
+        engine, settings = fresh
+        with fresh_session_factory() as session:
+            rp = clients.create_client(session, settings, name="Bank", scopes=["sim-swap"]).client
+            session.commit()
+            pk = rp.id
+
+        recorder = QueryRecorder(fresh_session_factory, interval=0.05, max_buffer=100)
+        recorder.start()
+        try:
+            recorder.record(QueryRecord(pk, "sim-swap", "+8613800000001", "x", 200, datetime.now(UTC)))
+            deadline = time.monotonic() + 5
+            count = 0
+            while time.monotonic() < deadline and count == 0:
+                time.sleep(0.05)
+                with fresh_session_factory() as session:
+                    count = len(session.scalars(select(ApiQuery)).all())
+            assert count == 1
+        finally:
+            recorder.record(QueryRecord(pk, "sim-swap", None, "y", 200, datetime.now(UTC)))
+            recorder.stop()
+        with fresh_session_factory() as session:
+            assert len(session.scalars(select(ApiQuery)).all()) == 2
+        del engine
+
+    def test_failed_write_keeps_the_queries(self) -> None:
+        """When the database refuses the write, the queries stay buffered for the next flush."""
+
+        def broken() -> Any:
+            raise RuntimeError("database down")
+
+        recorder = QueryRecorder(broken, interval=60, max_buffer=10)
+        recorder.record(QueryRecord(1, "sim-swap", None, "x", 200, datetime.now(UTC)))
+        assert recorder.flush() == 0
+        assert recorder.pending() == 1
