@@ -14,7 +14,7 @@ from simkeep.jobs.worker import Worker
 from simkeep.models import Job, JobSchedule
 from tests.jobs.conftest import Queue
 
-DECLARED = {"orders.expire", "evidence.purge", "shipping.demo_advance"}
+DECLARED = {"orders.expire", "evidence.purge", "shipping.demo_advance", "keepalive.sweep"}
 
 
 def _check_together(workers: list[Worker]) -> list[list[str]]:
@@ -50,7 +50,7 @@ class TestSchedules:
     """``Worker.enqueue_due_schedules``."""
 
     def test_declared_schedules(self) -> None:
-        """The worker knows the three periodic jobs of the service."""
+        """The worker knows the periodic jobs of the service."""
         registry.load_tasks()
         assert set(registry.SCHEDULES) >= DECLARED
 

@@ -39,9 +39,10 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole run."""
+    """One headless Chromium per test module (Playwright's sync API holds an event loop in this thread
+    while it runs, so it is closed before other modules' asyncio tests)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
