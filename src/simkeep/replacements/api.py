@@ -11,10 +11,9 @@ from simkeep.audit.service import record
 from simkeep.auth.actors import Actor
 from simkeep.auth.deps import AppSettings, DbSession, SignedInActor, StaffActor, require_staff
 from simkeep.billing import service as billing
-from simkeep.config import Settings
-from simkeep.errors import DomainError, InvalidInput
+from simkeep.errors import InvalidInput
 from simkeep.identifiers import normalise_msisdn
-from simkeep.identity.application import CheckOutcome, OnlineApplication
+from simkeep.identity.application import OnlineApplication
 from simkeep.identity.service import Evidence, recent_failures
 from simkeep.masking import mask_iccid
 from simkeep.models import (
@@ -25,7 +24,6 @@ from simkeep.models import (
     ReplacementOrder,
     Sim,
     StaffRole,
-    Subscriber,
 )
 from simkeep.replacements import activation, online, service, workflow
 from simkeep.replacements.schemas import (
@@ -128,7 +126,9 @@ def submit(
     application = _application(body)
     checks = None
     if application is not None and actor.kind == "line" and actor.line_id is not None:
-        checks = _run_checks_outside_transaction(session, settings, actor.line_id, application)
+        checks = online.checks_outside_transaction(
+            session, settings, line_id=actor.line_id, application=application
+        )
     order = service.submit(
         session,
         settings,
@@ -155,27 +155,6 @@ def _application(body: ReplacementCreate) -> OnlineApplication | None:
         )
     return OnlineApplication(
         str(body.document_number), str(body.document_photo), str(body.selfie), str(body.one_time_code)
-    )
-
-
-def _run_checks_outside_transaction(
-    session: Session, settings: Settings, line_id: int, application: OnlineApplication
-) -> list[CheckOutcome] | None:
-    """Run the slow checks with no transaction open; None when the uploads cannot be had (the service then
-    refuses the application in its own order of checks)."""
-    try:
-        line = session.get(Line, line_id)
-        holder = session.get(Subscriber, line.subscriber_id) if line else None
-        if holder is None:
-            return None
-        document_type = str(holder.document_type)
-        uploads = online.load_uploads(session, settings, line_id=line_id, application=application)
-    except DomainError:
-        return None
-    finally:
-        session.rollback()  # release the database before the slow work; only plain values are used below
-    return online.automatic_checks(
-        settings, document_type=document_type, application=application, uploads=uploads
     )
 
 

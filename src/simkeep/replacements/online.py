@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
+from simkeep.errors import DomainError
 from simkeep.identity.application import REJECT, REVIEW, CheckOutcome, OnlineApplication, run_checks
 from simkeep.identity.evidence import decrypt, for_application
 from simkeep.identity.service import recent_failures
@@ -52,6 +53,28 @@ def automatic_checks(
         document_image=uploads.document_image,
         selfie=uploads.selfie_image,
     )
+
+
+def checks_outside_transaction(
+    session: Session, settings: Settings, *, line_id: int, application: OnlineApplication
+) -> list[CheckOutcome] | None:
+    """Run the slow checks (OCR, face match) with no transaction open, for :func:`submit` to record.
+
+    Reads the holder's document type and the named uploads, then rolls back, so nothing is held while the
+    checks run. None when the uploads cannot be had: the service then refuses in its own order of checks.
+    """
+    try:
+        line = session.get(Line, line_id)
+        holder = session.get(Subscriber, line.subscriber_id) if line else None
+        if holder is None:
+            return None
+        document_type = str(holder.document_type)
+        uploads = load_uploads(session, settings, line_id=line_id, application=application)
+    except DomainError:
+        return None
+    finally:
+        session.rollback()
+    return automatic_checks(settings, document_type=document_type, application=application, uploads=uploads)
 
 
 def risk_signals(

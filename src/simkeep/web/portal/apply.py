@@ -28,7 +28,7 @@ from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.errors import DomainError
 from simkeep.identity import evidence as evidence_service
-from simkeep.identity.application import CheckOutcome, OnlineApplication
+from simkeep.identity.application import OnlineApplication
 from simkeep.identity.documents import normalise_document_number
 from simkeep.identity.service import Evidence
 from simkeep.lines import repository as lines_repo
@@ -427,26 +427,6 @@ async def details_code(
     )
 
 
-def _check_outside_transaction(
-    session: Session, settings: Settings, line_id: int, application: OnlineApplication
-) -> list[CheckOutcome] | None:
-    """The OCR and face checks with no transaction open (None: the service refuses in its own order)."""
-    try:
-        line = session.get(Line, line_id)
-        holder = session.get(Subscriber, line.subscriber_id) if line else None
-        if holder is None:
-            return None
-        document_type = str(holder.document_type)
-        uploads = online.load_uploads(session, settings, line_id=line_id, application=application)
-    except DomainError:
-        return None
-    finally:
-        session.rollback()  # nothing is held while the slow checks run
-    return online.automatic_checks(
-        settings, document_type=document_type, application=application, uploads=uploads
-    )
-
-
 def _submit(
     *,
     session: Session,
@@ -458,7 +438,9 @@ def _submit(
 ) -> str:
     """Check, submit and commit (in a worker thread: the checks take most of a second)."""
     assert actor.line_id is not None
-    checks = _check_outside_transaction(session, settings, actor.line_id, application)
+    checks = online.checks_outside_transaction(
+        session, settings, line_id=actor.line_id, application=application
+    )
     line, _ = holder_line(session, actor)
     order = orders.submit(
         session,
