@@ -191,15 +191,10 @@ def set_in_person(
     )
 
 
-def start_reset(
-    session: Session, settings: Settings, *, msisdn: str, document_number: str, channel: str
-) -> None:
-    """Send a reset code to a registered contact when the number and document match; else record the failure.
-
-    The caller answers the same either way, so the reset form reveals nothing about who holds a number. A line
-    whose self-service is locked, or that was sent too many codes this hour, gets no code and no refusal
-    either: answering those differently would show that the number exists and the document matched.
-    """
+def _reset_context(
+    session: Session, settings: Settings, msisdn: str
+) -> tuple[Line | None, Subscriber | None, ProofContext]:
+    """The line (a recycled one counts as unknown), its holder and the proof context of a reset."""
     line = lines_repo.find_by_msisdn(session, msisdn, for_update=True)
     if line is not None and lines_repo.is_recycled(line):
         line = None
@@ -212,6 +207,19 @@ def start_reset(
         actor=ANONYMOUS,
         action="password.reset",
     )
+    return line, holder, ctx
+
+
+def start_reset(
+    session: Session, settings: Settings, *, msisdn: str, document_number: str, channel: str
+) -> None:
+    """Send a reset code to a registered contact when the number and document match; else record the failure.
+
+    The caller answers the same either way, so the reset form reveals nothing about who holds a number. A line
+    whose self-service is locked, or that was sent too many codes this hour, gets no code and no refusal
+    either: answering those differently would show that the number exists and the document matched.
+    """
+    line, holder, ctx = _reset_context(session, settings, msisdn)
     try:
         assess(ctx, Evidence(document_number=document_number))
     except SelfServiceLocked:
@@ -226,18 +234,7 @@ def complete_reset(
     session: Session, settings: Settings, *, msisdn: str, document_number: str, code: str, new_password: str
 ) -> None:
     """Set the new password when the one-time code and the document number both check out."""
-    line = lines_repo.find_by_msisdn(session, msisdn, for_update=True)
-    if line is not None and lines_repo.is_recycled(line):
-        line = None
-    holder = lines_repo.holder_of(session, line) if line else None
-    ctx = ProofContext(
-        session=session,
-        settings=settings,
-        line=line,
-        subscriber=holder,
-        actor=ANONYMOUS,
-        action="password.reset",
-    )
+    line, holder, ctx = _reset_context(session, settings, msisdn)
     assessment = assess(ctx, Evidence(document_number=document_number, one_time_code=code))
     if (
         line is None
