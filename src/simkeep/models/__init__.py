@@ -3,6 +3,7 @@
 from simkeep.models.audit import AuditEntry
 from simkeep.models.auth import AuthToken, TokenKind
 from simkeep.models.billing import Fee, Payment, PaymentKind, PaymentMethod
+from simkeep.models.esim import EsimProfile, EsimProfileState, EsimProgressEvent
 from simkeep.models.identity import EvidenceFile, IdentityCheck, Notification, OneTimeCode
 from simkeep.models.jobs import Job, JobSchedule, JobState
 from simkeep.models.keepalive import (
@@ -17,7 +18,7 @@ from simkeep.models.keepalive import (
 )
 from simkeep.models.lines import Line, LineStatus, Plan, SuspensionReason
 from simkeep.models.loss import LossReport, LossReportStatus
-from simkeep.models.network import EmbeddedHlrSubscriber
+from simkeep.models.network import EmbeddedHlrSubscriber, NetworkOperation, NetworkOpKind, NetworkOpStatus
 from simkeep.models.proofs import ProofAttempt
 from simkeep.models.replacements import Channel, OrderEvent, OrderState, ReplacementOrder
 from simkeep.models.shipping import Parcel, ParcelEvent, ParcelState
@@ -32,6 +33,9 @@ __all__ = [
     "Channel",
     "DocumentType",
     "EmbeddedHlrSubscriber",
+    "EsimProfile",
+    "EsimProfileState",
+    "EsimProgressEvent",
     "EvidenceFile",
     "Fee",
     "IdentityCheck",
@@ -44,6 +48,9 @@ __all__ = [
     "LineStatus",
     "LossReport",
     "LossReportStatus",
+    "NetworkOpKind",
+    "NetworkOpStatus",
+    "NetworkOperation",
     "Notification",
     "NumberRecycling",
     "NumberState",

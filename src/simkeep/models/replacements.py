@@ -38,6 +38,7 @@ class OrderState(enum.StrEnum):
     SHIPPED = "shipped"
     DELIVERED = "delivered"
     ON_HOLD = "on_hold"  # the parcel came back: staff reship it or cancel the order
+    ACTIVATING = "activating"  # the number is moving in an external HLR (a network operation runs)
     ACTIVATED = "activated"
     REJECTED = "rejected"
     CANCELLED = "cancelled"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
@@ -61,6 +61,10 @@ class Sim(Base):
     location: Mapped[SimLocation] = mapped_column(enum_type(SimLocation, "sim_location"))
     store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
     batch: Mapped[str] = mapped_column(String(64), default="")
+    # The HLR's authentication data (K/OPc for Milenage, Ki for COMP128), sealed by the vault
+    # (simkeep.sims.secrets); sent only to the HLR, never shown.
+    auth_algorithm: Mapped[str | None] = mapped_column(String(16))
+    auth_sealed: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
