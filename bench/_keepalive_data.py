@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from datetime import datetime, timedelta
 
@@ -41,8 +42,13 @@ def database(backend: str) -> tuple[Engine, str]:
 
 
 def drop(engine: Engine, backend: str) -> None:
-    """Remove the benchmark's database."""
+    """Remove the benchmark's database (the SQLite file's folder, or the PostgreSQL schema)."""
     engine.dispose()
+    if backend == "sqlite":
+        database_path = engine.url.database
+        if database_path:
+            shutil.rmtree(os.path.dirname(database_path), ignore_errors=True)
+        return
     if backend == "postgres":
         admin = make_engine(POSTGRES_URL, pool_size=1)
         with admin.begin() as conn:

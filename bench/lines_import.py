@@ -39,7 +39,7 @@ def _stamp(moment: datetime, rng: random.Random) -> str:
     return (moment + _CST).strftime("%Y-%m-%dT%H:%M:%S+08:00")
 
 
-def write_lines_csv(path: Path, rows: int) -> None:
+def write_lines_csv(path: Path, rows: int, _options: object = None) -> None:
     """The migration file described in the module docstring."""
     rng = random.Random(20261125)
     subscriber = 0

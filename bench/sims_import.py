@@ -1,10 +1,12 @@
 """Benchmark ``simkeep sims import``: 1,000,000 rows of SIM stock on SQLite and on PostgreSQL.
 
-Run from the repository root: ``python bench/sims_import.py [--rows N]``. It writes its own CSV (valid Luhn
-ICCIDs, 10% eSIMs, 5% kept in stores) to a temporary directory, creates a freshly migrated database for each
-backend (a temporary SQLite file; a new schema in SIMKEEP_BENCH_POSTGRES_URL, dropped afterwards), runs the
-real command in a child process as a user would, and prints the wall time, the rate and the child's peak
-resident memory. The last lines are ``RESULT sims_import_<backend> <rows/s> rows/s``.
+Run from the repository root: ``python bench/sims_import.py [--rows N] [--no-secrets]``. It writes its own
+CSV (valid Luhn ICCIDs, 10% eSIMs, 5% kept in stores; with each SIM's secrets, as card vendors deliver
+them: Milenage K and OPc for nine SIMs in ten, a COMP128v3 Ki for the tenth) to a temporary directory,
+creates a freshly migrated database for each backend (a temporary SQLite file; a new schema in
+SIMKEEP_BENCH_POSTGRES_URL, dropped afterwards), runs the real command in a child process as a user would,
+and prints the wall time, the rate and the child's peak resident memory. The last lines are
+``RESULT sims_import_<backend> <rows/s> rows/s``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -38,16 +41,23 @@ def with_luhn(body: str) -> str:
     return next(body + d for d in "0123456789" if luhn_valid(body + d))
 
 
-def write_sims_csv(path: Path, rows: int) -> None:
-    """SIM stock: sequential ICCIDs and IMSIs as they come from a card vendor."""
+def write_sims_csv(path: Path, rows: int, options: argparse.Namespace) -> None:
+    """SIM stock: sequential ICCIDs and IMSIs as they come from a card vendor, with random secrets."""
+    secrets = not options.no_secrets
+    rng = random.Random(20261130)
     with path.open("w", encoding="utf-8", newline="") as out:
-        out.write("iccid,imsi,kind,location,store,batch\n")
+        out.write("iccid,imsi,kind,location,store,batch" + (",auth_algorithm,k,opc\n" if secrets else "\n"))
         for n in range(rows):
             kind = "esim" if n % 10 == 9 else "physical"
             store = STORES[n % len(STORES)] if n % 20 == 7 else ""
             location = "store" if store else "warehouse"
+            auth = ""
+            if secrets:
+                k = f"{rng.getrandbits(128):032x}"
+                auth = f",comp128v3,{k}," if n % 10 == 3 else f",milenage,{k},{rng.getrandbits(128):032x}"
             out.write(
-                f"{with_luhn(f'89860{n:013d}')},46000{n:010d},{kind},{location},{store},B{n // 100_000}\n"
+                f"{with_luhn(f'89860{n:013d}')},46000{n:010d},{kind},{location},{store},B{n // 100_000}"
+                f"{auth}\n"
             )
 
 
@@ -121,7 +131,7 @@ def postgres_available() -> bool:
 def main(
     name: str,
     unit: str,
-    write_csv: Callable[[Path, int], None],
+    write_csv: Callable[[Path, int, argparse.Namespace], None],
     command: list[str],
     prepare: Callable[[Engine], None] | None = None,
 ) -> None:
@@ -129,13 +139,15 @@ def main(
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the generated file")
     parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite,postgres")
+    if name == "sims_import":
+        parser.add_argument("--no-secrets", action="store_true", help="leave out the SIMs' secret columns")
     options = parser.parse_args()
     results: list[str] = []
     with tempfile.TemporaryDirectory(prefix="simkeep-bench-") as tmp:
         workdir = Path(tmp)
         csv_path = workdir / f"{name}.csv"
         started = time.perf_counter()
-        write_csv(csv_path, options.rows)
+        write_csv(csv_path, options.rows, options)
         size_mb = csv_path.stat().st_size / 1e6
         print(f"generated {options.rows:,} rows ({size_mb:.0f} MB) in {time.perf_counter() - started:.1f} s")
         for backend in options.backends.split(","):

@@ -7,6 +7,10 @@ from fastapi import FastAPI
 
 def include_routers(app: FastAPI) -> None:
     """Mount the routers of every domain that has an API."""
+    from simkeep.camara.api import router as camara_router
+
+    # First: routes are matched in order, and the CAMARA check is the hot path (tens of thousands a second).
+    app.include_router(camara_router)  # /oauth2/token, /number-recycling/v0.2/*, /sim-swap/v2/* at the root
     from simkeep.auth.api import router as auth_router
     from simkeep.identity.api import router as identity_router
     from simkeep.jobs.api import router as jobs_router
@@ -29,6 +33,6 @@ def include_routers(app: FastAPI) -> None:
         sims_router,
     ):
         app.include_router(router, prefix="/api/v1")
-    from simkeep.camara.api import router as camara_router
+    from simkeep.esim.api import router as esim_router
 
-    app.include_router(camara_router)  # /oauth2/token, /number-recycling/v0.2/*, /sim-swap/v2/* at the root
+    app.include_router(esim_router)  # /gsma/rsp2/es2plus/handleDownloadProgressInfo, called by the SM-DP+

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from sqlalchemy.orm import Session
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simkeep import __version__
 from simkeep.body_limit import BodyLimitMiddleware
@@ -29,6 +30,32 @@ def _warn_about_missing_tools(settings: Settings) -> None:
     warning = startup_check(settings)
     if warning is not None:
         structlog.get_logger("simkeep.startup").warning("ocr.unavailable", detail=warning)
+
+
+class RequestIdMiddleware:
+    """Binds the request id (the caller's ``x-request-id`` or a new one) to the logs and returns it.
+
+    Plain ASGI rather than ``@app.middleware``: no task and stream per request (the CAMARA hot path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        rid = given.decode("latin-1")[:64] or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 def create_app(settings: Settings | None = None, *, session_scope: SessionScope | None = None) -> FastAPI:
@@ -59,6 +86,7 @@ def create_app(settings: Settings | None = None, *, session_scope: SessionScope 
                 session.close()
 
         app.state.session_scope = scope
+        app.state.owns_database = True  # the CAMARA hot path opens read connections of its own
         try:
             yield
         finally:
@@ -79,14 +107,7 @@ def create_app(settings: Settings | None = None, *, session_scope: SessionScope 
         upload_max_bytes=settings.upload_max_bytes,
     )
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=rid[:64])
-        response = await call_next(request)
-        response.headers["x-request-id"] = rid[:64]
-        return response
+    app.add_middleware(RequestIdMiddleware)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -45,7 +45,7 @@ def db_check(as_json: bool = JSON_OPTION) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    workers: int = typer.Option(1, help="Worker processes (PostgreSQL for more than one)."),
+    workers: int = typer.Option(1, help="Worker processes (each with its own database connections)."),
     upgrade: bool = typer.Option(True, help="Run `db upgrade` first."),
 ) -> None:
     """Serve the web API (OpenAPI docs at /docs)."""
@@ -57,9 +57,7 @@ def serve(
     if upgrade:
         with open_engine(settings) as engine:
             migrate.upgrade(engine)
-    if workers > 1 and settings.is_sqlite:
-        typer.echo("SQLite serves one worker process; use PostgreSQL for several.", err=True)
-        workers = 1
+    # Several workers share a SQLite file too: WAL lets them read at once and writes wait their turn.
     typer.echo(f"simkeep listening on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     uvicorn.run(
         "simkeep.app:create_app",
@@ -75,12 +73,14 @@ def _register_subcommands() -> None:
     from simkeep.audit.cli import app as audit_app
     from simkeep.camara.cli import app as clients_app
     from simkeep.demo.cli import demo
+    from simkeep.esim.cli import app as esim_app
     from simkeep.identity.cli import app as evidence_app
     from simkeep.jobs.cli import app as jobs_app
     from simkeep.jobs.cli import worker
     from simkeep.keepalive.cli import app as keepalive_app
     from simkeep.keepalive.cli import numbers_app
     from simkeep.lines.cli import app as lines_app
+    from simkeep.network.cli import app as network_app
     from simkeep.notifications.cli import app as notifications_app
     from simkeep.replacements.cli import app as orders_app
     from simkeep.sims.cli import app as sims_app
@@ -88,10 +88,12 @@ def _register_subcommands() -> None:
 
     app.add_typer(audit_app, name="audit")
     app.add_typer(clients_app, name="clients")
+    app.add_typer(esim_app, name="esim")
     app.add_typer(evidence_app, name="evidence")
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(keepalive_app, name="keepalive")
     app.add_typer(lines_app, name="lines")
+    app.add_typer(network_app, name="network")
     app.add_typer(numbers_app, name="numbers")
     app.add_typer(notifications_app, name="notifications")
     app.add_typer(orders_app, name="orders")

@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     camara_query_buffer_max: int = Field(default=200_000, ge=1)
     #: Days of SIM-change history the SIM Swap API may disclose (retrieve-date answers null beyond it).
     camara_sim_swap_monitored_days: int = Field(default=100, ge=1, le=3650)
+    #: Subscriptions (sim-swap-subscriptions 0.3): allow event sinks over plain http to loopback addresses
+    #: (tests, demos). Production refuses http, and private, loopback or reserved addresses, whatever is set.
+    camara_sink_allow_http: bool = False
+    #: The CloudEvents ``source`` of the events simkeep sends.
+    camara_event_source: str = Field(default="urn:simkeep:sim-swap-subscriptions", min_length=1, max_length=200)
+    #: Timeout of one delivery to a sink; a failed delivery is retried by the job queue with backoff.
+    camara_sink_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: Active subscriptions one client may hold at once.
+    camara_max_subscriptions_per_client: int = Field(default=10_000, ge=1)
 
     # Shipping (issue 4).
     shipping_carrier: str = "demo"
@@ -115,6 +124,37 @@ class Settings(BaseSettings):
     #: Shared webhook secrets per carrier (JSON); outside production the demo carrier's is derived.
     shipping_webhook_secrets: dict[str, str] = Field(default_factory=dict)
     demo_carrier_step_minutes: float = Field(default=2.0, ge=0)
+
+    # The HLR (issue 8): simkeep's own table, or a running osmo-hlr over CTRL and VTY (docs/network.md).
+    network_adapter: Literal["embedded", "osmo-hlr"] = "embedded"
+    hlr_host: str = "127.0.0.1"
+    hlr_ctrl_port: int = Field(default=4259, ge=1, le=65535)
+    hlr_vty_port: int = Field(default=4258, ge=1, le=65535)
+    #: Connect and read timeout of one HLR exchange; beyond it a step fails as NETWORK_UNAVAILABLE (retried).
+    hlr_timeout_s: float = Field(default=2.0, gt=0)
+    #: Days a replaced SIM's subscriber stays barred in the HLR before it is removed.
+    hlr_old_sim_grace_days: int = Field(default=7, ge=0)
+
+    # eSIM over ES2+ to an SM-DP+ (issue 8; docs/esim.md).
+    #: Base URL of the SM-DP+'s ES2+ interface (https://smdp.example.net); empty: no eSIM channel.
+    esim_smdp_url: str = ""
+    #: Our functionRequesterIdentifier, as agreed with the SM-DP+ operator.
+    esim_requester_id: str = "simkeep"
+    #: Connect and read timeout of one ES2+ call; beyond it the call is retried by the job queue.
+    esim_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: The bearer token the SM-DP+ presents on handleDownloadProgressInfo; empty: every callback is refused.
+    esim_callback_token: str = Field(default="", repr=False)
+    #: When the number moves to the eSIM: once the SM-DP+ reports the profile installed, or when the holder
+    #: confirms on the portal (possible from the profile's release on).
+    esim_activate_on: Literal["installed", "holder"] = "installed"
+    #: The profile type asked for in downloadOrder (empty: the SM-DP+ takes the ICCID's own).
+    esim_profile_type: str = ""
+    #: CA certificates (PEM) that verify the SM-DP+; empty: the system's. Set esim_tls_verify false only in tests.
+    esim_ca_file: str = ""
+    esim_tls_verify: bool = True
+    #: Client certificate and key (PEM) for mutual TLS to the SM-DP+; empty: none.
+    esim_client_cert: str = ""
+    esim_client_key: str = ""
 
     log_json: bool | None = None  # default: JSON in production, console otherwise
     log_level: str = "INFO"

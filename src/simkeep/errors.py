@@ -71,6 +71,10 @@ _STATUS_BY_CODE: dict[str, int] = {
     "PASSWORD_LOCKED": 423,
     "OTP_RATE_LIMITED": 429,
     "VAULT_ERROR": 500,
+    "NETWORK_FAILURE": 502,  # the HLR refused a step
+    "NETWORK_NUMBER_HELD": 502,
+    "NETWORK_UNAVAILABLE": 503,  # the HLR is unreachable: try again
+    "NETWORK_OPERATION_WAITING": 503,
 }
 
 _STATUS_BY_CLASS: list[tuple[type[DomainError], int]] = [

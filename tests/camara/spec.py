@@ -34,11 +34,11 @@ def _resolve(spec: dict[str, Any], node: Any) -> Any:
     return node
 
 
-def response_schema(name: str, path: str, status: int) -> dict[str, Any]:
-    """The JSON schema of the response ``status`` of ``POST path`` (429 from the spec's common errors when
+def response_schema(name: str, path: str, status: int, *, method: str = "post") -> dict[str, Any]:
+    """The JSON schema of the response ``status`` of ``METHOD path`` (429 from the spec's common errors when
     the file does not list it, as its description allows)."""
     spec = load(name)
-    responses = spec["paths"][path]["post"]["responses"]
+    responses = spec["paths"][path][method]["responses"]
     response = responses.get(str(status))
     if response is None and status == 429:
         response = load("sim-swap.yaml")["components"]["responses"]["Generic429"]
@@ -47,6 +47,17 @@ def response_schema(name: str, path: str, status: int) -> dict[str, Any]:
     return dict(_resolve(spec, response)["content"]["application/json"]["schema"])
 
 
-def assert_conforms(name: str, path: str, status: int, body: Any) -> None:
-    """Raise when ``body`` is not what the spec says ``POST path`` answers with ``status``."""
-    OAS30Validator(response_schema(name, path, status)).validate(body)
+def assert_conforms(name: str, path: str, status: int, body: Any, *, method: str = "post") -> None:
+    """Raise when ``body`` is not what the spec says ``METHOD path`` answers with ``status``."""
+    OAS30Validator(response_schema(name, path, status, method=method)).validate(body)
+
+
+def schema(name: str, component: str) -> dict[str, Any]:
+    """A schema of the spec's components, with its references inlined."""
+    spec = load(name)
+    return dict(_resolve(spec, spec["components"]["schemas"][component]))
+
+
+def assert_schema(name: str, component: str, body: Any) -> None:
+    """Raise when ``body`` does not match the component schema."""
+    OAS30Validator(schema(name, component)).validate(body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,9 +13,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from simkeep.camara import clients
+from simkeep.camara.auth import AccessToken
+from simkeep.camara.errors import CamaraError
 from simkeep.camara.runtime import CamaraRuntime, QueryRecord, QueryRecorder
 from simkeep.config import Settings
-from simkeep.models import ApiQuery
+from simkeep.models import ApiQuery, CamaraWorker
 from tests.camara.conftest import bearer, token_for
 from tests.camara.spec import assert_conforms
 
@@ -174,3 +176,98 @@ class TestRecorderThread:
         recorder.record(QueryRecord(1, "sim-swap", None, "x", 200, datetime.now(UTC)))
         assert recorder.flush() == 0
         assert recorder.pending() == 1
+
+
+@pytest.mark.concurrent
+class TestSharedRate:
+    """A client's rate holds across API workers: each live worker admits its share."""
+
+    @staticmethod
+    def _token(client_id: str) -> AccessToken:
+        now = time.time()
+        return AccessToken(client_id, frozenset({"sim-swap"}), int(now * 1000) + 1000, int(now) + 600)
+
+    @staticmethod
+    def _admitted(runtime: CamaraRuntime, token: AccessToken, tries: int) -> int:
+        state = runtime.client_for(token)
+        admitted = 0
+        for _ in range(tries):
+            try:
+                runtime.admit(state)
+            except CamaraError:
+                continue
+            admitted += 1
+        return admitted
+
+    def test_two_workers_admit_the_rate_between_them(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """With two live workers and 10 requests/s, a burst gets 5 through each: 10 in all, not 20."""
+        _, settings = fresh
+        with fresh_session_factory() as session:
+            rp = clients.create_client(
+                session, settings, name="Bank", scopes=["sim-swap"], requests_per_second=10
+            )
+            session.commit()
+            client_id = rp.client.client_id
+        first = CamaraRuntime(settings, fresh_session_factory)
+        second = CamaraRuntime(settings, fresh_session_factory)
+        assert first.heartbeat() == 1
+        assert second.heartbeat() == 2
+        assert first.heartbeat() == 2
+        token = self._token(client_id)
+        assert self._admitted(first, token, 20) + self._admitted(second, token, 20) == 10
+
+    def test_one_worker_admits_the_whole_rate(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """Alone, a worker admits the client's whole rate in a burst."""
+        _, settings = fresh
+        with fresh_session_factory() as session:
+            rp = clients.create_client(
+                session, settings, name="Bank", scopes=["sim-swap"], requests_per_second=10
+            )
+            session.commit()
+            client_id = rp.client.client_id
+        only = CamaraRuntime(settings, fresh_session_factory)
+        assert only.heartbeat() == 1
+        assert self._admitted(only, self._token(client_id), 20) == 10
+
+    def test_silent_workers_stop_counting(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """A worker not heard from for a few seconds no longer takes a share; after an hour its row goes."""
+        _, settings = fresh
+        now = datetime.now(UTC)
+        with fresh_session_factory() as session:
+            session.add_all(
+                [
+                    CamaraWorker(worker_id="quiet", seen_at=now - timedelta(seconds=10)),
+                    CamaraWorker(worker_id="gone", seen_at=now - timedelta(hours=2)),
+                ]
+            )
+            session.commit()
+        runtime = CamaraRuntime(settings, fresh_session_factory)
+        assert runtime.heartbeat(now=now) == 1
+        with fresh_session_factory() as session:
+            assert set(session.scalars(select(CamaraWorker.worker_id))) == {"quiet", runtime.worker_id}
+
+    def test_writer_thread_beats(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """The background writer records the worker's heartbeat without being asked."""
+        _, settings = fresh
+        runtime = CamaraRuntime(
+            settings.model_copy(update={"camara_query_flush_seconds": 0.05}), fresh_session_factory
+        )
+        runtime.recorder.start()
+        try:
+            deadline = time.monotonic() + 5
+            seen: list[str] = []
+            while time.monotonic() < deadline and not seen:
+                time.sleep(0.05)
+                with fresh_session_factory() as session:
+                    seen = list(session.scalars(select(CamaraWorker.worker_id)))
+            assert seen == [runtime.worker_id]
+        finally:
+            runtime.recorder.stop()

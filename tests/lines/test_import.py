@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import IntegrityError
 from stdnum.cn import ric
 
 from simkeep.config import Settings
@@ -702,3 +703,81 @@ class TestImportLines:
         assert (result.imported, result.created_plans) == (2, ["KEEP8"])
         assert_only(cli, 1, 2)
         assert list(migrated(cli).plans) == ["KEEP8"]
+
+
+REFERENCES = [
+    ("lines", "subscriber_id", "subscribers"),
+    ("lines", "plan_id", "plans"),
+    ("lines", "sim_id", "sims"),
+    ("sim_changes", "line_id", "lines"),
+    ("sim_changes", "new_sim_id", "sims"),
+]
+ORPHANS = {
+    f"{table}.{column}": f"SELECT count(*) FROM {table} AS r LEFT JOIN {target} AS t ON t.id = r.{column} "  # noqa: S608 - constant names
+    "WHERE t.id IS NULL"
+    for table, column, target in REFERENCES
+}
+
+
+class TestBulkConnection:
+    """The writer's own reference keeping, which lets it skip the database's per-row foreign-key re-checks."""
+
+    def test_every_reference_is_kept(self, cli: ImportCli) -> None:
+        """After new holders, a reused holder, refused rows and a re-run, no row refers to a missing row."""
+        rows = [
+            line_row(1),
+            line_row(2, subscriber_ref="C0001", document_number=resident_id(1)),
+            line_row(3, imsi="x"),
+            line_row(4, msisdn=msisdn(1)),
+            line_row(5, plan="NEWPLAN"),
+        ]
+        path = cli.write(HEADER, rows)
+        result = import_lines(cli.engine, cli.settings, path, batch_rows=2, parallel=False)
+        assert (result.imported, result.rejected) == (3, 2)
+        assert import_lines(cli.engine, cli.settings, path, batch_rows=2).already_present == 3
+        with cli.engine.connect() as conn:
+            assert {name: conn.execute(text(sql)).scalar() for name, sql in ORPHANS.items()} == dict.fromkeys(
+                ORPHANS, 0
+            )
+            if cli.engine.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+
+    def test_sqlite_connection_is_put_back(self, cli: ImportCli) -> None:
+        """The import's connection returns to the pool with foreign keys on and the usual page cache."""
+        if cli.engine.dialect.name != "sqlite":
+            pytest.skip("SQLite connection settings")
+        with cli.engine.connect() as conn:
+            before = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("foreign_keys", "cache_size")]
+        import_lines(cli.engine, cli.settings, cli.write(HEADER, [line_row(1)]), parallel=False)
+        with cli.engine.connect() as conn:
+            after = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("foreign_keys", "cache_size")]
+        assert after == before == [1, before[1]]
+
+    def test_reference_checks_still_refuse_other_writers(self, cli: ImportCli) -> None:
+        """Outside the import, the database still refuses a line whose plan does not exist."""
+        import_lines(cli.engine, cli.settings, cli.write(HEADER, [line_row(1)]), parallel=False)
+        with pytest.raises(IntegrityError), cli.engine.begin() as conn:
+            conn.execute(text("UPDATE lines SET plan_id = plan_id + 1000"))
+
+
+class TestReaders:
+    """Several reader processes, each parsing its own chunks of the file, give what one reader gives."""
+
+    def test_chunks_with_blank_and_bad_lines(self, cli: ImportCli) -> None:
+        """Blank lines, malformed rows and repeats across chunks keep their line numbers and outcomes."""
+        rows = [
+            line_row(1),
+            "",
+            line_row(2, imsi="x"),
+            f'"{line_row(3)}',
+            line_row(4),
+            "",
+            "",
+            line_row(5, iccid=iccid(1)),
+            line_row(6),
+        ]
+        path = cli.write(HEADER, rows)
+        result = import_lines(cli.engine, cli.settings, path, batch_rows=3, parallel=True)
+        assert sorted((e.line, e.field) for e in result.errors) == [(4, "imsi"), (5, "row"), (9, "iccid")]
+        assert (result.rows, result.imported, result.rejected) == (6, 3, 3)
+        assert_only(cli, 1, 4, 6)

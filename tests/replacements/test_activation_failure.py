@@ -23,6 +23,7 @@ from simkeep.models import (
     SimStatus,
     StaffRole,
 )
+from simkeep.network import operations
 from simkeep.network.adapter import EmbeddedHlr, NetworkError
 from simkeep.replacements import activation, service
 from tests import factories
@@ -77,13 +78,15 @@ class TestActivationFailure:
         fresh: tuple[Engine, Settings],
         fresh_session_factory: Callable[[], Session],
         paid_store_order: tuple[Actor, str, int, int, int],
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """Nothing of the failed attempt is kept; a retry activates and records one SIM change."""
         _, settings = fresh
         clerk, ref, line_id, old_sim_id, new_sim_id = paid_store_order
-        with fresh_session_factory() as s:
+        with fresh_session_factory() as s, monkeypatch.context() as patch:
+            patch.setattr(operations, "network_for", lambda session, _settings=None: FailingHlr(session))
             with pytest.raises(NetworkError):
-                activation.activate(s, settings, actor=clerk, reference=ref, network=FailingHlr(s))
+                activation.activate(s, settings, actor=clerk, reference=ref)
             s.rollback()
 
         with fresh_session_factory() as s:

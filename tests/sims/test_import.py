@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from simkeep.config import Settings
 from simkeep.db.engine import make_session_factory
+from simkeep.identity.vault import get_vault
 from simkeep.models import Sim, SimKind, SimLocation, SimStatus, Store
+from simkeep.network.adapter import SimAuth
 from simkeep.sims.importer import Batch, SimWriter, import_sims
+from simkeep.sims.secrets import open_auth
 from tests import factories
 from tests.sims import Deadlock, ImportCli, errors_of, import_cli
 
@@ -378,7 +381,8 @@ class TestUnreadableFile:
         assert code == 2
         assert report == {
             "error": "IMPORT_FILE_UNREADABLE",
-            "message": f"line 1: the header must be exactly: {HEADER}",
+            "message": f"line 1: the header must be exactly: {HEADER}, optionally followed by "
+            "auth_algorithm,k,opc",
         }
         assert cli.state() == before
 
@@ -515,3 +519,161 @@ class TestImportSims:
         assert [(e.line, e.reason) for e in result.errors] == [(5, "the ICCID is also on line 2")]
         assert (result.imported, result.rejected) == (3, 1)
         assert set(stock(cli)) == {iccid(1), iccid(2), iccid(3)}
+
+
+AUTH_HEADER = f"{HEADER},auth_algorithm,k,opc"
+K = "000102030405060708090A0B0C0D0E0F"
+OPC = "F0E0D0C0B0A090807060504030201000"
+KI = "11223344556677889900aabbccddeeff"
+
+
+def sealed_rows(cli: ImportCli) -> dict[str, tuple[str | None, str | None]]:
+    """The raw ``auth_algorithm`` and ``auth_sealed`` columns of every SIM, by ICCID, read with plain SQL."""
+    with cli.engine.connect() as conn:
+        rows = conn.execute(text("SELECT iccid, auth_algorithm, auth_sealed FROM sims"))
+        return {iccid: (algorithm, sealed) for iccid, algorithm, sealed in rows}
+
+
+def opened(cli: ImportCli, serial: int) -> SimAuth:
+    """The secrets stored for the SIM of ``serial``, opened with the vault."""
+    algorithm, sealed = sealed_rows(cli)[iccid(serial)]
+    assert algorithm is not None
+    assert sealed is not None
+    return open_auth(get_vault(cli.settings), iccid=iccid(serial), algorithm=algorithm, sealed=sealed)
+
+
+BAD_SECRETS = [
+    pytest.param(f"milenage,{K[:-1]}G,{OPC}", "k", "must be hexadecimal: only 0-9 and a-f", id="k-not-hex"),
+    pytest.param(
+        f"milenage,{K[:-2]},{OPC}",
+        "k",
+        "must be 32 hexadecimal characters (128 bits), not 30",
+        id="k-short",
+    ),
+    pytest.param(
+        f"comp128v1,{K}00,", "k", "must be 32 hexadecimal characters (128 bits), not 34", id="k-long"
+    ),
+    pytest.param(f"milenage,{K},", "opc", "required for milenage", id="opc-missing"),
+    pytest.param(
+        f"milenage,{K},{OPC[:-1]}",
+        "opc",
+        "must be 32 hexadecimal characters (128 bits), not 31",
+        id="opc-short",
+    ),
+    pytest.param(
+        f"milenage,{K},{OPC[:-1]}x", "opc", "must be hexadecimal: only 0-9 and a-f", id="opc-not-hex"
+    ),
+    pytest.param(
+        f"comp128v2,{K},{OPC}",
+        "opc",
+        "only milenage takes an OPc; leave it empty for COMP128",
+        id="opc-for-comp128",
+    ),
+    pytest.param(f"milenage,,{OPC}", "k", "required for milenage", id="k-missing"),
+    pytest.param(
+        f"xor,{K},", "auth_algorithm", "must be milenage, comp128v1, comp128v2 or comp128v3", id="algorithm"
+    ),
+    pytest.param(
+        f",{K},{OPC}",
+        "auth_algorithm",
+        "required with a key; must be milenage, comp128v1, comp128v2 or comp128v3",
+        id="algorithm-missing",
+    ),
+]
+
+
+class TestSecrets:
+    """SIM secrets in the stock file: checked, sealed at rest, never shown; SIMs without them still import."""
+
+    def test_secrets_are_sealed_and_open_to_what_the_file_held(self, cli: ImportCli) -> None:
+        """Milenage and COMP128 rows keep the algorithm in clear, the keys sealed; they open as filed."""
+        path = cli.write(AUTH_HEADER, [f"{row(1)},milenage,{K},{OPC}", f"{row(2)},COMP128v3,{KI},"])
+        code, report = cli.report("sims", path)
+        assert (code, report["imported"], report["rejected"]) == (0, 2, 0)
+        assert opened(cli, 1) == SimAuth(algorithm="milenage", k=K.lower(), opc=OPC.lower())
+        assert opened(cli, 2) == SimAuth(algorithm="comp128v3", k=KI, opc=None)
+
+    def test_secrets_never_appear_in_clear_in_the_database(self, cli: ImportCli) -> None:
+        """No column of any table holds a key, in either case; the sealed value is bound to its own SIM."""
+        cli.report("sims", cli.write(AUTH_HEADER, [f"{row(1)},milenage,{K},{OPC}"]))
+        dump = repr(cli.state()).lower()
+        for secret in (K, OPC):
+            assert secret.lower() not in dump
+        sealed = sealed_rows(cli)[iccid(1)][1]
+        assert sealed is not None
+        with pytest.raises(Exception, match="integrity"):
+            open_auth(get_vault(cli.settings), iccid=iccid(2), algorithm="milenage", sealed=sealed)
+
+    def test_secrets_are_never_printed_or_audited(self, cli: ImportCli) -> None:
+        """Neither the JSON report, the text summary nor the audit entry carries a key, good or bad."""
+        bad_k = K[:-1] + "Z"
+        rows = [f"{row(1)},milenage,{K},{OPC}", f"{row(2)},milenage,{bad_k},{OPC}"]
+        path = cli.write(AUTH_HEADER, rows)
+        outputs = [cli.run("sims", path).stdout, cli.run("sims", path, as_json=False).stdout]
+        outputs += [repr(entry.data) for entry in cli.audit()]
+        for secret in (K, OPC, bad_k):
+            assert all(secret.lower() not in out.lower() for out in outputs)
+
+    def test_rows_without_secrets_still_import(self, cli: ImportCli) -> None:
+        """In a file with the secret columns, a row that leaves them empty becomes a SIM with no secrets."""
+        path = cli.write(AUTH_HEADER, [f"{row(1)},,,", f"{row(2)},milenage,{K},{OPC}"])
+        code, report = cli.report("sims", path)
+        assert (code, report["imported"]) == (0, 2)
+        assert sealed_rows(cli)[iccid(1)] == (None, None)
+        assert sealed_rows(cli)[iccid(2)][0] == "milenage"
+
+    def test_file_without_secret_columns_stores_none(self, cli: ImportCli) -> None:
+        """The plain six-column file still imports, with no algorithm and nothing sealed."""
+        cli.report("sims", cli.write(HEADER, [row(1)]))
+        assert sealed_rows(cli) == {iccid(1): (None, None)}
+
+    def test_ki_column_for_comp128(self, cli: ImportCli) -> None:
+        """A COMP128 file may name its key column ``ki``; the Ki is sealed like a K."""
+        path = cli.write(f"{HEADER},auth_algorithm,ki", [f"{row(1)},comp128v1,{KI}"])
+        code, report = cli.report("sims", path)
+        assert (code, report["imported"]) == (0, 1)
+        assert opened(cli, 1) == SimAuth(algorithm="comp128v1", k=KI, opc=None)
+
+    def test_ki_column_refuses_milenage(self, cli: ImportCli) -> None:
+        """A Ki is a COMP128 key: a milenage row in a ``ki`` file is a bad row, and its neighbours import."""
+        path = cli.write(f"{HEADER},auth_algorithm,ki,opc", [f"{row(1)},milenage,{KI},{OPC}", f"{row(2)},,,"])
+        code, report = cli.report("sims", path)
+        assert code == 1
+        assert errors_of(report) == [(2, "ki", "a Ki is a COMP128 key; a milenage SIM takes k and opc")]
+        assert set(stock(cli)) == {iccid(2)}
+
+    def test_milenage_without_an_opc_column(self, cli: ImportCli) -> None:
+        """A file with no opc column cannot carry a milenage SIM: the row is refused, naming the column."""
+        path = cli.write(f"{HEADER},auth_algorithm,k", [f"{row(1)},milenage,{K}"])
+        code, report = cli.report("sims", path)
+        assert code == 1
+        assert errors_of(report) == [(2, "opc", "required for milenage: add the opc column")]
+        assert stock(cli) == {}
+
+    @pytest.mark.parametrize(("secrets", "field", "reason"), BAD_SECRETS)
+    def test_bad_secrets_are_bad_rows(self, cli: ImportCli, secrets: str, field: str, reason: str) -> None:
+        """A bad secret makes a bad row: named by line, field and reason, no SIM, the value hidden."""
+        path = cli.write(AUTH_HEADER, [f"{row(1)},,,", f"{row(2)},{secrets}", f"{row(3)},comp128v2,{KI},"])
+        code, report = cli.report("sims", path)
+        assert code == 1
+        assert errors_of(report) == [(3, field, reason)]
+        assert set(stock(cli)) == {iccid(1), iccid(3)}
+        assert all(value not in repr(report) for value in secrets.split(",")[1:] if value)
+
+    def test_rerun_with_secrets_changes_nothing(self, cli: ImportCli) -> None:
+        """Importing the file again counts its SIMs as present and leaves their sealed secrets as they are."""
+        path = cli.write(AUTH_HEADER, [f"{row(1)},milenage,{K},{OPC}", f"{row(2)},comp128v1,{KI},"])
+        cli.report("sims", path)
+        before = cli.state()
+        code, report = cli.report("sims", path)
+        assert (code, report["imported"], report["already_present"]) == (0, 0, 2)
+        assert cli.state() == before
+
+    def test_reader_process_seals_too(self, cli: ImportCli) -> None:
+        """The forked reader seals exactly as the single process does, across batches."""
+        rows = [f"{row(n)},milenage,{K},{OPC}" for n in range(1, 6)]
+        result = import_sims(
+            cli.engine, cli.settings, cli.write(AUTH_HEADER, rows), batch_rows=2, parallel=True
+        )
+        assert (result.imported, result.rejected) == (5, 0)
+        assert all(opened(cli, n).opc == OPC.lower() for n in range(1, 6))

@@ -21,23 +21,29 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from simkeep.camara import number_recycling, sim_swap
-from simkeep.camara.auth import AccessToken, bearer_token, issue_token, require_scope, verify_token
+from simkeep.camara.auth import AccessToken, bearer_token, issue_token, require_scope
 from simkeep.camara.clients import authenticate_client
 from simkeep.camara.common import CORRELATOR, correlator, json_object, optional_phone_number, subject
 from simkeep.camara.errors import CamaraError, OAuthError, camara_response, camara_status, oauth_response
-from simkeep.camara.runtime import CamaraRuntime
+from simkeep.camara.reader import reader_for
+from simkeep.camara.repository import SwapFacts
+from simkeep.camara.runtime import CamaraRuntime, ClientState
 from simkeep.config import Settings
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = CamaraRuntime(app.state.settings, app.state.session_scope)
+    if getattr(app.state, "owns_database", False):  # tests hand in a session scope: reads go through it
+        runtime.reader = reader_for(app.state.settings)
     app.state.camara_runtime = runtime
     runtime.recorder.start()
     try:
         yield
     finally:
         await run_in_threadpool(runtime.recorder.stop)
+        if runtime.reader is not None:
+            runtime.reader.close()
 
 
 router = APIRouter(tags=["camara"], lifespan=_lifespan)
@@ -145,40 +151,73 @@ class Operation:
     prepare: Callable[[AccessToken, dict[str, Any]], tuple[str, Any]]
     #: Answers from the database (404 when the number is unknown).
     answer: Callable[[Session, str, Any], dict[str, Any]]
+    #: Answers from the SIM Swap facts read by the worker's :class:`SwapReader` (the hot path), if it has one.
+    fast: Callable[[SwapFacts | None, Any], dict[str, Any]] | None = None
+
+
+def echoed_correlator(request: Request) -> str | None:
+    """The request's x-correlator when it is valid (echoed on every answer, errors included)."""
+    raw = request.headers.get("x-correlator")
+    return raw if raw is not None and CORRELATOR.fullmatch(raw) else None
+
+
+async def authorize(
+    request: Request,
+    runtime: CamaraRuntime,
+    scopes: tuple[str, ...],
+    on_client: Callable[[ClientState], None],
+) -> AccessToken:
+    """Check the bearer token, its client (active, not rotated), the scopes, the rate and quota and the
+    x-correlator, in that order; ``on_client`` is told the client as soon as it is known (for the record)."""
+    token = runtime.verify(bearer_token(request.headers.get("authorization")))
+    if runtime.needs_load(token):
+        state = await run_in_threadpool(runtime.client_for, token)
+    else:
+        state = runtime.client_for(token)
+    on_client(state)
+    require_scope(token, scopes)
+    runtime.admit(state)
+    correlator(request.headers.get("x-correlator"))
+    return token
 
 
 async def run_operation(request: Request, operation: Operation) -> Response:
     """Authenticate, authorise, limit, validate, answer, record; every refusal as CAMARA asks."""
     runtime = runtime_of(request.app)
-    raw_correlator = request.headers.get("x-correlator")
-    echo = raw_correlator if raw_correlator is not None and CORRELATOR.fullmatch(raw_correlator) else None
-    state = None
+    echo = echoed_correlator(request)
+    clients: list[ClientState] = []
     msisdn: str | None = None
     try:
-        token = verify_token(runtime.settings, bearer_token(request.headers.get("authorization")))
-        if runtime.needs_load(token):
-            state = await run_in_threadpool(runtime.client_for, token)
-        else:
-            state = runtime.client_for(token)
-        require_scope(token, operation.scopes)
-        runtime.admit(state)
-        correlator(raw_correlator)
+        token = await authorize(request, runtime, operation.scopes, clients.append)
         data = json_object(await request.body())
         msisdn, params = operation.prepare(token, data)
 
-        def answer() -> dict[str, Any]:
-            assert msisdn is not None
-            with runtime.session() as session:
-                return operation.answer(session, msisdn, params)
+        reader = runtime.reader
+        if operation.fast is not None and reader is not None:
+            if reader.inline:
+                facts = reader.swap_facts(msisdn)
+            else:
+                facts = await run_in_threadpool(reader.swap_facts, msisdn)
+            result = operation.fast(facts, params)
+        else:
 
-        result = await run_in_threadpool(answer)
+            def answer() -> dict[str, Any]:
+                assert msisdn is not None
+                with runtime.session() as session:
+                    return operation.answer(session, msisdn, params)
+
+            result = await run_in_threadpool(answer)
     except CamaraError as error:
-        if state is not None:
+        if clients:
             runtime.record(
-                state, api=operation.api, msisdn=msisdn, answer=error.code, status=camara_status(error.code)
+                clients[0],
+                api=operation.api,
+                msisdn=msisdn,
+                answer=error.code,
+                status=camara_status(error.code),
             )
         return camara_response(error, correlator=echo)
-    runtime.record(state, api=operation.api, msisdn=msisdn, answer=json.dumps(result), status=200)
+    runtime.record(clients[0], api=operation.api, msisdn=msisdn, answer=json.dumps(result), status=200)
     return JSONResponse(result, headers={"x-correlator": echo} if echo else None)
 
 
@@ -217,6 +256,10 @@ def _swap_check_answer(session: Session, msisdn: str, hours: Any) -> dict[str, A
     return {"swapped": sim_swap.check_swapped(session, msisdn=msisdn, hours=hours)}
 
 
+def _swap_check_fast(facts: SwapFacts | None, hours: Any) -> dict[str, Any]:
+    return {"swapped": sim_swap.swapped_from(facts, hours=hours)}
+
+
 def _swap_retrieve_prepare(token: AccessToken, data: dict[str, Any]) -> tuple[str, Any]:
     return subject(from_token=token.phone_number, from_body=optional_phone_number(data)), None
 
@@ -225,7 +268,11 @@ def _swap_retrieve_prepare(token: AccessToken, data: dict[str, Any]) -> tuple[st
 async def sim_swap_check(request: Request) -> Response:
     """Whether the number moved to a new SIM within the last ``maxAge`` hours (default 240)."""
     operation = Operation(
-        sim_swap.API_CHECK, sim_swap.CHECK_SCOPES, _swap_check_prepare(_settings(request)), _swap_check_answer
+        sim_swap.API_CHECK,
+        sim_swap.CHECK_SCOPES,
+        _swap_check_prepare(_settings(request)),
+        _swap_check_answer,
+        _swap_check_fast,
     )
     return await run_operation(request, operation)
 
@@ -238,5 +285,16 @@ async def sim_swap_retrieve_date(request: Request) -> Response:
     def answer(session: Session, msisdn: str, _: Any) -> dict[str, Any]:
         return sim_swap.retrieve_date(session, msisdn=msisdn, monitored_days=monitored)
 
-    operation = Operation(sim_swap.API_RETRIEVE, sim_swap.RETRIEVE_SCOPES, _swap_retrieve_prepare, answer)
+    def fast(facts: SwapFacts | None, _: Any) -> dict[str, Any]:
+        return sim_swap.retrieve_from(facts, monitored_days=monitored)
+
+    operation = Operation(
+        sim_swap.API_RETRIEVE, sim_swap.RETRIEVE_SCOPES, _swap_retrieve_prepare, answer, fast
+    )
     return await run_operation(request, operation)
+
+
+# The subscription routes (sim-swap-subscriptions 0.3) live in their own module and share this router.
+from simkeep.camara.subscriptions_api import router as _subscriptions_router  # noqa: E402
+
+router.include_router(_subscriptions_router)

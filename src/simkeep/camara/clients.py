@@ -17,7 +17,17 @@ from simkeep.models import RelyingParty
 from simkeep.security import constant_time_equal, keyed_hash
 
 #: Scopes a client may hold: those named in the security sections of the CAMARA specs served here.
-KNOWN_SCOPES = frozenset({"number-recycling:check", "sim-swap", "sim-swap:check", "sim-swap:retrieve-date"})
+KNOWN_SCOPES = frozenset(
+    {
+        "number-recycling:check",
+        "sim-swap",
+        "sim-swap:check",
+        "sim-swap:retrieve-date",
+        "sim-swap-subscriptions:org.camaraproject.sim-swap-subscriptions.v0.swapped:create",
+        "sim-swap-subscriptions:read",
+        "sim-swap-subscriptions:delete",
+    }
+)
 _SECRET_PURPOSE = "camara.client-secret"  # noqa: S105 - the HMAC purpose label, not a secret
 # Compared against when the client id is unknown, so that an unknown client costs what a known one does.
 _DUMMY_HASH = "0" * 64

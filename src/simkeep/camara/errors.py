@@ -1,8 +1,8 @@
 """CAMARA and OAuth2 errors, and the one place that maps them to responses for the CAMARA routes.
 
-The routes under ``/number-recycling`` and ``/sim-swap`` answer errors as CAMARA ``{status, code, message}``
-with the ``x-correlator`` echoed; ``/oauth2/token`` answers RFC 6749 ``{error, error_description}``. The
-rest of simkeep keeps its problem details (``simkeep.errors``).
+The routes under ``/number-recycling``, ``/sim-swap`` and ``/sim-swap-subscriptions`` answer errors as
+CAMARA ``{status, code, message}`` with the ``x-correlator`` echoed; ``/oauth2/token`` answers RFC 6749
+``{error, error_description}``. The rest of simkeep keeps its problem details (``simkeep.errors``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from simkeep.errors import DomainError
 CAMARA_CODES: dict[str, tuple[int, str]] = {
     "INVALID_ARGUMENT": (400, "Client specified an invalid argument, request body or query param."),
     "OUT_OF_RANGE": (400, "Client specified an invalid range."),
+    "INVALID_PROTOCOL": (400, "Only HTTP is supported."),
+    "INVALID_CREDENTIAL": (400, "Only Access token and plain credentials are supported."),
+    "INVALID_TOKEN": (400, "Only bearer token is supported."),
+    "INVALID_SINK": (400, "sink not valid for the specified protocol."),
     "UNAUTHENTICATED": (
         401,
         "Request not authenticated due to missing, invalid, or expired credentials. "
@@ -22,6 +26,8 @@ CAMARA_CODES: dict[str, tuple[int, str]] = {
     ),
     "PERMISSION_DENIED": (403, "Client does not have sufficient permissions to perform this action."),
     "IDENTIFIER_NOT_FOUND": (404, "Phone number not found."),
+    "NOT_FOUND": (404, "The specified resource is not found."),
+    "ALREADY_EXISTS": (409, "The resource that a client tried to create already exists."),
     "SERVICE_NOT_APPLICABLE": (422, "The service is not available for the provided phone number."),
     "MISSING_IDENTIFIER": (422, "The phone number cannot be identified."),
     "UNNECESSARY_IDENTIFIER": (422, "The phone number is already identified by the access token."),

@@ -78,12 +78,14 @@ def check_number_recycling(session: Session, *, msisdn: str, day: date) -> bool:
     """Whether ``msisdn`` changed subscriber after ``day``; IDENTIFIER_NOT_FOUND when simkeep never had it."""
     line = repository.line_by_msisdn(session, msisdn)
     recyclings = repository.recyclings_of(session, msisdn)
+    keepalive = _keepalive_recycled_after()
+    # The keep-alive domain answers "given to someone else after this moment"; from the start of the next
+    # day (UTC), so that the new holder's own contract date answers false as the spec says. It is asked
+    # for unknown numbers too, so that they cost the same queries as known ones.
+    next_day = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+    reassigned = keepalive(session, msisdn, next_day) if keepalive is not None else None
     if line is None and not recyclings:
         raise CamaraError("IDENTIFIER_NOT_FOUND")
-    keepalive = _keepalive_recycled_after()
-    if keepalive is None:
+    if reassigned is None:
         return history_says_recycled(line, recyclings, day)
-    # The keep-alive domain answers "given to someone else after this moment"; from the start of the next
-    # day (UTC), so that the new holder's own contract date answers false as the spec says.
-    next_day = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
-    return keepalive(session, msisdn, next_day) or no_holder_then_or_now(line, recyclings, day)
+    return reassigned or no_holder_then_or_now(line, recyclings, day)

@@ -1,14 +1,24 @@
-"""Queries of the CAMARA domain: relying-party clients, recorded queries, numbers and their history."""
+"""Queries of the CAMARA domain: relying-party clients, recorded queries, numbers and their history,
+subscriptions and the API workers that share client rates."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from simkeep.models import ApiQuery, Line, NumberRecycling, RelyingParty, SimChange
+from simkeep.models import (
+    ApiQuery,
+    CamaraSubscription,
+    CamaraWorker,
+    Line,
+    NumberRecycling,
+    RelyingParty,
+    SimChange,
+    SubscriptionStatus,
+)
 
 
 def client_by_client_id(session: Session, client_id: str) -> RelyingParty | None:
@@ -51,6 +61,134 @@ def recyclings_of(session: Session, msisdn: str) -> Sequence[NumberRecycling]:
     ).all()
 
 
-def latest_sim_change(session: Session, line_id: int) -> datetime | None:
-    """When the number of this line last moved to a SIM, if ever."""
-    return session.scalar(select(func.max(SimChange.changed_at)).where(SimChange.line_id == line_id))
+_LINES = Line.__table__.c
+_CHANGES = SimChange.__table__.c
+#: The whole SIM Swap lookup in one indexed statement (Core, compiled once): the line by its unique number
+#: and its latest SIM change through the (line_id, changed_at) index. A known and an unknown number run the
+#: same statement; the unknown one simply returns no row.
+SWAP_FACTS = select(
+    _LINES.status,
+    _LINES.activated_at,
+    select(func.max(_CHANGES.changed_at)).where(_CHANGES.line_id == _LINES.id).scalar_subquery(),
+).where(_LINES.msisdn == bindparam("msisdn"))
+#: (line status, activation time, last SIM change or None).
+SwapFacts = tuple[str, datetime, datetime | None]
+
+
+def swap_facts(session: Session, msisdn: str) -> SwapFacts | None:
+    """(line status, activation time, last SIM change) of the line holding ``msisdn``, or None."""
+    row = session.execute(SWAP_FACTS, {"msisdn": msisdn}).first()
+    if row is None:
+        return None
+    return str(row[0]), row[1], row[2]
+
+
+# --- subscriptions (sim-swap-subscriptions) ------------------------------------------------------------
+
+
+def subscription_by_public_id(
+    session: Session, public_id: str, *, client_pk: int, for_update: bool = False
+) -> CamaraSubscription | None:
+    """One client's subscription by its public id."""
+    stmt = select(CamaraSubscription).where(
+        CamaraSubscription.public_id == public_id, CamaraSubscription.client_id == client_pk
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def subscriptions_of(
+    session: Session, *, client_pk: int, msisdn: str | None, include_deleted: bool = False
+) -> Sequence[CamaraSubscription]:
+    """A client's subscriptions, oldest first, optionally for one number."""
+    stmt = select(CamaraSubscription).where(CamaraSubscription.client_id == client_pk)
+    if msisdn is not None:
+        stmt = stmt.where(CamaraSubscription.msisdn == msisdn)
+    if not include_deleted:
+        stmt = stmt.where(CamaraSubscription.status != SubscriptionStatus.DELETED)
+    return session.scalars(stmt.order_by(CamaraSubscription.id)).all()
+
+
+def count_active_subscriptions(session: Session, client_pk: int) -> int:
+    """How many active subscriptions a client holds."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(CamaraSubscription)
+            .where(
+                CamaraSubscription.client_id == client_pk,
+                CamaraSubscription.status == SubscriptionStatus.ACTIVE,
+            )
+        )
+        or 0
+    )
+
+
+def active_duplicate(session: Session, *, client_pk: int, line_id: int, sink: str) -> bool:
+    """Whether the client already has an active subscription of this line to this sink."""
+    found = session.scalar(
+        select(CamaraSubscription.id)
+        .where(
+            CamaraSubscription.client_id == client_pk,
+            CamaraSubscription.line_id == line_id,
+            CamaraSubscription.sink == sink,
+            CamaraSubscription.status == SubscriptionStatus.ACTIVE,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+def active_subscriptions_of_line(session: Session, line_id: int) -> Sequence[CamaraSubscription]:
+    """Active subscriptions to a line's swaps, locked for the caller's transaction."""
+    return session.scalars(
+        select(CamaraSubscription)
+        .where(CamaraSubscription.line_id == line_id, CamaraSubscription.status == SubscriptionStatus.ACTIVE)
+        .order_by(CamaraSubscription.id)
+        .with_for_update()
+    ).all()
+
+
+def subscriptions_due_to_end(
+    session: Session, *, now: datetime, token_horizon: datetime, client_pk: int | None = None
+) -> Sequence[CamaraSubscription]:
+    """Active subscriptions whose expiry time has come or whose sink token runs out before the horizon."""
+    stmt = select(CamaraSubscription).where(
+        CamaraSubscription.status == SubscriptionStatus.ACTIVE,
+        or_(
+            CamaraSubscription.expires_at <= now,
+            CamaraSubscription.access_token_expires_at <= token_horizon,
+        ),
+    )
+    if client_pk is not None:
+        stmt = stmt.where(CamaraSubscription.client_id == client_pk)
+    return session.scalars(stmt.order_by(CamaraSubscription.id).with_for_update()).all()
+
+
+def subscription_for_update(session: Session, pk: int) -> CamaraSubscription | None:
+    """A subscription by its row id, locked for the caller's transaction."""
+    return session.scalars(
+        select(CamaraSubscription).where(CamaraSubscription.id == pk).with_for_update()
+    ).one_or_none()
+
+
+# --- workers sharing client rates ------------------------------------------------------------------------
+
+
+def heartbeat(session: Session, *, worker_id: str, now: datetime, live_after: datetime) -> int:
+    """Record this worker as alive now; returns how many workers were seen since ``live_after`` (itself
+    included). Rows of workers gone for an hour are removed."""
+    updated = session.execute(
+        update(CamaraWorker).where(CamaraWorker.worker_id == worker_id).values(seen_at=now)
+    )
+    if not int(updated.rowcount):  # type: ignore[attr-defined]
+        session.add(CamaraWorker(worker_id=worker_id, seen_at=now))
+        session.flush()
+    session.execute(delete(CamaraWorker).where(CamaraWorker.seen_at < now - timedelta(hours=1)))
+    return int(
+        session.scalar(
+            select(func.count()).select_from(CamaraWorker).where(CamaraWorker.seen_at >= live_after)
+        )
+        or 1
+    )

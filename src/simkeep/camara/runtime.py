@@ -1,30 +1,40 @@
 """What each API worker keeps in memory for the CAMARA routes: a short-lived cache of clients, their rate
 buckets and daily counts, and the buffer of queries that a background thread writes to ``api_queries``.
 
-Limits are per process: with N workers a client gets up to N times its requests per second (set the
-client's rate divided by the number of workers). Daily counts start from, and are refreshed from, what
-``api_queries`` holds for today (UTC), so the quota holds across workers to within a few seconds.
+Rates hold across workers without a database round trip on the request path: each worker writes a
+heartbeat to ``camara_workers`` about once a second (in the writer thread) and gives each client a bucket of
+``requests_per_second / live workers``. Load spread evenly over the workers (the kernel's accept balancing
+with many connections) gets the client's rate in total; a client on a single keep-alive connection, which
+stays on one worker, gets that worker's share (erring on the side of refusing). Daily counts start from,
+and are refreshed from, what ``api_queries`` holds for today (UTC), so the quota holds across workers to
+within a few seconds.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy.orm import Session
 
 from simkeep.camara import repository
-from simkeep.camara.auth import AccessToken
+from simkeep.camara.auth import AccessToken, verify_token
 from simkeep.camara.errors import CamaraError
+from simkeep.camara.reader import SwapReader
 from simkeep.config import Settings
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
+#: Verified tokens a worker remembers (a bank re-uses its token for its lifetime); cleared when full.
+TOKEN_CACHE_MAX = 10_000
 log = structlog.get_logger("simkeep.camara")
 
 
@@ -66,9 +76,17 @@ class QueryRecorder:
     """Buffers queries in memory; :meth:`flush` writes them in one statement (the background thread calls it
     every ``camara_query_flush_seconds``, and once more at shutdown)."""
 
-    def __init__(self, scope: SessionScope, *, interval: float, max_buffer: int) -> None:
+    def __init__(
+        self,
+        scope: SessionScope,
+        *,
+        interval: float,
+        max_buffer: int,
+        on_tick: Callable[[], object] | None = None,
+    ) -> None:
         self._scope = scope
         self._interval = interval
+        self._on_tick = on_tick
         self._buffer: deque[QueryRecord] = deque(maxlen=max_buffer)
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -121,6 +139,11 @@ class QueryRecorder:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.flush()
+            if self._on_tick is not None:
+                try:
+                    self._on_tick()
+                except Exception:
+                    log.exception("camara.heartbeat_failed")
 
     def stop(self) -> None:
         """Stop the writer and write what is left."""
@@ -137,10 +160,46 @@ class CamaraRuntime:
         self.settings = settings
         self.scope = scope
         self.recorder = QueryRecorder(
-            scope, interval=settings.camara_query_flush_seconds, max_buffer=settings.camara_query_buffer_max
+            scope,
+            interval=settings.camara_query_flush_seconds,
+            max_buffer=settings.camara_query_buffer_max,
+            on_tick=self.heartbeat,
         )
         self._clients: dict[str, ClientState] = {}
+        self._tokens: dict[str, AccessToken] = {}
         self._lock = threading.Lock()
+        self.worker_id = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(4)}"
+        #: API workers alive (this one included) as last counted; each client's rate is shared among them.
+        self.workers = 1
+        #: The SIM Swap hot path's own read connections (set by the app's lifespan when it owns the database).
+        self.reader: SwapReader | None = None
+
+    def heartbeat(self, *, now: datetime | None = None) -> int:
+        """Tell the other workers this one is alive and count the live ones (seen within three ticks)."""
+        now = now or datetime.now(UTC)
+        live_after = now - timedelta(seconds=max(3.0, 3 * self.settings.camara_query_flush_seconds))
+        with self.scope() as session:
+            count = repository.heartbeat(session, worker_id=self.worker_id, now=now, live_after=live_after)
+            session.commit()
+        self.workers = max(1, count)
+        return self.workers
+
+    def verify(self, token: str) -> AccessToken:
+        """The claims of a bearer token: checked once (signature, claims), then taken from this worker's
+        cache until the token expires; UNAUTHENTICATED otherwise. Whether its client is still active and the
+        token not issued before a secret rotation is checked at every call (:meth:`client_for`)."""
+        claims = self._tokens.get(token)
+        if claims is None:
+            claims = verify_token(self.settings, token)
+            if len(self._tokens) >= TOKEN_CACHE_MAX:
+                self._tokens.clear()
+            self._tokens[token] = claims
+        if time.time() >= claims.expires_at:
+            self._tokens.pop(token, None)
+            raise CamaraError(
+                "UNAUTHENTICATED", "The access token has expired. A new authentication is required."
+            )
+        return claims
 
     def session(self) -> AbstractContextManager[Session]:
         """A database session for a query."""
@@ -200,12 +259,13 @@ class CamaraRuntime:
             raise CamaraError("UNAUTHENTICATED")
         return state
 
-    @staticmethod
-    def admit(state: ClientState) -> None:
-        """Take one request from the client's token bucket and daily quota, or refuse with 429."""
+    def admit(self, state: ClientState) -> None:
+        """Take one request from the client's token bucket (this worker's share of the client's rate) and
+        daily quota, or refuse with 429."""
+        rate = state.rate / self.workers
         with state.lock:
             now = time.monotonic()
-            state.tokens = min(float(state.rate), state.tokens + (now - state.refilled_at) * state.rate)
+            state.tokens = min(max(rate, 1.0), state.tokens + (now - state.refilled_at) * rate)
             state.refilled_at = now
             day = _today_start()
             if day != state.day:

@@ -2,8 +2,8 @@
 
 A swap is any new number-to-SIM binding (``sim_changes``: physical or eSIM replacements, the first SIM, and
 the history of imported lines); a number with no recorded change answers from the line's activation
-(a new subscription counts as a swap, says the spec). Every call reads the database, so a change is seen by
-every worker as soon as it is committed.
+(a new subscription counts as a swap, says the spec). Every call reads the database (one statement, see
+:mod:`simkeep.camara.reader`), so a change is seen by every worker as soon as it is committed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from simkeep.camara import repository
 from simkeep.camara.errors import CamaraError
+from simkeep.camara.repository import SwapFacts
 from simkeep.models import LineStatus
 
 API_CHECK = "sim-swap.check"
@@ -43,28 +44,47 @@ def max_age(data: dict[str, Any], *, monitored_days: int) -> int:
     return value
 
 
-def latest_swap(session: Session, msisdn: str) -> datetime:
-    """The last time the number moved to a SIM (or, with no recorded change, its activation)."""
-    line = repository.line_by_msisdn(session, msisdn)
-    if line is None or line.status == LineStatus.RECYCLED:
+def latest_from(facts: SwapFacts | None) -> datetime:
+    """The last time the number moved to a SIM (or, with no recorded change, its activation), from the
+    one lookup of :func:`simkeep.camara.repository.swap_facts`; IDENTIFIER_NOT_FOUND for an unknown or
+    recycled number. The lookup is the same statement whether the number is known or not, so that an
+    unknown number costs what a known one does (CONVENTIONS: privacy of existence)."""
+    if facts is None or facts[0] == LineStatus.RECYCLED.value:
         raise CamaraError("IDENTIFIER_NOT_FOUND")
-    changed = repository.latest_sim_change(session, line.id)
-    return (changed or line.activated_at).astimezone(UTC)
+    _, activated_at, changed = facts
+    return (changed or activated_at).astimezone(UTC)
+
+
+def latest_swap(session: Session, msisdn: str) -> datetime:
+    """:func:`latest_from` of the number's facts read through ``session``."""
+    return latest_from(repository.swap_facts(session, msisdn))
+
+
+def swapped_from(facts: SwapFacts | None, *, hours: int, now: datetime | None = None) -> bool:
+    """Whether the number moved to a SIM within the last ``hours`` hours (the boundary included)."""
+    now = now or datetime.now(UTC)
+    return latest_from(facts) >= now - timedelta(hours=hours)
 
 
 def check_swapped(session: Session, *, msisdn: str, hours: int, now: datetime | None = None) -> bool:
-    """Whether the number moved to a SIM within the last ``hours`` hours (the boundary included)."""
+    """:func:`swapped_from` of the number's facts read through ``session``."""
+    return swapped_from(repository.swap_facts(session, msisdn), hours=hours, now=now)
+
+
+def retrieve_from(
+    facts: SwapFacts | None, *, monitored_days: int, now: datetime | None = None
+) -> dict[str, Any]:
+    """``{latestSimChange}``, or ``{latestSimChange: null, monitoredPeriod}`` when the last change is older
+    than the period simkeep may disclose."""
     now = now or datetime.now(UTC)
-    return latest_swap(session, msisdn) >= now - timedelta(hours=hours)
+    latest = latest_from(facts)
+    if latest < now - timedelta(days=monitored_days):
+        return {"latestSimChange": None, "monitoredPeriod": monitored_days}
+    return {"latestSimChange": latest.isoformat().replace("+00:00", "Z")}
 
 
 def retrieve_date(
     session: Session, *, msisdn: str, monitored_days: int, now: datetime | None = None
 ) -> dict[str, Any]:
-    """``{latestSimChange}``, or ``{latestSimChange: null, monitoredPeriod}`` when the last change is older
-    than the period simkeep may disclose."""
-    now = now or datetime.now(UTC)
-    latest = latest_swap(session, msisdn)
-    if latest < now - timedelta(days=monitored_days):
-        return {"latestSimChange": None, "monitoredPeriod": monitored_days}
-    return {"latestSimChange": latest.isoformat().replace("+00:00", "Z")}
+    """:func:`retrieve_from` of the number's facts read through ``session``."""
+    return retrieve_from(repository.swap_facts(session, msisdn), monitored_days=monitored_days, now=now)

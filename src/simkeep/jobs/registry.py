@@ -27,6 +27,9 @@ TASK_MODULES = (
     "simkeep.identity.tasks",
     "simkeep.shipping.tasks",
     "simkeep.keepalive.tasks",
+    "simkeep.camara.tasks",
+    "simkeep.network.operations",
+    "simkeep.esim.tasks",
 )
 
 

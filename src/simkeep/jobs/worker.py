@@ -118,8 +118,13 @@ class Worker:
             )
         if not claimed:
             return 0
-        with self.factory() as session, session.begin():
-            outcome = execute(session, self.settings, claimed, worker_id=self.worker_id)
+        with self.factory() as session:
+            with session.begin():
+                outcome = execute(session, self.settings, claimed, worker_id=self.worker_id)
+            # The network changes these jobs scheduled (external HLR) run now, not after their head start.
+            from simkeep.network.operations import run_after_commit
+
+            run_after_commit(session, self.settings)
         self.report.done += len(outcome.done)
         self.report.failed += len(outcome.failed)
         self.report.dead += outcome.dead

@@ -12,6 +12,7 @@ from simkeep.auth.actors import Actor
 from simkeep.auth.deps import AppSettings, DbSession, require_staff
 from simkeep.keepalive import service
 from simkeep.models import StaffRole
+from simkeep.network.operations import commit_and_apply
 
 router = APIRouter(tags=["keepalive"])
 Admin = Annotated[Actor, Depends(require_staff(StaffRole.ADMIN))]
@@ -59,5 +60,5 @@ def post_usage_event(body: UsageEventCreate, session: DbSession, actor: Admin) -
 def undo_recycling(msisdn: str, session: DbSession, settings: AppSettings, actor: Admin) -> LineRestored:
     """Undo a recycling within the grace, unless the number was given to someone else."""
     line = service.restore_line(session, settings, msisdn=msisdn, actor=actor)
-    session.commit()
+    commit_and_apply(session, settings)
     return LineRestored(msisdn=line.msisdn, status=str(line.status), deadline_at=line.deadline_at)

@@ -105,7 +105,9 @@ def assign_command(
     settings = load_settings()
     with open_session(settings) as session:
         try:
-            line = assign_number(session, msisdn=msisdn, subscriber_id=subscriber, plan_code=plan, actor=CLI)
+            line = assign_number(
+                session, msisdn=msisdn, subscriber_id=subscriber, plan_code=plan, actor=CLI, settings=settings
+            )
         except DomainError as exc:
             session.rollback()
             raise fail(exc.message, as_json=as_json, code=exc.code) from None

@@ -24,12 +24,12 @@ Policies (documented choices):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, text, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 import simkeep.keepalive.templates as _templates  # noqa: F401 - registers the message templates
@@ -39,7 +39,7 @@ from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.errors import InvalidInput
 from simkeep.identifiers import E164, normalise_msisdn
-from simkeep.keepalive import schedule
+from simkeep.keepalive import batch, schedule
 from simkeep.keepalive.errors import (
     GraceOver,
     NotRecycled,
@@ -49,32 +49,25 @@ from simkeep.keepalive.errors import (
     SubscriberNotFound,
     UsageEventInvalid,
 )
-from simkeep.keepalive.schedule import NEVER
 from simkeep.lines.errors import LineNotFound, LineRecycled
 from simkeep.models import (
-    Job,
-    JobState,
     KeepAliveReminder,
     Line,
     LineStatus,
-    LossReport,
+    NetworkOpKind,
     NumberRecycling,
     NumberState,
     Plan,
     PoolNumber,
-    ReplacementOrder,
     Sim,
     SimStatus,
     Subscriber,
     UsageEvent,
     UsageKind,
 )
-from simkeep.network.adapter import move_number, network_for
+from simkeep.network import operations
 
-REMIND = "keepalive.remind"
-RECYCLE = "keepalive.recycle"
 CLOCK_SKEW = timedelta(minutes=5)
-POSTPONE = timedelta(days=1)
 LINES = cast(Table, Line.__table__)
 POOL = cast(Table, PoolNumber.__table__)
 SIMS = cast(Table, Sim.__table__)
@@ -122,29 +115,6 @@ class PlanPolicy:
 def policies(session: Session) -> dict[int, PlanPolicy]:
     """Every plan's policy, by plan id."""
     return {plan.id: PlanPolicy.of(plan) for plan in session.scalars(select(Plan))}
-
-
-def bulk_set_calendar(session: Session, rows: Sequence[tuple[int, datetime, datetime]]) -> None:
-    """Set ``deadline_at`` and ``next_action_at`` of many lines: ``(line id, deadline, next action)``."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text(
-                "UPDATE lines SET deadline_at = v.d, next_action_at = v.n, updated_at = now() "
-                "FROM unnest(CAST(:ids AS integer[]), CAST(:ds AS timestamptz[]), "
-                "CAST(:ns AS timestamptz[])) "
-                "AS v(id, d, n) WHERE lines.id = v.id"
-            ),
-            {"ids": [r[0] for r in rows], "ds": [r[1] for r in rows], "ns": [r[2] for r in rows]},
-        )
-        return
-    session.execute(
-        update(LINES)
-        .where(LINES.c.id == bindparam("k"))
-        .values(deadline_at=bindparam("d"), next_action_at=bindparam("n")),
-        [{"k": k, "d": d, "n": n} for k, d, n in rows],
-    )
 
 
 # --- activity ---------------------------------------------------------------------------------------------
@@ -269,12 +239,6 @@ class SweepCounts:
         return asdict(self)
 
 
-_DUE_COLUMNS = (
-    LINES.c.id, LINES.c.subscriber_id, LINES.c.plan_id, LINES.c.sim_id, LINES.c.msisdn,
-    LINES.c.last_activity_at, LINES.c.activated_at, LINES.c.deadline_at,
-)  # fmt: skip
-
-
 def release_aged_numbers(session: Session, *, now: datetime) -> int:
     """Quarantined numbers whose aging has ended become available; returns how many."""
     result = session.execute(
@@ -288,170 +252,29 @@ def release_aged_numbers(session: Session, *, now: datetime) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def compute_missing(session: Session, *, now: datetime, limit: int, plans: dict[int, PlanPolicy]) -> int:
-    """Compute the calendar of up to ``limit`` live lines that have none yet; returns how many."""
-    rows = session.execute(
-        select(LINES.c.id, LINES.c.plan_id, LINES.c.last_activity_at, LINES.c.activated_at)
-        .where(LINES.c.next_action_at.is_(None), LINES.c.status != LineStatus.RECYCLED.value)
-        .limit(limit)
-    ).all()
-    bulk_set_calendar(
-        session,
-        [(r.id, *plans[r.plan_id].calendar(r.last_activity_at or r.activated_at, now)) for r in rows],
-    )
-    return len(rows)
-
-
 def sweep_batch(session: Session, *, now: datetime, limit: int = 20_000) -> SweepCounts:
     """One batch of the sweep, in the caller's transaction: uncomputed lines first, then due lines.
 
-    Returns the counts; ``checked + computed == 0`` means nothing is left to do for ``now``.
+    Set-based (:mod:`simkeep.keepalive.batch`): a dozen statements whatever the batch size. Returns the
+    counts; ``checked + computed == 0`` means nothing is left to do for ``now``.
     """
     counts = SweepCounts(batches=1)
     plans = policies(session)
-    counts.computed = compute_missing(session, now=now, limit=limit, plans=plans)
+    sql = batch.Dialect(session)
+    counts.computed = batch.compute_missing(session, sql, now=now, limit=limit, plans=plans)
     if counts.computed >= limit:
         return counts
-    due = session.execute(
-        select(*_DUE_COLUMNS)
-        .where(LINES.c.next_action_at <= now)
-        .order_by(LINES.c.next_action_at)
-        .limit(limit - counts.computed)
-    ).all()
-    counts.checked = len(due)
-    calendar: list[tuple[int, datetime, datetime]] = []
-    reminders: list[dict[str, Any]] = []
-    to_recycle: list[Any] = []
-    for row in due:
-        policy = plans[row.plan_id]
-        deadline = schedule.deadline_of(row.last_activity_at or row.activated_at, policy.inactivity_days)
-        if deadline <= now:
-            to_recycle.append((row, policy, deadline))
-            continue
-        point = schedule.crossed_point(deadline, policy.points, now)
-        if point is not None:
-            reminders.append(
-                {
-                    "line_id": row.id,
-                    "deadline_at": deadline,
-                    "days_left": point,
-                    "sent_at": now,
-                    "days": schedule.days_left(deadline, now),
-                }
-            )
-        calendar.append((row.id, deadline, schedule.next_after(deadline, policy.points, now)))
-    sent = _remind(session, reminders, now=now)
-    counts.reminded = sent
-    counts.skipped = len(reminders) - sent
-    if to_recycle:
-        blocked = _blocked(session, [r.id for r, _, _ in to_recycle])
-        for row, _, deadline in to_recycle:
-            if row.id in blocked:
-                calendar.append((row.id, deadline, now + POSTPONE))
-        counts.skipped += len(blocked)
-        counts.recycled = _recycle(session, [t for t in to_recycle if t[0].id not in blocked], now=now)
-    bulk_set_calendar(session, calendar)
+    batch.prepare(session, sql)
+    counts.checked = batch.select_due(session, sql, now=now, limit=limit - counts.computed)
+    if not counts.checked:
+        return counts
+    batch.decide(session, sql, now=now, plans=plans)
+    due, postponed = batch.tally(session)
+    counts.reminded = batch.remind(session, sql, now=now)
+    counts.recycled = len(batch.recycle(session, sql, now=now))
+    batch.write_calendar(session, sql, now=now)
+    counts.skipped = due - counts.reminded + postponed
     return counts
-
-
-def _remind(session: Session, reminders: list[dict[str, Any]], *, now: datetime) -> int:
-    """Write the reminder rows not written yet and enqueue one message job for each; returns how many."""
-    if not reminders:
-        return 0
-    rows = [{k: r[k] for k in ("line_id", "deadline_at", "days_left", "sent_at")} for r in reminders]
-    written = session.execute(
-        _insert(session)(KeepAliveReminder)
-        .on_conflict_do_nothing(index_elements=["line_id", "deadline_at", "days_left"])
-        .returning(KeepAliveReminder.id, KeepAliveReminder.line_id),
-        rows,
-    ).all()
-    if not written:
-        return 0
-    days = {r["line_id"]: r["days"] for r in reminders}
-    session.execute(
-        _insert(session)(Job).on_conflict_do_nothing(index_elements=["key"]),
-        [
-            {
-                "kind": REMIND,
-                "key": f"{REMIND}:{rid}",
-                "payload": {"reminder_id": rid, "days": days[lid]},
-                "state": JobState.QUEUED,
-                "attempts": 0,
-                "max_attempts": 8,
-                "run_at": now,
-                "created_at": now,
-            }
-            for rid, lid in written
-        ],
-    )
-    return len(written)
-
-
-def _blocked(session: Session, line_ids: list[int]) -> set[int]:
-    """The lines among ``line_ids`` with an open replacement order or an open loss report."""
-    orders = select(ReplacementOrder.open_line_id).where(ReplacementOrder.open_line_id.in_(line_ids))
-    reports = select(LossReport.open_line_id).where(LossReport.open_line_id.in_(line_ids))
-    return {int(k) for k in session.scalars(orders.union(reports)) if k is not None}
-
-
-def _recycle(session: Session, items: list[Any], *, now: datetime) -> int:
-    """Recycle lines whose deadline has passed (state in bulk; network, message and audit by a job)."""
-    if not items:
-        return 0
-    session.execute(
-        update(LINES)
-        .where(LINES.c.id == bindparam("k"), LINES.c.status != LineStatus.RECYCLED.value)
-        .values(
-            status=LineStatus.RECYCLED.value,
-            recycled_at=now,
-            deadline_at=bindparam("d"),
-            next_action_at=NEVER,
-        ),
-        [{"k": row.id, "d": deadline} for row, _, deadline in items],
-    )
-    sims = [row.sim_id for row, _, _ in items if row.sim_id is not None]
-    if sims:
-        session.execute(update(SIMS).where(SIMS.c.id.in_(sims)).values(status=SimStatus.RETIRED.value))
-    pool = _insert(session)(PoolNumber)
-    session.execute(
-        pool.on_conflict_do_update(
-            index_elements=["msisdn"],
-            set_={"state": pool.excluded.state, "recycled_at": pool.excluded.recycled_at,
-                  "available_at": pool.excluded.available_at, "assigned_at": None, "updated_at": now},
-        ),
-        [{"msisdn": row.msisdn, "state": NumberState.QUARANTINED, "recycled_at": now,
-          "available_at": now + timedelta(days=policy.aging_days), "assigned_at": None, "updated_at": now}
-         for row, policy, _ in items],
-    )  # fmt: skip
-    recyclings = session.execute(
-        _insert(session)(NumberRecycling).returning(NumberRecycling.id, NumberRecycling.line_id),
-        [{"msisdn": row.msisdn, "line_id": row.id, "recycled_at": now} for row, _, _ in items],
-    ).all()
-    session.execute(
-        _insert(session)(Job).on_conflict_do_nothing(index_elements=["key"]),
-        [
-            {
-                "kind": RECYCLE,
-                "key": f"{RECYCLE}:{rid}",
-                "payload": {"recycling_id": rid},
-                "state": JobState.QUEUED,
-                "attempts": 0,
-                "max_attempts": 8,
-                "run_at": now,
-                "created_at": now,
-            }
-            for rid, _ in recyclings
-        ],
-    )
-    record(
-        session,
-        actor="system:keepalive-sweep",
-        action="keepalive.lines_recycled",
-        subject_type="sweep",
-        subject_id=now.isoformat(),
-        data={"line_ids": [row.id for row, _, _ in items]},
-    )
-    return len(items)
 
 
 def sweep(
@@ -483,8 +306,13 @@ def sweep(
 # --- the jobs' work ---------------------------------------------------------------------------------------
 
 
-def send_reminder(session: Session, settings: Settings | None, *, reminder_id: int, days: int) -> bool:
-    """Tell the holder of a reminder's line; False (nothing sent) when the line moved on since."""
+def send_reminder(
+    session: Session, settings: Settings | None, *, reminder_id: int, days: int | None = None
+) -> bool:
+    """Tell the holder of a reminder's line; False (nothing sent) when the line moved on since.
+
+    ``days`` (days left) defaults to the days left when the sweep wrote the reminder.
+    """
     from simkeep.notifications.service import notify
 
     reminder = session.get(KeepAliveReminder, reminder_id)
@@ -495,6 +323,8 @@ def send_reminder(session: Session, settings: Settings | None, *, reminder_id: i
         return False  # activity since the sweep: the reminder is moot
     subscriber = session.get(Subscriber, line.subscriber_id)
     assert subscriber is not None
+    if days is None:
+        days = schedule.days_left(reminder.deadline_at, reminder.sent_at)
     notify(
         session, settings, subscriber=subscriber, line=line, template="keepalive_reminder",
         days=days, date=reminder.deadline_at.date().isoformat(),
@@ -517,10 +347,10 @@ def finish_recycling(session: Session, settings: Settings | None, *, recycling_i
         return False
     sim = session.get(Sim, line.sim_id) if line.sim_id else None
     if sim is not None:
-        network = network_for(session)
-        network.set_barred(sim.imsi, barred=True) if network.lookup(sim.imsi) else None
-        network.unbind_number(sim.imsi)
-        network.remove(sim.imsi)
+        operations.schedule(
+            session, settings, kind=NetworkOpKind.REMOVE, line_id=line.id, old_imsi=sim.imsi,
+            actor="system:keepalive-sweep",
+        )  # fmt: skip
     plan = session.get(Plan, line.plan_id)
     subscriber = session.get(Subscriber, line.subscriber_id)
     assert plan is not None
@@ -574,7 +404,10 @@ def restore_line(
         raise GraceOver(f"The {plan.grace_days}-day grace after the recycling is over.")
     sim = session.get(Sim, line.sim_id) if line.sim_id else None
     if sim is not None:
-        move_number(network_for(session), msisdn=line.msisdn, old_imsi=None, new_imsi=sim.imsi)
+        operations.schedule(
+            session, settings, kind=NetworkOpKind.MOVE, line_id=line.id, msisdn=line.msisdn,
+            new_imsi=sim.imsi, actor=actor.label,
+        )  # fmt: skip
         sim.status = SimStatus.ACTIVE
     recycling.undone_at = now
     pool = session.get(PoolNumber, number)
@@ -607,6 +440,7 @@ def assign_number(
     actor: Actor,
     sim_id: int | None = None,
     now: datetime | None = None,
+    settings: Settings | None = None,
 ) -> Line:
     """Give an available pool number to a subscriber as a new line; records ``reassigned_at``."""
     now = now or utcnow()
@@ -636,7 +470,10 @@ def assign_number(
     session.add(line)
     session.flush()
     if sim is not None:
-        move_number(network_for(session), msisdn=number, old_imsi=None, new_imsi=sim.imsi)
+        operations.schedule(
+            session, settings, kind=NetworkOpKind.MOVE, line_id=line.id, msisdn=number, new_imsi=sim.imsi,
+            actor=actor.label,
+        )  # fmt: skip
         sim.status = SimStatus.ACTIVE
     pool.state, pool.assigned_at, pool.updated_at = NumberState.ASSIGNED, now, now
     recycling = _latest_recycling(session, number)

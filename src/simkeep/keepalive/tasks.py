@@ -8,6 +8,7 @@ from typing import Any
 from simkeep.jobs.registry import JobContext, job, scheduled
 from simkeep.jobs.service import enqueue
 from simkeep.keepalive import service
+from simkeep.keepalive.batch import RECYCLE, REMIND
 
 SWEEP = "keepalive.sweep"
 SWEEP_MORE = "keepalive.sweep.more"
@@ -39,15 +40,19 @@ def sweep_more(ctx: JobContext, payload: dict[str, Any]) -> None:
     _step(ctx, datetime.fromisoformat(payload["now"]), int(payload["step"]))
 
 
-@job(service.REMIND)
+@job(REMIND)
 def remind(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Send one keep-alive reminder."""
+    days = payload.get("days")  # jobs written before the set-based sweep carry the days left
     service.send_reminder(
-        ctx.session, ctx.settings, reminder_id=int(payload["reminder_id"]), days=int(payload["days"])
+        ctx.session,
+        ctx.settings,
+        reminder_id=int(payload["reminder_id"]),
+        days=None if days is None else int(days),
     )
 
 
-@job(service.RECYCLE)
+@job(RECYCLE)
 def recycle(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Retire the recycled line's SIM in the network, tell the holder, audit."""
     service.finish_recycling(ctx.session, ctx.settings, recycling_id=int(payload["recycling_id"]))

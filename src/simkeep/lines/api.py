@@ -30,6 +30,7 @@ from simkeep.lines.service import line_for_actor
 from simkeep.loss import service as loss_service
 from simkeep.masking import mask_email, mask_iccid, mask_msisdn
 from simkeep.models import Line, Plan, ReplacementOrder, Sim, StaffRole
+from simkeep.network.operations import commit_and_apply
 
 router = APIRouter(prefix="/lines", tags=["lines"])
 Clerk = Annotated[Actor, Depends(require_staff(StaffRole.CLERK))]
@@ -111,7 +112,7 @@ def reinstate(
             service_password=body.service_password, in_person_document_number=body.in_person_document_number
         ),
     )
-    session.commit()
+    commit_and_apply(session, settings)
     return LossReportRead(
         reference=report.reference,
         status=str(report.status),

@@ -14,7 +14,7 @@ import json
 import re
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -26,25 +26,29 @@ from stdnum.cn import ric
 
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
-from simkeep.identifiers import E164, iccid_problem, imsi_problem, msisdn_problem
+from simkeep.identifiers import E164, imsi_problem, msisdn_problem
 from simkeep.sims.importer import (
     BATCH_ROWS,
     NULL,
     SIM_KINDS,
     Batch,
     ImportResult,
+    Part,
     RowError,
     RunLedger,
     batches_of,
+    bulk_connection,
     check_file,
     copy_text,
+    fast_iccid_problem,
+    in_chunks,
     load_batches,
     pg_reserve_ids,
+    readers_for,
     record_run,
     records,
     sqlite_next_id,
     sqlite_now,
-    want_parallel,
     write_batch,
 )
 
@@ -247,7 +251,7 @@ def check_line(  # noqa: PLR0911, PLR0912 - one flat check per field reads bette
         return "language", "must be zh-CN or en (empty means zh-CN)"
     if not plan or len(plan) > 32 or not plan.isprintable():
         return "plan", "required, at most 32 printable characters"
-    problem = iccid_problem(iccid)
+    problem = fast_iccid_problem(iccid)
     if problem:
         return "iccid", problem
     problem = imsi_problem(imsi)
@@ -318,11 +322,17 @@ def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) ->
     return sub_text, line_text
 
 
-def check_line_rows(
-    path: Path, *, key: bytes, postgres: bool, batch_rows: int = BATCH_ROWS
-) -> Iterator[Batch]:
-    """Parse and validate migration rows; yield batches of good lines, their subscribers and the errors."""
+def check_line_rows(path: Path, part: Part, *, key: bytes, postgres: bool) -> Iterator[Batch]:
+    """Parse and validate the migration rows of ``part``; per chunk, a batch of good lines and errors."""
     latest = utcnow() + _CLOCK_SKEW
+    for _, rows in in_chunks(records(path, len(LINE_COLUMNS), part), part):
+        yield _line_batch(rows, key=key, latest=latest, postgres=postgres)
+
+
+def _line_batch(
+    rows: Iterable[tuple[int, list[str] | str]], *, key: bytes, latest: datetime, postgres: bool
+) -> Batch:
+    """One chunk's good lines with their subscribers, and the errors of its other rows."""
     subs: list[list[Any]] = []  # ref, real_name, document_type, hmac, last4, country, email, phone, language
     lines: list[list[Any]] = []  # sub_k, ref, msisdn, plan, iccid, imsi, kind, activated, activity, changed
     numbers: array[int] = array("i")
@@ -331,16 +341,7 @@ def check_line_rows(
     seen: dict[str, int] = {}
     plans: set[str] = set()
     count = 0
-
-    def flush() -> Batch:
-        order = sorted(range(len(subs)), key=lambda k: subs[k][3])  # index locality for the hash column
-        position = {old: new for new, old in enumerate(order)}
-        for row in lines:
-            row[0] = position[row[0]]
-        sub_payload, line_payload = _serialise([subs[k] for k in order], lines, postgres)
-        return Batch(count, errors, numbers, line_payload, LinesExtra(sub_payload, frozenset(plans)))
-
-    for line_no, raw in records(path, len(LINE_COLUMNS)):
+    for line_no, raw in rows:
         count += 1
         checked: _Line | tuple[str, str]
         if isinstance(raw, str):
@@ -356,14 +357,12 @@ def check_line_rows(
             plans.add(checked.plan)
         else:
             errors.append(RowError(line_no, *problem))
-        if count >= batch_rows:
-            yield flush()
-            subs, lines, numbers, errors, count = [], [], array("i"), [], 0
-            refs.clear()
-            seen.clear()
-            plans.clear()
-    if count:
-        yield flush()
+    order = sorted(range(len(subs)), key=lambda k: subs[k][3])  # index locality for the hash column
+    position = {old: new for new, old in enumerate(order)}
+    for row in lines:
+        row[0] = position[row[0]]
+    sub_payload, line_payload = _serialise([subs[k] for k in order], lines, postgres)
+    return Batch(count, errors, numbers, line_payload, LinesExtra(sub_payload, frozenset(plans)))
 
 
 def _admit(  # noqa: PLR0917 - a hot-path helper called once per row; keywords would cost measurable time
@@ -485,13 +484,14 @@ class _Found(NamedTuple):
 class LineWriter:
     """Writes batches of migrated lines, one transaction each, classifying rows a unique key refuses."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, replica: bool = False) -> None:
         from sqlalchemy import select
 
         from simkeep.models import Plan
 
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
+        self.replica = replica and self.postgres  # PostgreSQL: skip the foreign-key triggers of the inserts
         self.line_ledger = RunLedger()
         self.sim_ledger = RunLedger()
         self.created_plans: list[str] = []
@@ -689,10 +689,13 @@ class LineWriter:
         self._insert_pg(cur, p, lookup=True)
         return n - len(errors) - len(drop), present, errors + more
 
-    @staticmethod
-    def _insert_pg(cur: Any, p: dict[str, Any], *, lookup: bool) -> None:
+    def _insert_pg(self, cur: Any, p: dict[str, Any], *, lookup: bool) -> None:
+        if self.replica:
+            cur.execute("SET LOCAL session_replication_role = replica")
         for sql in _PG_INSERTS:
             cur.execute(sql.replace("{sub}", _PG_SUB_LOOKUP if lookup else _PG_SUB_ARITH), p)
+        if self.replica:
+            cur.execute("SET LOCAL session_replication_role = origin")
 
     def _classify(self, lines: array[int], found: _Found) -> tuple[set[int], int, list[RowError]]:
         """Which rows (by position) not to insert, how many are already present, and the errors."""
@@ -749,14 +752,16 @@ def import_lines(
     total = check_file(path, LINE_COLUMNS)
     key = document_key(settings.secret_key)
     result = ImportResult(file=str(path))
-    with engine.connect() as conn:
-        writer = LineWriter(conn)
+    with engine.connect() as conn, bulk_connection(conn, own_references=True) as replica:
+        writer = LineWriter(conn, replica=replica)
         postgres = writer.postgres
 
-        def make() -> Iterator[Batch]:
-            return check_line_rows(path, key=key, postgres=postgres, batch_rows=batch_rows)
+        def read(part: Part) -> Iterator[Batch]:
+            return check_line_rows(path, part, key=key, postgres=postgres)
 
-        batches = batches_of(make, parallel=want_parallel(path, parallel))
+        batches = batches_of(
+            read, total_lines=total, batch_rows=batch_rows, readers=readers_for(path, parallel)
+        )
         load_batches(result, batches, writer, on_progress, total)
         result.created_plans = writer.created_plans
     result.seconds = time.perf_counter() - started

@@ -9,6 +9,7 @@ from simkeep.identity.service import Evidence
 from simkeep.lines.schemas import LossReportCreate, LossReportRead
 from simkeep.loss import service
 from simkeep.models import SuspensionReason
+from simkeep.network.operations import commit_and_apply
 
 router = APIRouter(tags=["loss"])
 
@@ -34,7 +35,7 @@ def report_loss(
         reason=SuspensionReason(body.reason),
         evidence=Evidence(real_name=body.real_name, document_number=body.document_number),
     )
-    session.commit()
+    commit_and_apply(session, settings)
     if not outcome.created:
         response.status_code = 200
     report = outcome.report

@@ -20,8 +20,16 @@ from simkeep.identity.service import Evidence, ProofContext, assess, require
 from simkeep.lines import repository as lines_repo
 from simkeep.lines.service import line_for_actor
 from simkeep.loss.errors import LossProofMissing, NoOpenLossReport
-from simkeep.models import Line, LineStatus, LossReport, LossReportStatus, SimStatus, SuspensionReason
-from simkeep.network.adapter import network_for
+from simkeep.models import (
+    Line,
+    LineStatus,
+    LossReport,
+    LossReportStatus,
+    NetworkOpKind,
+    SimStatus,
+    SuspensionReason,
+)
+from simkeep.network import operations
 from simkeep.notifications.service import notify
 from simkeep.security import new_reference
 
@@ -98,7 +106,9 @@ def report_loss(
     line.suspension_reason = reason
     if sim is not None and sim.status == SimStatus.ACTIVE:
         sim.status = SimStatus.SUSPENDED
-        network_for(session).set_barred(sim.imsi, barred=True)
+        operations.schedule(
+            session, settings, kind=NetworkOpKind.BAR, line_id=line.id, old_imsi=sim.imsi, actor=actor.label
+        )
     session.flush()
     record(
         session,
@@ -139,7 +149,9 @@ def reinstate(
     sim = lines_repo.current_sim(session, line)
     if sim is not None and sim.status == SimStatus.SUSPENDED:
         sim.status = SimStatus.ACTIVE
-        network_for(session).set_barred(sim.imsi, barred=False)
+        operations.schedule(
+            session, settings, kind=NetworkOpKind.UNBAR, line_id=line.id, old_imsi=sim.imsi, actor=actor.label
+        )
     session.flush()
     record(
         session,

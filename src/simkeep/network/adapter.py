@@ -1,21 +1,28 @@
 """The network adapter: which IMSI serves which number in the HLR/HSS.
 
-:class:`NetworkAdapter` is the interface every HLR integration implements (osmo-hlr comes in a later issue,
-DOMAIN.md section 7). Its operations are idempotent, so a step that is retried after a crash or a timeout
-ends in the same state. :class:`EmbeddedHlr` keeps the table in simkeep's own database, inside the caller's
-transaction, so that a change in simkeep and in the network commit or roll back together.
+:class:`NetworkAdapter` is the interface every HLR integration implements. Its operations are idempotent,
+so a step that is retried after a crash or a timeout ends in the same state. :class:`EmbeddedHlr` keeps the
+table in simkeep's own database, inside the caller's transaction, so that a change in simkeep and in the
+network commit or roll back together (``transactional``). :class:`~simkeep.network.osmo_hlr.OsmoHlr` drives
+a running osmo-hlr (DOMAIN.md section 7); its changes take effect at once and do not roll back, so callers
+run them outside the database transaction, as durable operations.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from simkeep.errors import DomainError
+from simkeep.errors import DomainError, InvalidInput
 from simkeep.models import EmbeddedHlrSubscriber
+
+if TYPE_CHECKING:
+    from simkeep.config import Settings
 
 LIVE = "cs+ps"
 BARRED = "none"
@@ -25,22 +32,85 @@ class NetworkError(DomainError):
     """The network refused or failed a step; the caller's change must not be recorded as done."""
 
     code = "NETWORK_FAILURE"
+    #: Whether repeating the same step later may succeed (the network was unreachable, not refusing).
+    retryable: bool = False
+
+
+class NetworkUnavailable(NetworkError):
+    """The HLR could not be reached or did not answer in time; the step may be repeated later."""
+
+    code = "NETWORK_UNAVAILABLE"
+    retryable = True
 
 
 @dataclass(frozen=True)
 class NetworkSubscriber:
-    """What the HLR knows of one IMSI."""
+    """What the HLR knows of one IMSI.
+
+    ``barred`` means no network access at all (mode ``none``). ``access_mode`` is the exact mode (``cs+ps``,
+    ``cs``, ``ps`` or ``none``) where the adapter knows it, so that a half-barred entry can be told apart.
+    """
 
     imsi: str
     msisdn: str | None
     barred: bool
+    access_mode: str = ""
+
+    @property
+    def live(self) -> bool:
+        """Whether the IMSI has full access (circuit- and packet-switched)."""
+        return self.access_mode == LIVE if self.access_mode else not self.barred
+
+
+_ALGORITHMS: tuple[str, ...] = ("milenage", "comp128v1", "comp128v2", "comp128v3")
+_HEX128 = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class SimAuth:
+    """A SIM's authentication data, as the HLR needs it to authenticate the card.
+
+    ``milenage`` (USIM, 3G/4G) takes the subscriber key ``k`` and the operator variant ``opc``; the COMP128
+    versions (2G SIM) take only ``k`` (the Ki). Keys are 128 bits, 32 hexadecimal characters, stored in lower
+    case. Never log or print them.
+    """
+
+    algorithm: str
+    k: str
+    opc: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in _ALGORITHMS:
+            raise InvalidInput(
+                f"Unknown authentication algorithm {self.algorithm!r}; use one of {', '.join(_ALGORITHMS)}.",
+                code="INVALID_SIM_AUTH",
+            )
+        k = self.k.strip().lower() if isinstance(self.k, str) else ""
+        if not _HEX128.fullmatch(k):
+            raise InvalidInput("The key K must be 32 hexadecimal characters.", code="INVALID_SIM_AUTH")
+        object.__setattr__(self, "k", k)
+        if self.algorithm == "milenage":
+            opc = self.opc.strip().lower() if isinstance(self.opc, str) else ""
+            if not _HEX128.fullmatch(opc):
+                raise InvalidInput(
+                    "Milenage needs OPc as 32 hexadecimal characters.", code="INVALID_SIM_AUTH"
+                )
+            object.__setattr__(self, "opc", opc)
+        elif self.opc is not None:
+            raise InvalidInput(f"{self.algorithm} takes no OPc; only Milenage does.", code="INVALID_SIM_AUTH")
+
+    def __repr__(self) -> str:
+        return f"SimAuth(algorithm={self.algorithm!r}, k=<hidden>, opc={'<hidden>' if self.opc else None})"
 
 
 class NetworkAdapter(Protocol):
     """The HLR/HSS operations simkeep needs. Every operation is idempotent."""
 
-    def provision(self, imsi: str) -> None:
-        """Create the IMSI's subscriber entry if absent (no number, not barred)."""
+    #: True when changes ride on the caller's database transaction (and roll back with it).
+    transactional: ClassVar[bool]
+
+    def provision(self, imsi: str, auth: SimAuth | None = None) -> None:
+        """Create the IMSI's entry if absent (no number, not barred), with its authentication data."""
 
     def bind_number(self, imsi: str, msisdn: str) -> None:
         """Give ``msisdn`` to ``imsi``; fails if another IMSI holds it (MSISDNs are unique)."""
@@ -56,6 +126,9 @@ class NetworkAdapter(Protocol):
 
     def lookup(self, imsi: str) -> NetworkSubscriber | None:
         """The IMSI's entry, or None."""
+
+    def subscribers(self) -> Iterator[NetworkSubscriber]:
+        """Every entry in the HLR, for reconciliation."""
 
 
 def move_number(network: NetworkAdapter, *, msisdn: str, old_imsi: str | None, new_imsi: str) -> None:
@@ -73,7 +146,13 @@ def move_number(network: NetworkAdapter, *, msisdn: str, old_imsi: str | None, n
 
 
 class EmbeddedHlr:
-    """The HLR table in simkeep's own database, changed inside the caller's transaction."""
+    """The HLR table in simkeep's own database, changed inside the caller's transaction.
+
+    It does not authenticate SIMs, so the authentication data given to :meth:`provision` is checked (it is a
+    :class:`SimAuth`) but not kept.
+    """
+
+    transactional: ClassVar[bool] = True
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -81,7 +160,7 @@ class EmbeddedHlr:
     def _get(self, imsi: str) -> EmbeddedHlrSubscriber | None:
         return self._session.get(EmbeddedHlrSubscriber, imsi)
 
-    def provision(self, imsi: str) -> None:
+    def provision(self, imsi: str, auth: SimAuth | None = None) -> None:  # noqa: ARG002 - see the class
         """Create the IMSI's subscriber entry if absent."""
         if self._get(imsi) is None:
             self._session.add(EmbeddedHlrSubscriber(imsi=imsi, msisdn=None, network_access_mode=LIVE))
@@ -127,9 +206,24 @@ class EmbeddedHlr:
         entry = self._get(imsi)
         if entry is None:
             return None
-        return NetworkSubscriber(entry.imsi, entry.msisdn, entry.network_access_mode == BARRED)
+        return _embedded_entry(entry)
+
+    def subscribers(self) -> Iterator[NetworkSubscriber]:
+        """Every entry of the table, by IMSI."""
+        query = select(EmbeddedHlrSubscriber).order_by(EmbeddedHlrSubscriber.imsi)
+        for entry in self._session.scalars(query.execution_options(yield_per=1000)):
+            yield _embedded_entry(entry)
 
 
-def network_for(session: Session) -> NetworkAdapter:
-    """The configured network adapter. The embedded HLR is the default (and, for now, the only one)."""
+def _embedded_entry(entry: EmbeddedHlrSubscriber) -> NetworkSubscriber:
+    mode = entry.network_access_mode
+    return NetworkSubscriber(entry.imsi, entry.msisdn, mode == BARRED, mode)
+
+
+def network_for(session: Session, settings: Settings | None = None) -> NetworkAdapter:
+    """The configured network adapter: osmo-hlr when ``settings`` select it, else the embedded HLR."""
+    if settings is not None and settings.network_adapter == "osmo-hlr":
+        from simkeep.network.osmo_hlr import OsmoHlr
+
+        return OsmoHlr.from_settings(settings)
     return EmbeddedHlr(session)

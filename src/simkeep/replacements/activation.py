@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from simkeep.audit.service import record
-from simkeep.auth.actors import Actor
+from simkeep.auth.actors import SYSTEM, Actor
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.identity.assurance import Method
@@ -18,6 +21,9 @@ from simkeep.models import (
     Channel,
     Line,
     LineStatus,
+    NetworkOperation,
+    NetworkOpKind,
+    OrderState,
     ProofAttempt,
     ReplacementOrder,
     Sim,
@@ -25,7 +31,8 @@ from simkeep.models import (
     SimStatus,
     StaffRole,
 )
-from simkeep.network.adapter import NetworkAdapter, move_number, network_for
+from simkeep.network import operations
+from simkeep.network.operations import is_transactional
 from simkeep.replacements import workflow
 from simkeep.replacements.errors import ActorNotAllowed, IccidMismatch, SimChangeLocked
 from simkeep.replacements.service import SIM_CHANGE_CHANNEL, get_order
@@ -41,7 +48,6 @@ def activate(
     actor: Actor,
     reference: str,
     iccid_digits: str | None = None,
-    network: NetworkAdapter | None = None,
 ) -> ReplacementOrder:
     """Move the number to the new SIM and retire the old one in one step, and record the SIM change.
 
@@ -71,13 +77,94 @@ def activate(
             session, settings, actor=actor, line=line, order=order, new_sim=new_sim, iccid_digits=iccid_digits
         )
 
+    if order.channel == Channel.ESIM:
+        try:  # INTEGRATION-PENDING
+            from simkeep.esim.service import check_activation_allowed
+        except ImportError:
+            pass
+        else:
+            check_activation_allowed(session, settings, order=order, actor=actor)
+        if workflow.role_of(actor) == workflow.SYSTEM:
+            name = "activate_installed"
+
     old_sim = lines_repo.current_sim(session, line)
-    move_number(
-        network or network_for(session),
+    if is_transactional(session, settings):
+        # The embedded HLR: the move and simkeep's record commit (or roll back) together.
+        _schedule_move(
+            session, settings, order=order, line=line, old_sim=old_sim, new_sim=new_sim, actor=actor
+        )
+        _record_activation(session, settings, order=order, line=line, old_sim=old_sim, actor=actor, name=name)
+        return order
+    # An external HLR: the order waits in "activating" until the network has moved the number.
+    start = "start_activation_delivered" if order.channel == Channel.ONLINE_MAIL else "start_activation"
+    workflow.apply(session, order, start, actor=actor)
+    _schedule_move(session, settings, order=order, line=line, old_sim=old_sim, new_sim=new_sim, actor=actor)
+    return order
+
+
+def _schedule_move(
+    session: Session,
+    settings: Settings,
+    *,
+    order: ReplacementOrder,
+    line: Line,
+    old_sim: Sim | None,
+    new_sim: Sim,
+    actor: Actor,
+) -> None:
+    operations.schedule(
+        session,
+        settings,
+        kind=NetworkOpKind.MOVE,
+        line_id=line.id,
+        order_id=order.id,
         msisdn=line.msisdn,
         old_imsi=old_sim.imsi if old_sim else None,
         new_imsi=new_sim.imsi,
+        actor=actor.label,
     )
+
+
+def complete_activation(session: Session, settings: Settings | None, *, op: NetworkOperation) -> None:
+    """The network has moved the number: record the SIM change and activate the order (once)."""
+    order = session.get(ReplacementOrder, op.order_id, with_for_update=True) if op.order_id else None
+    if order is None or order.state != OrderState.ACTIVATING:
+        return  # the embedded HLR's move: activate() records it in the same transaction
+    line = lines_repo.get(session, order.line_id, for_update=True)
+    assert line is not None
+    old_sim = (
+        session.get(Sim, order.old_sim_id) if order.old_sim_id else lines_repo.current_sim(session, line)
+    )
+    if old_sim is not None and old_sim.imsi != op.old_imsi:
+        old_sim = session.scalar(select(Sim).where(Sim.imsi == op.old_imsi)) if op.old_imsi else None
+    _record_activation(
+        session, settings, order=order, line=line, old_sim=old_sim, actor=SYSTEM, name="complete_activation"
+    )
+
+
+def abandon_activation(session: Session, *, op: NetworkOperation) -> None:
+    """The network refused the move (and it was undone): the order goes back for staff to look at."""
+    order = session.get(ReplacementOrder, op.order_id, with_for_update=True) if op.order_id else None
+    if order is None or order.state != OrderState.ACTIVATING:
+        return
+    name = "activation_failed_delivered" if order.channel == Channel.ONLINE_MAIL else "activation_failed"
+    workflow.apply(
+        session, order, name, actor=SYSTEM, note=f"the network refused the move: {op.last_error or ''}"[:500]
+    )
+
+
+def _record_activation(
+    session: Session,
+    settings: Settings | None,
+    *,
+    order: ReplacementOrder,
+    line: Line,
+    old_sim: Sim | None,
+    actor: Actor,
+    name: str,
+) -> None:
+    new_sim = session.get(Sim, order.new_sim_id)
+    assert new_sim is not None
     now = utcnow()
     if old_sim is not None:
         old_sim.status = SimStatus.RETIRED
@@ -109,7 +196,29 @@ def activate(
             "new_iccid_last4": new_sim.iccid[-4:],
         },
     )
-    return order
+    _after_sim_change(session, settings, line=line, old_sim=old_sim, changed_at=now)
+
+
+def _after_sim_change(
+    session: Session, settings: Settings | None, *, line: Line, old_sim: Sim | None, changed_at: datetime
+) -> None:
+    """Tell subscribed relying parties, and remove the old SIM from the HLR once its grace has passed."""
+    try:  # INTEGRATION-PENDING
+        from simkeep.camara.subscriptions import on_sim_change
+    except ImportError:
+        pass
+    else:
+        on_sim_change(session, line_id=line.id, msisdn=line.msisdn, changed_at=changed_at)
+    if old_sim is not None:
+        grace = settings.hlr_old_sim_grace_days if settings is not None else 7
+        operations.schedule(
+            session,
+            settings,
+            kind=NetworkOpKind.REMOVE,
+            line_id=line.id,
+            old_imsi=old_sim.imsi,
+            not_before=changed_at + timedelta(days=grace),
+        )
 
 
 def _check_receipt(

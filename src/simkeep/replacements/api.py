@@ -25,6 +25,7 @@ from simkeep.models import (
     Sim,
     StaffRole,
 )
+from simkeep.network.operations import commit_and_apply
 from simkeep.replacements import activation, online, service, workflow
 from simkeep.replacements.schemas import (
     Activation,
@@ -276,7 +277,7 @@ def activate(
     order = activation.activate(
         session, settings, actor=actor, reference=reference, iccid_digits=body.iccid_last_digits
     )
-    session.commit()
+    commit_and_apply(session, settings)
     return to_read(session, order)
 
 

@@ -366,6 +366,10 @@ def _assign_online(session: Session, order: ReplacementOrder) -> None:
 def _attach_sim(session: Session, order: ReplacementOrder, sim: Sim, actor: Actor) -> None:
     order.new_sim_id = sim.id
     workflow.apply(session, order, "assign_sim", actor=actor, data={"iccid_last4": sim.iccid[-4:]})
+    if order.channel == Channel.ESIM:  # the profile is ordered from the SM-DP+ by a job (docs/esim.md)
+        from simkeep.esim import service as esim
+
+        esim.request_profile(session, order=order, sim=sim)
 
 
 def assign_sim(
@@ -481,6 +485,10 @@ def cancel(session: Session, *, actor: Actor, reference: str, reason: str) -> Re
 def _release_sim(session: Session, order: ReplacementOrder) -> None:
     if order.new_sim_id is None:
         return
+    if order.channel == Channel.ESIM:  # its profile is cancelled at the SM-DP+ by a job (docs/esim.md)
+        from simkeep.esim import service as esim
+
+        esim.close_for_order(session, order=order)
     sim = session.get(Sim, order.new_sim_id)
     assert sim is not None
     sims_service.release(session, sim)
@@ -491,7 +499,11 @@ def expire_overdue(session: Session, *, now: datetime | None = None, limit: int 
     now = now or utcnow()
     orders = session.scalars(
         select(ReplacementOrder)
-        .where(ReplacementOrder.open_line_id.is_not(None), ReplacementOrder.expires_at < now)
+        .where(
+            ReplacementOrder.open_line_id.is_not(None),
+            ReplacementOrder.expires_at < now,
+            ReplacementOrder.state != OrderState.ACTIVATING,  # the number is moving: let it finish
+        )
         .order_by(ReplacementOrder.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

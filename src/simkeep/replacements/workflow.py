@@ -15,6 +15,9 @@ by the service before it calls :func:`apply`.
     sim_assigned -> ship -> shipped -> confirm_delivery -> delivered      (online_mail)
     shipped -> hold -> on_hold -> reship -> shipped                       (a returned parcel)
     sim_assigned (store, esim) | shipped | delivered (online_mail) -> activate -> activated
+        (with an external HLR: -> start_activation -> activating -> complete_activation -> activated,
+         or activating -> activation_failed -> sim_assigned / delivered when the HLR refuses the move)
+    sim_assigned (esim) -> activate_installed -> activated    (the SM-DP+ reported the profile installed)
     any open state -> cancel -> cancelled;  any open state -> expire -> expired
 """
 
@@ -91,8 +94,45 @@ TRANSITIONS: dict[str, Transition] = {
             {HOLDER, CLERK},
             frozenset({Channel.ONLINE_MAIL}),
         ),
-        _t("cancel", set(OPEN_STATES), S.CANCELLED, {HOLDER, CLERK, REVIEWER}),
-        _t("expire", set(OPEN_STATES), S.EXPIRED, {SYSTEM}),
+        _t(
+            "activate_installed",
+            {S.SIM_ASSIGNED},
+            S.ACTIVATED,
+            {SYSTEM},
+            frozenset({Channel.ESIM}),
+        ),
+        _t(
+            "start_activation",
+            {S.SIM_ASSIGNED},
+            S.ACTIVATING,
+            {HOLDER, CLERK, SYSTEM},
+            frozenset({Channel.STORE, Channel.ESIM}),
+        ),
+        _t(
+            "start_activation_delivered",
+            {S.SHIPPED, S.DELIVERED},
+            S.ACTIVATING,
+            {HOLDER, CLERK},
+            frozenset({Channel.ONLINE_MAIL}),
+        ),
+        _t("complete_activation", {S.ACTIVATING}, S.ACTIVATED, {SYSTEM}),
+        _t(
+            "activation_failed",
+            {S.ACTIVATING},
+            S.SIM_ASSIGNED,
+            {SYSTEM},
+            frozenset({Channel.STORE, Channel.ESIM}),
+        ),
+        _t(
+            "activation_failed_delivered",
+            {S.ACTIVATING},
+            S.DELIVERED,
+            {SYSTEM},
+            frozenset({Channel.ONLINE_MAIL}),
+        ),
+        # An order whose number is moving in the network can be neither cancelled nor expired.
+        _t("cancel", set(OPEN_STATES - {S.ACTIVATING}), S.CANCELLED, {HOLDER, CLERK, REVIEWER}),
+        _t("expire", set(OPEN_STATES - {S.ACTIVATING}), S.EXPIRED, {SYSTEM}),
     )
 }
 

@@ -10,6 +10,7 @@ earlier line of the file) and the rest is inserted. See docs/imports.md.
 
 from __future__ import annotations
 
+import base64
 import codecs
 import csv
 import json
@@ -17,10 +18,11 @@ import multiprocessing
 import time
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
@@ -30,9 +32,22 @@ from simkeep.db.base import utcnow
 from simkeep.errors import DomainError
 from simkeep.identifiers import iccid_problem, imsi_problem
 
+if TYPE_CHECKING:
+    from simkeep.identity.vault import Vault
+
 BATCH_ROWS = 50_000
 MAX_ERRORS = 1000
 SIM_COLUMNS = ("iccid", "imsi", "kind", "location", "store", "batch")
+AUTH_ALGORITHMS = ("milenage", "comp128v1", "comp128v2", "comp128v3")
+#: The stock file's headers: the SIM, optionally followed by its secrets (``ki`` names a COMP128 key).
+SIM_HEADERS = (
+    SIM_COLUMNS,
+    (*SIM_COLUMNS, "auth_algorithm", "k", "opc"),
+    (*SIM_COLUMNS, "auth_algorithm", "k"),
+    (*SIM_COLUMNS, "auth_algorithm", "ki"),
+    (*SIM_COLUMNS, "auth_algorithm", "ki", "opc"),
+)
+SIM_HEADER_RULE = f"{','.join(SIM_COLUMNS)}, optionally followed by auth_algorithm,k,opc"
 SIM_KINDS = frozenset({"physical", "esim"})
 _LOCATIONS = frozenset({"warehouse", "store"})
 NULL = "\\N"  # NULL in PostgreSQL's COPY text format
@@ -160,6 +175,13 @@ class RunLedger:
 
 def check_file(path: Path, columns: tuple[str, ...]) -> int:
     """Refuse a missing, non-UTF-8 or wrongly headed file before anything is written; count its rows."""
+    return check_headed_file(path, (columns,), ",".join(columns))[1]
+
+
+def check_headed_file(
+    path: Path, headers: Sequence[tuple[str, ...]], rule: str
+) -> tuple[tuple[str, ...], int]:
+    """:func:`check_file` for a file that may have one of several ``headers``: the one it has, its rows."""
     try:
         handle = path.open("rb")
     except OSError as exc:
@@ -172,9 +194,10 @@ def check_file(path: Path, columns: tuple[str, ...]) -> int:
                 break
             head += chunk
         first, _, chunk = head.partition(b"\n")
-        expected = ",".join(columns)
-        if _decode_header(first) != expected:
-            raise ImportFileUnreadable(f"line 1: the header must be exactly: {expected}")
+        found = _decode_header(first)
+        header = next((h for h in headers if ",".join(h) == found), None)
+        if header is None:
+            raise ImportFileUnreadable(f"line 1: the header must be exactly: {rule}")
         decoder = codecs.getincrementaldecoder("utf-8")()
         newlines, last = 1, b"\n"
         while chunk:
@@ -194,7 +217,7 @@ def check_file(path: Path, columns: tuple[str, ...]) -> int:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             raise ImportFileUnreadable(f"line {newlines}: the file ends inside a UTF-8 character") from None
-    return newlines - 1 + (last != b"\n")
+    return header, newlines - 1 + (last != b"\n")
 
 
 def _decode_header(raw: bytes) -> str:
@@ -209,34 +232,69 @@ UNCLOSED_QUOTE = "a quoted field is not closed on its line (no field may hold a 
 _CLOSE_QUOTE = '"\n'
 
 
-def records(path: Path, fields: int) -> Iterator[tuple[int, list[str] | str]]:
+@dataclass(frozen=True)
+class Part:
+    """Which stretches of the file one reader reads: chunks ``index``, ``index + of``, ... of ``size`` lines.
+
+    A chunk is ``size`` physical data lines (the header is line 1; chunk 0 starts at line 2) and becomes one
+    batch. Records never span lines, so chunks are read independently, by several readers at once.
+    """
+
+    size: int
+    chunks: int  # how many chunks the file has
+    index: int = 0
+    of: int = 1
+
+    def owned(self) -> range:
+        """The chunks this reader reads, in file order."""
+        return range(self.index, self.chunks, self.of)
+
+    def chunk_of(self, line: int) -> int:
+        """The chunk that holds physical line ``line``."""
+        return (line - 2) // self.size
+
+
+def parts_of(total_lines: int, size: int, readers: int) -> list[Part]:
+    """The file's ``total_lines`` data lines cut into chunks of ``size``, dealt to ``readers`` readers."""
+    chunks = -(-total_lines // size)
+    return [Part(size, chunks, index, readers) for index in range(readers)]
+
+
+def records(path: Path, fields: int, part: Part | None = None) -> Iterator[tuple[int, list[str] | str]]:
     """Rows of ``fields`` values with their line numbers, or a malformed row's reason; blank lines skipped.
 
-    Every record ends with its own physical line: no field of these files holds a line break, so a quote
-    left open must not swallow the lines after it (they would vanish into one bad row and be numbered
+    Every record ends with its own physical line (``\\n``): no field of these files holds a line break, so a
+    quote left open must not swallow the lines after it (they would vanish into one bad row and be numbered
     after its last line). When the CSV reader asks for more of an unfinished record it is handed a closing
     quote instead, and that row is reported as malformed; the next line is read as the next row. Any other
-    CSV error costs one row too, so a broken row never stops an import half-way through.
+    CSV error costs one row too, so a broken row never stops an import half-way through. With ``part``,
+    only the lines of that part's chunks are parsed; the others are skipped unread by the CSV reader.
     """
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="\n") as handle:
         next(handle, None)  # the header, checked by check_file
         taken = 0  # physical lines the reader has taken for the current record
         broken = False
+        start = 1  # the line the current record starts on
+        skip = _skipper(part)
 
         def feed() -> Iterator[str]:
-            nonlocal taken, broken
+            nonlocal taken, broken, start
+            number = 1
             for text in handle:
+                number += 1
+                if skip is not None and skip(number):
+                    continue
                 if taken:
                     broken = True
                     yield _CLOSE_QUOTE
                 taken = 1
+                start = number
                 yield text
             if taken:
                 broken = True
                 yield _CLOSE_QUOTE
 
         reader = csv.reader(feed())
-        line = 1
         while True:
             taken = 0
             try:
@@ -244,17 +302,40 @@ def records(path: Path, fields: int) -> Iterator[tuple[int, list[str] | str]]:
             except StopIteration:
                 return
             except csv.Error as exc:
-                line += 1
-                yield line, f"malformed CSV ({exc})"
+                yield start, f"malformed CSV ({exc})"
                 continue
-            line += 1
             if broken:
                 broken = False
-                yield line, UNCLOSED_QUOTE
+                yield start, UNCLOSED_QUOTE
             elif len(row) == fields:
-                yield line, row
+                yield start, row
             elif row:
-                yield line, f"expected {fields} fields, found {len(row)}"
+                yield start, f"expected {fields} fields, found {len(row)}"
+
+
+def _skipper(part: Part | None) -> Callable[[int], bool] | None:
+    """Whether a physical line lies outside ``part``'s chunks (None: nothing is skipped)."""
+    if part is None or part.of == 1:
+        return None
+    size, index, of = part.size, part.index, part.of
+    return lambda number: (number - 2) // size % of != index
+
+
+def in_chunks(
+    rows: Iterable[tuple[int, list[str] | str]], part: Part
+) -> Iterator[tuple[int, Iterator[tuple[int, list[str] | str]]]]:
+    """Each chunk ``part`` owns, in order, with its rows (none for a chunk of blank lines)."""
+    iterator = iter(rows)
+    pending = next(iterator, None)
+
+    def rows_of(chunk: int) -> Iterator[tuple[int, list[str] | str]]:
+        nonlocal pending
+        while pending is not None and part.chunk_of(pending[0]) == chunk:
+            yield pending
+            pending = next(iterator, None)
+
+    for chunk in part.owned():
+        yield chunk, rows_of(chunk)
 
 
 def copy_text(value: str) -> str:
@@ -264,7 +345,11 @@ def copy_text(value: str) -> str:
     return value
 
 
-# --- running the reader beside the writer -----------------------------------------------------------------
+# --- running the readers beside the writer ----------------------------------------------------------------
+
+#: Reader processes for a big file. Two keep up with either database's writer on a two-core machine,
+#: where the writer (SQLite) or the server (PostgreSQL) takes the other core.
+READERS = 2
 
 
 @dataclass(frozen=True)
@@ -273,9 +358,9 @@ class _Failure:
     message: str
 
 
-def _produce(make: Callable[[], Iterator[Batch]], send: Any) -> None:
+def _produce(read: Callable[[Part], Iterator[Batch]], part: Part, send: Any) -> None:
     try:
-        for batch in make():
+        for batch in read(part):
             send.send(batch)
         send.send(None)
     except ImportFileUnreadable as exc:
@@ -286,36 +371,105 @@ def _produce(make: Callable[[], Iterator[Batch]], send: Any) -> None:
         send.close()
 
 
-def batches_of(make: Callable[[], Iterator[Batch]], *, parallel: bool) -> Iterator[Batch]:
-    """The batches of ``make()``, produced by a forked reader process when ``parallel`` (and POSIX)."""
-    if not parallel or "fork" not in multiprocessing.get_all_start_methods():
-        yield from make()
+def batches_of(
+    read: Callable[[Part], Iterator[Batch]], *, total_lines: int, batch_rows: int, readers: int
+) -> Iterator[Batch]:
+    """The batches of the file in file order, one per chunk of ``batch_rows`` lines.
+
+    With ``readers`` > 1 (and POSIX), that many forked processes parse chunks in turn, each sending its
+    batches down its own pipe; the batches are taken from the pipes in chunk order, so the writer sees the
+    file in order. A pipe holds about one batch, so memory stays flat however big the file.
+    """
+    parts = parts_of(total_lines, batch_rows, readers)
+    if readers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from read(parts_of(total_lines, batch_rows, 1)[0])
         return
     ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    reader = ctx.Process(target=_produce, args=(make, send), name="simkeep-import-reader", daemon=True)
-    reader.start()
-    send.close()
+    pipes, processes = [], []
     try:
-        while True:
-            item = receive.recv()
-            if item is None:
-                return
-            if isinstance(item, _Failure):
-                if item.unreadable:
-                    raise ImportFileUnreadable(item.message)
-                raise RuntimeError(f"the import reader failed: {item.message}")
-            yield item
+        for part in parts:
+            receive, send = ctx.Pipe(duplex=False)
+            process = ctx.Process(
+                target=_produce,
+                args=(read, part, send),
+                name=f"simkeep-import-reader-{part.index}",
+                daemon=True,
+            )
+            process.start()
+            send.close()
+            pipes.append(receive)
+            processes.append(process)
+        for chunk in range(parts[0].chunks):
+            yield _received(pipes[chunk % readers].recv())
+        for receive in pipes:
+            if _received(receive.recv()) is not None:  # pragma: no cover - a reader's bug, not bad input
+                msg = "an import reader sent more batches than the file has chunks"
+                raise RuntimeError(msg)
     finally:
-        if reader.is_alive():
-            reader.terminate()
-        reader.join()
-        receive.close()
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        for receive in pipes:
+            receive.close()
 
 
-def want_parallel(path: Path, parallel: bool | None) -> bool:
-    """Use a reader process for files big enough to gain from it, unless told."""
-    return path.stat().st_size >= _PARALLEL_MIN_BYTES if parallel is None else parallel
+def _received(item: Any) -> Any:
+    """A batch from a reader's pipe (None at its end); a reader's failure raised here."""
+    if isinstance(item, _Failure):
+        if item.unreadable:
+            raise ImportFileUnreadable(item.message)
+        raise RuntimeError(f"the import reader failed: {item.message}")
+    return item
+
+
+def readers_for(path: Path, parallel: bool | None) -> int:
+    """Reader processes: :data:`READERS` for files big enough to gain from them, unless told."""
+    if parallel is None:
+        parallel = path.stat().st_size >= _PARALLEL_MIN_BYTES
+    return READERS if parallel else 1
+
+
+#: SQLite page cache of an import's connection, in KiB: the random-order indexes of a million lines (numbers,
+#: document hashes) stay in memory instead of being read back from the file for every insert.
+SQLITE_IMPORT_CACHE_KIB = 256 * 1024
+
+
+@contextmanager
+def bulk_connection(conn: Connection, *, own_references: bool) -> Iterator[bool]:
+    """Set an import's connection up for bulk writes and put it back as it was; yields ``own_references``.
+
+    SQLite gets a large page cache. With ``own_references`` (the writer makes or finds every row its rows
+    refer to, in the same transaction, with the tables locked against other writers) the database's own
+    re-check of each foreign key is skipped: ``foreign_keys`` off on SQLite, the ``replica`` session role
+    around the inserts on PostgreSQL (as ``pg_restore --disable-triggers`` does). PostgreSQL allows that
+    role only to superusers or roles granted it; elsewhere the checks run and this yields False.
+    """
+    raw = driver(conn)
+    if conn.dialect.name != "sqlite":
+        yield own_references and _may_skip_pg_checks(conn)
+        return
+    cache = raw.execute("PRAGMA cache_size").fetchone()[0]
+    keys = raw.execute("PRAGMA foreign_keys").fetchone()[0]
+    raw.execute(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}")
+    if own_references:
+        raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield own_references
+    finally:
+        raw.execute(f"PRAGMA cache_size = {int(cache)}")
+        raw.execute(f"PRAGMA foreign_keys = {int(keys)}")
+
+
+def _may_skip_pg_checks(conn: Connection) -> bool:
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with conn.begin():
+            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    except DBAPIError:
+        return False
+    return True
 
 
 def sqlite_now() -> str:
@@ -424,62 +578,138 @@ def record_run(engine: Engine, *, actor: str, action: str, result: ImportResult)
 # --- SIM stock --------------------------------------------------------------------------------------------
 
 
+# Luhn over four digits at once: doubled, plain, doubled, plain (an ICCID padded to 20 digits on the left).
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+_LUHN4 = {
+    f"{n:04d}": _DOUBLED[n // 1000] + n // 100 % 10 + _DOUBLED[n // 10 % 10] + n % 10 for n in range(10_000)
+}
+_ICCID_CHARS = frozenset("0123456789")
+_ICCID_LENGTHS = (19, 20)
+
+
+def fast_iccid_problem(iccid: str) -> str | None:
+    """:func:`simkeep.identifiers.iccid_problem` for bulk imports: a clean ICCID costs a fifth of the time.
+
+    The Luhn sum of a 19 or 20 digit ICCID is read four digits at a time from a table; anything else is
+    judged (and explained) by ``iccid_problem`` itself.
+    """
+    if len(iccid) in _ICCID_LENGTHS and iccid.startswith("89") and _ICCID_CHARS.issuperset(iccid):
+        d = iccid if len(iccid) == 20 else "0" + iccid
+        t = _LUHN4
+        if (t[d[:4]] + t[d[4:8]] + t[d[8:12]] + t[d[12:16]] + t[d[16:]]) % 10 == 0:
+            return None
+    return iccid_problem(iccid)
+
+
+Sealer = Callable[[str, str, str, str | None], str]  # (iccid, algorithm, k, opc) -> sealed text
+
+
+def make_sealer(vault: Vault) -> Sealer:
+    """Seal a SIM's checked secrets with ``vault``, exactly as :func:`simkeep.sims.secrets.seal_auth` does.
+
+    The import has checked the keys already (:func:`_auth_of`), so this skips building a ``SimAuth`` per
+    row, which costs as much again as the encryption; the tests open what it seals with ``open_auth``.
+    """
+    b64 = base64.b64encode
+
+    def seal(iccid: str, algorithm: str, k: str, opc: str | None) -> str:  # noqa: ARG001 - Sealer's shape
+        box = vault.seal(f"{k}:{opc or ''}".encode(), reference=f"sim-auth:{iccid}")
+        return f"{box.key_id}:{b64(box.nonce).decode()}:{b64(box.ciphertext).decode()}"
+
+    return seal
+
+
 def check_sim_rows(
-    path: Path, *, stores: dict[str, int], postgres: bool, batch_rows: int = BATCH_ROWS
+    path: Path,
+    part: Part,
+    *,
+    stores: dict[str, int],
+    postgres: bool,
+    columns: tuple[str, ...] = SIM_COLUMNS,
+    seal: Sealer | None = None,
 ) -> Iterator[Batch]:
-    """Parse and validate SIM stock rows; yield batches of good rows and the errors of the bad ones."""
-    good: list[list[Any]] = []
-    lines: array[int] = array("i")
-    errors: list[RowError] = []
-    seen_iccid: dict[str, int] = {}
-    seen_imsi: dict[str, int] = {}
-    count = 0
+    """Parse and validate the SIM stock rows of ``part``; one batch per chunk, good rows and errors.
 
-    def flush() -> Batch:
-        if postgres:
-            payload = "".join(
-                f"{k}\t{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{NULL if r[4] is None else r[4]}\t{copy_text(r[5])}\n"
-                for k, r in enumerate(good)
-            )
-        else:
-            payload = json.dumps(good, ensure_ascii=False)
-        return Batch(count, errors, lines, payload)
+    With the secret columns (``columns`` longer than :data:`SIM_COLUMNS`), a row's secrets are checked and
+    sealed here, by ``seal``, so that no batch, message or log carries them in clear.
+    """
+    secrets = len(columns) > len(SIM_COLUMNS)
+    if secrets and seal is None:
+        msg = "a file with secret columns needs a sealer"
+        raise ValueError(msg)
+    key_column = columns[7] if secrets else ""
+    with_opc = "opc" in columns
 
-    for line, raw in records(path, len(SIM_COLUMNS)):
-        count += 1
-        if isinstance(raw, str):
-            errors.append(RowError(line, "row", raw))
-        else:
-            problem = _sim_problem(raw, stores)
-            if problem is not None and any(value != value.strip() for value in raw):
-                raw = [value.strip() for value in raw]  # noqa: PLW2901 - padding tolerated, at no cost to clean rows
-                problem = _sim_problem(raw, stores)
-            if problem is None:
-                if raw[0] in seen_iccid:
-                    problem = ("iccid", f"the ICCID is also on line {seen_iccid[raw[0]]}")
-                elif raw[1] in seen_imsi:
-                    problem = ("imsi", f"the IMSI is also on line {seen_imsi[raw[1]]}")
+    def check(raw: list[str]) -> tuple[str, str] | list[Any]:
+        """The row to insert, or the first problem of the row."""
+        return _stock_row(raw, stores, key_column, seal, with_opc=with_opc)
+
+    for _, rows in in_chunks(records(path, len(columns), part), part):
+        good: list[list[Any]] = []
+        lines: array[int] = array("i")
+        errors: list[RowError] = []
+        seen_iccid: dict[str, int] = {}
+        seen_imsi: dict[str, int] = {}
+        count = 0
+        for line, raw in rows:
+            count += 1
+            if isinstance(raw, str):
+                errors.append(RowError(line, "row", raw))
+                continue
+            checked = check(raw)
+            if isinstance(checked, tuple) and any(value != value.strip() for value in raw):
+                checked = check(
+                    [value.strip() for value in raw]
+                )  # padding tolerated, at no cost to clean rows
+            if isinstance(checked, list):
+                if checked[0] in seen_iccid:
+                    checked = ("iccid", f"the ICCID is also on line {seen_iccid[checked[0]]}")
+                elif checked[1] in seen_imsi:
+                    checked = ("imsi", f"the IMSI is also on line {seen_imsi[checked[1]]}")
                 else:
-                    seen_iccid[raw[0]] = seen_imsi[raw[1]] = line
-            if problem is None:
-                good.append([raw[0], raw[1], raw[2], raw[3], stores.get(raw[4]), raw[5]])
+                    seen_iccid[checked[0]] = seen_imsi[checked[1]] = line
+            if isinstance(checked, list):
+                good.append(checked)
                 lines.append(line)
             else:
-                errors.append(RowError(line, *problem))
-        if count >= batch_rows:
-            yield flush()
-            good, lines, errors, count = [], array("i"), [], 0
-            seen_iccid.clear()
-            seen_imsi.clear()
-    if count:
-        yield flush()
+                errors.append(RowError(line, *checked))
+        yield Batch(count, errors, lines, _stock_payload(good, postgres=postgres))
+
+
+def _stock_payload(good: list[list[Any]], *, postgres: bool) -> str:
+    """A batch's good rows as COPY text (PostgreSQL) or a JSON array (SQLite)."""
+    if postgres:
+        return "".join(
+            f"{k}\t{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{NULL if r[4] is None else r[4]}\t{copy_text(r[5])}\t"
+            f"{r[6] or NULL}\t{r[7] or NULL}\n"
+            for k, r in enumerate(good)
+        )
+    return json.dumps(good, ensure_ascii=False)
+
+
+def _stock_row(
+    raw: list[str], stores: dict[str, int], key_column: str, seal: Sealer | None, *, with_opc: bool
+) -> tuple[str, str] | list[Any]:
+    """The values to insert for a row (secrets sealed), or its first problem; no secrets if no key column."""
+    problem = _sim_problem(raw, stores)
+    if problem is not None:
+        return problem
+    algorithm = sealed = None
+    if key_column:
+        auth = _auth_of(raw, key_column, with_opc=with_opc)
+        if auth is not None and not isinstance(auth, _Secrets):
+            return auth
+        if auth is not None:
+            assert seal is not None
+            algorithm, sealed = auth.algorithm, seal(raw[0], *auth)
+    return [raw[0], raw[1], raw[2], raw[3], stores.get(raw[4]), raw[5], algorithm, sealed]
 
 
 def _sim_problem(  # noqa: PLR0911 - one early return per field, in the order the file has them
     row: list[str], stores: dict[str, int]
 ) -> tuple[str, str] | None:
-    iccid, imsi, kind, location, store, label = row
-    problem = iccid_problem(iccid)
+    iccid, imsi, kind, location, store, label = row[:6]
+    problem = fast_iccid_problem(iccid)
     if problem:
         return "iccid", problem
     problem = imsi_problem(imsi)
@@ -501,19 +731,77 @@ def _sim_problem(  # noqa: PLR0911 - one early return per field, in the order th
     return None
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_KEY_CHARS = 32
+_ALGORITHM_RULE = "must be milenage, comp128v1, comp128v2 or comp128v3"
+
+
+def _key_problem(value: str) -> str | None:
+    """Why a key (K, Ki or OPc) is not 128 bits in hexadecimal; never quotes the value."""
+    if len(value) != _KEY_CHARS:
+        return f"must be 32 hexadecimal characters (128 bits), not {len(value)}"
+    if not _HEX_DIGITS.issuperset(value):
+        return "must be hexadecimal: only 0-9 and a-f"
+    return None
+
+
+class _Secrets(NamedTuple):
+    """A row's checked secrets, keys in lower case."""
+
+    algorithm: str
+    k: str
+    opc: str | None
+
+
+def _auth_of(  # noqa: PLR0911 - one early return per rule
+    row: list[str], key_column: str, *, with_opc: bool
+) -> _Secrets | tuple[str, str] | None:
+    """A row's secrets, None when it has none, or ``(field, reason)`` for the first rule they break."""
+    algorithm, key = row[6].lower(), row[7]
+    opc = row[8] if with_opc else ""
+    if not algorithm:
+        if key or opc:
+            return "auth_algorithm", f"required with a key; {_ALGORITHM_RULE}"
+        return None
+    if algorithm not in AUTH_ALGORITHMS:
+        return "auth_algorithm", _ALGORITHM_RULE
+    milenage = algorithm == "milenage"
+    if milenage and key_column == "ki":
+        return "ki", "a Ki is a COMP128 key; a milenage SIM takes k and opc"
+    if not key:
+        return key_column, f"required for {algorithm}"
+    problem = _key_problem(key)
+    if problem:
+        return key_column, problem
+    if not milenage:
+        if opc:
+            return "opc", "only milenage takes an OPc; leave it empty for COMP128"
+        return _Secrets(algorithm, key.lower(), None)
+    if not opc:
+        return "opc", "required for milenage" if with_opc else "required for milenage: add the opc column"
+    problem = _key_problem(opc)
+    if problem:
+        return "opc", problem
+    return _Secrets(algorithm, key.lower(), opc.lower())
+
+
 _SIM_INSERT_SQLITE = (
-    "INSERT INTO sims (id, iccid, imsi, kind, status, location, store_id, batch, created_at, updated_at) "
+    "INSERT INTO sims (id, iccid, imsi, kind, status, location, store_id, batch, auth_algorithm, "
+    "auth_sealed, created_at, updated_at) "
     "SELECT ? + j.key, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), "
     "json_extract(j.value, '$[2]'), 'in_stock', json_extract(j.value, '$[3]'), "
-    "json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'), ?, ? FROM json_each(?) AS j"
+    "json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'), json_extract(j.value, '$[6]'), "
+    "json_extract(j.value, '$[7]'), ?, ? FROM json_each(?) AS j"
 )
 _SIM_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS sk_import_sims (k integer, iccid text, imsi text, kind text, "
-    "location text, store_id integer, batch text) ON COMMIT DELETE ROWS"
+    "CREATE TEMP TABLE IF NOT EXISTS sk_import_stock (k integer, iccid text, imsi text, kind text, "
+    "location text, store_id integer, batch text, auth_algorithm text, auth_sealed text) "
+    "ON COMMIT DELETE ROWS"
 )
 _SIM_INSERT_PG = (
-    "INSERT INTO sims (id, iccid, imsi, kind, status, location, store_id, batch, created_at, updated_at) "
-    "SELECT %s + k, iccid, imsi, kind, 'in_stock', location, store_id, batch, %s, %s FROM sk_import_sims"
+    "INSERT INTO sims (id, iccid, imsi, kind, status, location, store_id, batch, auth_algorithm, "
+    "auth_sealed, created_at, updated_at) SELECT %s + k, iccid, imsi, kind, 'in_stock', location, "
+    "store_id, batch, auth_algorithm, auth_sealed, %s, %s FROM sk_import_stock"
 )
 
 
@@ -575,7 +863,8 @@ class SimWriter:
         cur.execute("LOCK TABLE sims IN SHARE ROW EXCLUSIVE MODE")
         base = pg_reserve_ids(cur, "sims", n)
         with cur.copy(
-            "COPY sk_import_sims (k, iccid, imsi, kind, location, store_id, batch) FROM STDIN"
+            "COPY sk_import_stock (k, iccid, imsi, kind, location, store_id, batch, auth_algorithm, "
+            "auth_sealed) FROM STDIN"
         ) as cp:
             cp.write(batch.payload)
         self.ledger.add(base, batch.lines)
@@ -586,15 +875,16 @@ class SimWriter:
         except psycopg.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT sk_batch")
         cur.execute(
-            "SELECT st.k, s.id, s.imsi = st.imsi FROM sk_import_sims st JOIN sims s ON s.iccid = st.iccid"
+            "SELECT st.k, s.id, s.imsi = st.imsi FROM sk_import_stock st JOIN sims s ON s.iccid = st.iccid"
         )
         found_iccid = {k: (sid, same) for k, sid, same in cur.fetchall()}
         cur.execute(
-            "SELECT st.k, s.id FROM sk_import_sims st JOIN sims s ON s.imsi = st.imsi AND s.iccid <> st.iccid"
+            "SELECT st.k, s.id FROM sk_import_stock st "
+            "JOIN sims s ON s.imsi = st.imsi AND s.iccid <> st.iccid"
         )
         found_imsi = dict(cur.fetchall())
         drop, present, errors = self._classify(batch.lines, found_iccid, found_imsi)
-        cur.execute("DELETE FROM sk_import_sims WHERE k = ANY(%s)", (sorted(drop),))
+        cur.execute("DELETE FROM sk_import_stock WHERE k = ANY(%s)", (sorted(drop),))
         cur.execute(_SIM_INSERT_PG, (base, now, now))
         return n - len(drop), present, errors
 
@@ -640,7 +930,7 @@ def load_stores(conn: Connection) -> dict[str, int]:
 
 def import_sims(
     engine: Engine,
-    settings: Settings,  # noqa: ARG001 - same signature as the lines import; nothing secret here
+    settings: Settings,
     path: Path,
     *,
     actor: str = "cli",
@@ -648,21 +938,30 @@ def import_sims(
     parallel: bool | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
-    """Import SIM stock from ``path``; raises :class:`ImportFileUnreadable` before writing anything."""
+    """Import SIM stock from ``path``; raises :class:`ImportFileUnreadable` before writing anything.
+
+    Secrets in the file are sealed with the vault of ``settings`` before they leave the reader.
+    """
     started = time.perf_counter()
-    total = check_file(path, SIM_COLUMNS)
+    columns, total = check_headed_file(path, SIM_HEADERS, SIM_HEADER_RULE)
+    seal = None
+    if len(columns) > len(SIM_COLUMNS):
+        from simkeep.identity.vault import get_vault
+
+        seal = make_sealer(get_vault(settings))
     result = ImportResult(file=str(path))
-    with engine.connect() as conn:
+    with engine.connect() as conn, bulk_connection(conn, own_references=False):
         stores = load_stores(conn)
         postgres = conn.dialect.name == "postgresql"
         writer = SimWriter(conn)
 
-        def make() -> Iterator[Batch]:
-            return check_sim_rows(path, stores=stores, postgres=postgres, batch_rows=batch_rows)
+        def read(part: Part) -> Iterator[Batch]:
+            return check_sim_rows(path, part, stores=stores, postgres=postgres, columns=columns, seal=seal)
 
-        load_batches(
-            result, batches_of(make, parallel=want_parallel(path, parallel)), writer, on_progress, total
+        batches = batches_of(
+            read, total_lines=total, batch_rows=batch_rows, readers=readers_for(path, parallel)
         )
+        load_batches(result, batches, writer, on_progress, total)
     result.seconds = time.perf_counter() - started
     record_run(engine, actor=actor, action="sims.imported", result=result)
     return result

@@ -90,6 +90,7 @@ add(
         "state.shipped": ("已寄出", "Shipped"),
         "state.delivered": ("已送达", "Delivered"),
         "state.on_hold": ("包裹退回，待处理", "On hold (parcel returned)"),
+        "state.activating": ("正在网络中开通", "Activating in the network"),
         "state.activated": ("已激活", "Activated"),
         "state.rejected": ("未通过", "Rejected"),
         "state.cancelled": ("已取消", "Cancelled"),

@@ -18,11 +18,13 @@ from simkeep.auth.actors import Actor
 from simkeep.auth.deps import AppSettings, DbSession
 from simkeep.config import Settings
 from simkeep.errors import DomainError
+from simkeep.esim import service as esim_service
 from simkeep.identity.service import Evidence
 from simkeep.lines import repository as lines_repo
 from simkeep.lines.service import keepalive_status, line_for_actor
 from simkeep.masking import mask_document
 from simkeep.models import Channel, Line, OrderState, PaymentMethod, ReplacementOrder, Sim, StaffRole
+from simkeep.network.operations import commit_and_apply
 from simkeep.replacements import activation
 from simkeep.replacements import service as orders
 from simkeep.web import i18n
@@ -93,6 +95,14 @@ i18n.add(
         "console.counter.next": ("办理下一位", "Serve the next holder"),
         "console.counter.closed": ("此申请已结束：{state}", "This order is closed: {state}"),
         "console.counter.waived": ("已减免", "Waived"),
+        "console.esim.title": ("eSIM 配置文件", "eSIM profile"),
+        "console.esim.state": ("状态", "State"),
+        "console.esim.smdp": ("SM-DP+ 地址", "SM-DP+ address"),
+        "console.esim.error": ("SM-DP+ 错误", "SM-DP+ error"),
+        "console.esim.hint": (
+            "处理后用 `simkeep esim retry {ref}` 重试，或取消申请。",
+            "Once the cause is fixed, retry with `simkeep esim retry {ref}`, or cancel the order.",
+        ),
         "line.status.active": ("正常", "Active"),
         "line.status.suspended": ("已停机（挂失）", "Suspended"),
         "line.status.recycled": ("已回收", "Recycled"),
@@ -222,6 +232,7 @@ def _order_page(
         steps=STEPS,
         step=STEP_OF.get(order.state, 0),
         fee=f"{order.fee_amount_minor / 100:.2f} {order.fee_currency}",
+        esim=esim_service.staff_view(session, order) if order.channel == Channel.ESIM else None,
         errors=form.errors,
         values=form.values,
     )
@@ -255,7 +266,7 @@ async def _step(
             keep_or_discard(session, exc)
             note_refusal(request, form, exc, field=field)
         else:
-            session.commit()
+            commit_and_apply(session, settings)
             return RedirectResponse(f"/console/counter/orders/{reference}", status_code=303)
     return _order_page(request, session, settings, actor, reference, form=form, status_code=422)
 

@@ -11,6 +11,7 @@ from simkeep.identifiers import normalise_msisdn
 from simkeep.identity.service import Evidence
 from simkeep.loss import service as loss_service
 from simkeep.models import SuspensionReason
+from simkeep.network.operations import commit_and_apply
 from simkeep.web import i18n
 from simkeep.web.deps import HolderPage, PageActor
 from simkeep.web.forms import field_for, keep_or_discard, read_form
@@ -143,7 +144,7 @@ async def report(request: Request, session: DbSession, settings: AppSettings, ac
                 where = field_for(exc)
                 form.errors[where if where != "_form" else "msisdn"] = say(lang, exc)
         else:
-            session.commit()
+            commit_and_apply(session, settings)
             return page(
                 request,
                 settings,
@@ -221,7 +222,7 @@ async def reinstate(
             keep_or_discard(session, exc)
             place_proof_error(form.errors, exc, lang)
         else:
-            session.commit()
+            commit_and_apply(session, settings)
             return page(
                 request,
                 settings,

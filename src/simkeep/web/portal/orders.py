@@ -10,7 +10,10 @@ from simkeep.auth.actors import Actor
 from simkeep.auth.deps import AppSettings, DbSession
 from simkeep.config import Settings
 from simkeep.errors import DomainError
+from simkeep.esim import qr
+from simkeep.esim import service as esim_service
 from simkeep.models import Channel, PaymentMethod, ReplacementOrder
+from simkeep.network.operations import commit_and_apply
 from simkeep.replacements import activation, workflow
 from simkeep.replacements import service as orders
 from simkeep.replacements.errors import OrderNotFound
@@ -68,11 +71,57 @@ i18n.add(
             "eSIM 激活码（二维码）将在开通后显示在这里。",
             "The eSIM activation code (QR code) will show here once the profile is issued.",
         ),
+        "order.esim.qr_alt": ("eSIM 激活码二维码", "QR code of the eSIM activation code"),
+        "order.esim.text": ("激活码（手动输入）", "Activation code (to type in)"),
+        "order.esim.png": ("下载二维码图片（PNG）", "Download the QR code (PNG)"),
+        "order.esim.how": ("安装步骤", "How to install"),
+        "order.esim.step1": (
+            "在新手机上打开“设置 → 蜂窝网络/移动网络 → 添加 eSIM”，选择“使用二维码”。",
+            "On the phone, open Settings → Mobile/Cellular → Add eSIM and choose “Use QR code”.",
+        ),
+        "order.esim.step2": (
+            "扫描上面的二维码；无法扫描时，选择手动输入并填写上面的激活码。",
+            "Scan the QR code above; if you cannot scan it, choose to enter it manually and type the "
+            "activation code.",
+        ),
+        "order.esim.step3": (
+            "手机提示输入确认码时，输入{via}收到的 8 位确认码。",
+            "When the phone asks for a confirmation code, type the 8-digit code we sent {via}.",
+        ),
+        "order.esim.step4": (
+            "安装完成后，号码自动转到 eSIM，原卡同时失效；号码不变。",
+            "Once it is installed your number moves to the eSIM and the old SIM stops working; the number "
+            "stays the same.",
+        ),
+        "order.esim.step4_holder": (
+            "安装完成后，回到本页输入 eSIM 的 ICCID 最后 6 位完成激活；号码不变。",
+            "Once it is installed, come back to this page and enter the last six digits of the eSIM's "
+            "ICCID to activate it; the number stays the same.",
+        ),
+        "order.esim.via.sms": ("通过短信发送到您登记的联系电话", "by SMS to your registered contact number"),
+        "order.esim.via.email": ("通过电子邮件发送到您登记的邮箱", "by e-mail to your registered address"),
+        "order.esim.via.line_sms": ("通过短信发送到本号码", "by SMS to this number"),
+        "order.esim.secret": (
+            "激活码只能使用一次，请勿截图分享给他人。",
+            "The activation code works once: do not share it or a screenshot of it.",
+        ),
+        "order.esim.installed": (
+            "eSIM 已安装，号码正在转到 eSIM。",
+            "The eSIM is installed; your number is moving to it.",
+        ),
+        "order.esim.failed": (
+            "eSIM 开通遇到问题，我们的工作人员正在处理，您也可以取消申请。",
+            "Something went wrong issuing your eSIM; our staff are on it. You may also cancel the order.",
+        ),
         "order.done.pay": ("已收到付款。", "Payment received."),
         "order.done.activate": ("新卡已激活，号码不变。", "The new SIM is active; your number is unchanged."),
         "order.done.cancel": ("申请已取消。", "The order is cancelled."),
         "order.digits_invalid": ("请输入 6 位数字。", "Enter six digits."),
         "pcode.ACTOR_NOT_ALLOWED": ("此操作不能由您完成。", "This step is not yours to take."),
+        "pcode.ESIM_PROFILE_NOT_READY": (
+            "eSIM 尚未安装到手机上，安装完成后才能激活。",
+            "The eSIM is not installed on your phone yet; it can be activated once it is.",
+        ),
     }
 )
 
@@ -89,6 +138,11 @@ def _order_page(
     status_code: int = 200,
 ) -> Response:
     activate_step = "activate_delivered" if order.channel == Channel.ONLINE_MAIL else "activate"
+    esim = esim_service.holder_view(session, order) if order.channel == Channel.ESIM else None
+    can_activate = workflow.allowed(order, activate_step, actor)
+    if order.channel == Channel.ESIM:  # the SM-DP+'s report activates, unless the holder is to confirm
+        can_activate = can_activate and settings.esim_activate_on == "holder" and esim is not None
+        can_activate = can_activate and esim is not None and esim.activation_code is not None
     return page(
         request,
         settings,
@@ -100,8 +154,10 @@ def _order_page(
         parcels=shipping.journey(session, order),
         eta=shipping.expected_delivery(session, order),
         can_pay=workflow.allowed(order, "record_payment", actor),
-        can_activate=workflow.allowed(order, activate_step, actor),
+        can_activate=can_activate,
         can_cancel=workflow.allowed(order, "cancel", actor),
+        esim=esim,
+        activate_on=settings.esim_activate_on,
         errors=errors or {},
         flash=flash,
     )
@@ -163,10 +219,34 @@ async def _act(
             keep_or_discard(session, exc)
             form.errors[field if exc.code not in ("TRANSITION_NOT_ALLOWED",) else "_form"] = say(lang, exc)
         else:
-            session.commit()
+            commit_and_apply(session, settings)
             return RedirectResponse(f"/portal/orders/{order.reference}?done={step}", status_code=303)
     order = orders.get_order(session, actor=actor, reference=order.reference)
     return _order_page(request, session, settings, actor, order, errors=form.errors, status_code=422)
+
+
+@router.get("/portal/orders/{reference}/esim.{kind}")
+def esim_qr(
+    reference: str,
+    kind: str,
+    *,
+    request: Request,
+    session: DbSession,
+    settings: AppSettings,
+    actor: HolderPage,
+) -> Response:
+    """The QR code of the order's eSIM activation code (PNG or SVG), for its holder only."""
+    try:
+        order = orders.get_order(session, actor=actor, reference=reference[:16])
+    except OrderNotFound:
+        return _not_found(request, settings)
+    view = esim_service.holder_view(session, order) if order.channel == Channel.ESIM else None
+    if kind not in ("png", "svg") or view is None or view.activation_code is None:
+        return _not_found(request, settings)
+    headers = {"Cache-Control": "no-store"}  # the code is the holder's secret: no shared caches
+    if kind == "png":
+        return Response(qr.qr_png(view.activation_code), media_type="image/png", headers=headers)
+    return Response(qr.qr_svg(view.activation_code), media_type="image/svg+xml", headers=headers)
 
 
 @router.post("/portal/orders/{reference}/pay")

@@ -1,0 +1,324 @@
+"""Benchmark the CAMARA SIM Swap check under load, beside a bare FastAPI baseline measured in the same run.
+
+Run from the repository root: ``python bench/camara_check.py [--lines N] [--workers W] [--connections C]
+[--duration S] [--backends sqlite,postgres]``. Needs ``wrk`` (Debian package ``wrk``; ``scripts/system-deps
+--test`` installs it). For each backend it makes a freshly migrated database (a temporary SQLite file; a new
+schema in SIMKEEP_BENCH_POSTGRES_URL, dropped afterwards) with N lines (default 1,000,000; every tenth has a
+SIM change in the last 2,000 hours), registers a relying party, and starts ``simkeep serve --workers W``
+(default 2) as an operator would. It takes a token from ``POST /oauth2/token`` and then drives authenticated
+``POST /sim-swap/v2/check`` calls with wrk from loopback: C connections (default 64), a Lua script drawing a
+random number of the N for each request (1 in 10 unknown: 404). A short warm-up run comes first; the
+measured run's requests/s and 99th percentile latency are reported, and the run is refused if any answer
+was other than 200 or 404. The baseline is a bare FastAPI app (one POST route answering a dict lookup)
+served by uvicorn with the same workers and driven by the same script.
+
+The last lines are ``RESULT camara_check_rps_<backend> <req/s> req/s``, ``RESULT camara_check_p99_ms_<backend>
+<ms> ms`` and ``RESULT fastapi_baseline_rps <req/s> req/s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from _keepalive_data import database, drop, make_lines  # a sibling script: run from bench/ or the root
+from simkeep.camara import clients
+from simkeep.config import Settings
+from simkeep.db.base import utcnow
+from simkeep.models import Sim, SimKind, SimLocation, SimStatus
+
+SECRET = "bench-secret-key-0123456789abcdef0123456789"
+
+LUA = r"""
+local lines = %(lines)d
+local token = "%(token)s"
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+function init(args)
+  math.randomseed(os.time() * 1000 + seed)
+end
+request = function()
+  local i = math.random(0, lines * 10 // 9)
+  local body = string.format('{"phoneNumber":"+86130%%08d","maxAge":240}', i)
+  return wrk.format("POST", "/sim-swap/v2/check",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}, body)
+end
+local codes = {}
+response = function(status, headers, body)
+  codes[status] = (codes[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  io.write(string.format("BENCH requests=%%d seconds=%%f p99_us=%%d p50_us=%%d errors=%%d\n",
+    summary.requests, summary.duration / 1e6, latency:percentile(99), latency:percentile(50),
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status
+      + summary.errors.timeout))
+end
+"""
+# Lua 5.1 (LuaJIT, as wrk embeds) has no // operator.
+LUA = LUA.replace("lines * 10 // 9", "math.floor(lines * 10 / 9)")
+
+BASELINE = '''
+"""A bare FastAPI app: one POST route answering from a dict (the baseline of bench/camara_check.py)."""
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+app = FastAPI()
+SWAPPED = {f"+86130{i:08d}": i %% 10 == 0 for i in range(%(lines)d)}
+
+
+@app.post("/sim-swap/v2/check")
+async def check(request: Request) -> Any:
+    body = await request.json()
+    return {"swapped": SWAPPED.get(body.get("phoneNumber"), False)}
+'''
+
+
+@dataclass(frozen=True)
+class Load:
+    """What wrk measured."""
+
+    rps: float
+    p99_ms: float
+    p50_ms: float
+    non_2xx: int
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def add_sim_changes(engine: Engine) -> None:
+    """Every tenth line moved to a new SIM 1 to 2,000 hours ago (one stock SIM stands in for all)."""
+    with Session(engine) as session:
+        sim = Sim(
+            iccid="8986019999999999990",
+            imsi="001019999999999",
+            kind=SimKind.PHYSICAL,
+            status=SimStatus.ACTIVE,
+            location=SimLocation.WAREHOUSE,
+        )
+        session.add(sim)
+        session.commit()
+        sim_id = sim.id
+    now = utcnow()
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            b = now.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+            conn.execute(
+                text(
+                    "INSERT INTO sim_changes (line_id, new_sim_id, changed_at, channel) "
+                    "SELECT id, :sim, datetime(:b, '-' || (1 + id % 2000) || ' hours') || '.000000', 'store' "
+                    "FROM lines WHERE id % 10 = 0"
+                ),
+                {"sim": sim_id, "b": b},
+            )
+        else:
+            conn.execute(
+                text(
+                    "INSERT INTO sim_changes (line_id, new_sim_id, changed_at, channel) "
+                    "SELECT id, :sim, CAST(:b AS timestamptz) - (1 + id % 2000) * interval '1 hour', 'store' "
+                    "FROM lines WHERE id % 10 = 0"
+                ),
+                {"sim": sim_id, "b": now},
+            )
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    """Until the server answers (or fail with its log)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"the server exited:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            httpx.get(url + "/", timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        return
+    sys.exit("the server did not start within 120 s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server and its workers."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads: int) -> Load:
+    """One wrk run; its figures."""
+    out = subprocess.run(  # noqa: S603 - wrk with fixed arguments against our own loopback server
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    found = re.search(r"BENCH requests=(\d+) seconds=([\d.]+) p99_us=(\d+) p50_us=(\d+) errors=(\d+)", out)
+    if found is None:
+        sys.exit(f"wrk printed no figures:\n{out}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests, seconds = int(found.group(1)), float(found.group(2))
+    return Load(
+        rps=requests / seconds,
+        p99_ms=int(found.group(3)) / 1000,
+        p50_ms=int(found.group(4)) / 1000,
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+    )
+
+
+def measure(url: str, script: Path, options: Any) -> Load:
+    """A warm-up run, then the measured run."""
+    run_wrk(url, script, connections=options.connections, duration=3, threads=options.threads)
+    return run_wrk(
+        url, script, connections=options.connections, duration=options.duration, threads=options.threads
+    )
+
+
+def bench_backend(backend: str, options: Any, workdir: Path) -> Load:
+    """simkeep serve on a fresh database of N lines, loaded with wrk."""
+    started = time.perf_counter()
+    engine, url = database(backend)
+    try:
+        make_lines(engine, options.lines, utcnow())
+        add_sim_changes(engine)
+        settings = Settings(environment="development", secret_key=SECRET, database_url=url)
+        with Session(engine) as session:
+            issued = clients.create_client(
+                session,
+                settings,
+                name="Bench bank",
+                scopes=["sim-swap:check"],
+                requests_per_second=10_000_000,
+                daily_quota=2_000_000_000,
+            )
+            session.commit()
+            client_id, secret = issued.client.client_id, issued.secret
+        print(f"{backend}: {options.lines} lines ready in {time.perf_counter() - started:.1f} s", flush=True)
+        port = free_port()
+        log = workdir / f"serve-{backend}.log"
+        env = {
+            **os.environ,
+            "SIMKEEP_ENVIRONMENT": "development",
+            "SIMKEEP_SECRET_KEY": SECRET,
+            "SIMKEEP_DATABASE_URL": url,
+            "SIMKEEP_LOG_LEVEL": "WARNING",
+        }
+        with log.open("wb") as out:
+            process = subprocess.Popen(  # noqa: S603 - simkeep's own CLI with fixed arguments
+                [str(Path(sys.executable).parent / "simkeep"), "serve", "--port", str(port), "--workers", str(options.workers),
+                 "--no-upgrade"],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(process, base, log)
+            form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+            token = httpx.post(base + "/oauth2/token", data=form, timeout=10).json()["access_token"]
+            script = workdir / f"check-{backend}.lua"
+            script.write_text(LUA % {"lines": options.lines, "token": token})
+            load = measure(base + "/sim-swap/v2/check", script, options)
+        finally:
+            stop(process)  # the workers write their query log as they stop
+        answers = _answers(url)
+        print(f"{backend}: answers by status {answers} (404: the unknown numbers drawn)", flush=True)
+        if set(answers) - {200, 404}:
+            sys.exit(f"{backend}: some checks were refused or failed: {answers}")
+        return load
+    finally:
+        drop(engine, backend)
+
+
+def _answers(url: str) -> dict[int, int]:
+    """The statuses recorded in api_queries (to tell expected 404s from refusals)."""
+    from simkeep.db.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT status, count(*) FROM api_queries GROUP BY status")).all()
+        return {int(status): int(n) for status, n in rows}
+    finally:
+        engine.dispose()
+
+
+def bench_baseline(options: Any, workdir: Path) -> Load:
+    """The bare FastAPI app with the same workers and the same load."""
+    (workdir / "baseline_app.py").write_text(BASELINE % {"lines": options.lines})
+    port = free_port()
+    log = workdir / "baseline.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 - uvicorn with fixed arguments
+            [sys.executable, "-m", "uvicorn", "baseline_app:app", "--app-dir", str(workdir), "--port", str(port),
+             "--workers", str(options.workers), "--log-level", "warning", "--no-access-log"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(process, base, log)
+        script = workdir / "check-baseline.lua"
+        script.write_text(LUA % {"lines": options.lines, "token": "none"})
+        return measure(base + "/sim-swap/v2/check", script, options)
+    finally:
+        stop(process)
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--duration", type=int, default=15, help="seconds of the measured run")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk (or scripts/system-deps --test)")
+    results: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="simkeep-bench-camara-") as tmp:
+        workdir = Path(tmp)
+        for backend in [b.strip() for b in options.backends.split(",") if b.strip()]:
+            load = bench_backend(backend, options, workdir)
+            print(
+                f"{backend}: {load.rps:.0f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms",
+                flush=True,
+            )
+            results.append(f"RESULT camara_check_rps_{backend} {load.rps:.0f} req/s")
+            results.append(f"RESULT camara_check_p99_ms_{backend} {load.p99_ms:.2f} ms")
+        baseline = bench_baseline(options, workdir)
+        print(
+            f"baseline: {baseline.rps:.0f} req/s, p50 {baseline.p50_ms:.2f} ms, p99 {baseline.p99_ms:.2f} ms"
+        )
+        results.append(f"RESULT fastapi_baseline_rps {baseline.rps:.0f} req/s")
+    for line in results:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The read path of the SIM Swap hot path: one indexed statement on connections of its own.
+
+Each API worker keeps its own read connections, in autocommit mode: a check opens no transaction (on SQLite
+no ``BEGIN IMMEDIATE`` write lock, which the rest of simkeep takes for every transaction, so the workers
+read side by side), and each statement sees what was committed before it ran, so a SIM change is visible
+to every worker the moment its activation commits. The statement is
+:data:`simkeep.camara.repository.SWAP_FACTS`, compiled once; no ORM session is built per call.
+
+- SQLite: one ``query_only`` connection per worker, used on the event loop itself. A point lookup on the
+  unique index takes tens of microseconds, less than a hop to the thread pool and back.
+- PostgreSQL: a small autocommit engine (SQLAlchemy Core); reads go to the thread pool as any blocking call.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import make_url
+
+from simkeep.camara.repository import SWAP_FACTS, SwapFacts
+from simkeep.config import Settings
+from simkeep.db.engine import normalise_url
+
+
+class SwapReader:
+    """Reads the SIM Swap facts of a number (PostgreSQL, or any database SQLAlchemy serves)."""
+
+    #: Whether :meth:`swap_facts` may run on the event loop (cheap and never waiting on the network).
+    inline = False
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def swap_facts(self, msisdn: str) -> SwapFacts | None:
+        """(line status, activation time, last SIM change) of the line holding ``msisdn``, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(SWAP_FACTS, {"msisdn": msisdn}).first()
+        if row is None:
+            return None
+        changed: datetime | None = row[2]
+        return str(row[0]), row[1], changed
+
+    def close(self) -> None:
+        """Close the reader's connections."""
+        self.engine.dispose()
+
+
+def _utc(value: str | None) -> datetime | None:
+    """A timestamp as simkeep stores it in SQLite (UTC, no zone), aware."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+class SqliteSwapReader(SwapReader):
+    """One read-only autocommit SQLite connection, used on the event loop."""
+
+    inline = True
+    SQL = str(SWAP_FACTS.compile(dialect=sqlite.dialect()))
+
+    def __init__(self, path: str, *, busy_timeout_ms: int) -> None:
+        self.connection = sqlite3.connect(
+            path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+        )
+        self.connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        self.connection.execute("PRAGMA query_only=ON")
+
+    def swap_facts(self, msisdn: str) -> SwapFacts | None:
+        """(line status, activation time, last SIM change) of the line holding ``msisdn``, or None."""
+        row: Any = self.connection.execute(self.SQL, (msisdn,)).fetchone()
+        if row is None:
+            return None
+        activated = _utc(row[1])
+        assert activated is not None
+        return str(row[0]), activated, _utc(row[2])
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+
+def reader_for(settings: Settings) -> SwapReader:
+    """The reader of one API worker for the configured database."""
+    url = make_url(normalise_url(settings.database_url))
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return SqliteSwapReader(url.database, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    engine = create_engine(
+        url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size * 2,
+        pool_recycle=300,
+    )
+    return SwapReader(engine)

@@ -1,0 +1,60 @@
+"""The operator's ES2+ endpoint the SM-DP+ calls: handleDownloadProgressInfo (SGP.22 v2.5 section 5.3.5).
+
+Mounted at the root, at ``/gsma/rsp2/es2plus/handleDownloadProgressInfo``. The caller must present the bearer
+token of ``SIMKEEP_ESIM_CALLBACK_TOKEN`` (compared in constant time; with no token configured every call is
+refused); mutual TLS, where used, is terminated in front of simkeep (docs/esim.md). Answers are ES2+: HTTP
+200 with ``header.functionExecutionStatus``; 401 for an unknown caller, with nothing recorded.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from simkeep.auth.deps import AppSettings, DbSession
+from simkeep.errors import InvalidInput
+from simkeep.esim import protocol
+from simkeep.esim.progress import record_progress
+from simkeep.security import constant_time_equal
+
+router = APIRouter(tags=["esim"])
+
+
+def _es2(body: dict[str, object], status_code: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, media_type=protocol.CONTENT_TYPE)
+
+
+def _authenticated(request: Request, token: str) -> bool:
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    # An unset token still costs a comparison, so that a configured and an unset one cost the same time.
+    ok = constant_time_equal(value.strip(), token or "\x00unset")
+    return bool(token) and scheme.lower() == "bearer" and ok
+
+
+@router.post(f"{protocol.BASE_PATH}/{protocol.HANDLE_DOWNLOAD_PROGRESS_INFO}", include_in_schema=True)
+async def handle_download_progress_info(
+    request: Request, session: DbSession, settings: AppSettings
+) -> JSONResponse:
+    """Record a download progress event from the SM-DP+ and move the profile (and the order) on."""
+    if not _authenticated(request, settings.esim_callback_token):
+        return _es2(
+            protocol.failed(
+                protocol.SUBJECT_FUNCTION_REQUESTER, protocol.REASON_NOT_ALLOWED, "unknown caller"
+            ),
+            401,
+        )
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    try:
+        outcome = record_progress(session, settings, body)
+    except InvalidInput as exc:
+        session.rollback()
+        subject = str(exc.details.get("subject", protocol.SUBJECT_PROFILE))
+        return _es2(protocol.failed(subject, protocol.REASON_MISSING, exc.message))
+    session.commit()
+    if outcome.result == "unknown_iccid":
+        return _es2(protocol.failed(protocol.SUBJECT_ICCID, protocol.REASON_UNKNOWN, "unknown ICCID"))
+    return _es2(protocol.response())

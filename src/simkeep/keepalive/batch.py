@@ -1,0 +1,337 @@
+"""One batch of the daily sweep, set-based: a dozen SQL statements per batch, no Python loop over lines.
+
+The batch's due lines (``next_action_at <= now``, read in the order of that index) are copied into a
+temporary table ``ka_due``; each plan's policy becomes one ``UPDATE`` of that table that computes, in SQL,
+the deadline, whether the line is past it, the nearest reminder point crossed and the next action time.
+The reminder points are compared as thresholds computed once in Python (``point P is crossed`` is
+``since <= now - (inactivity - P) days``), so the only date arithmetic in SQL is "timestamp plus whole
+days", exact on both databases. Then, for the whole batch at once:
+
+- reminders: ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on ``(line, deadline, days_left)`` (never
+  twice), and one ``keepalive.remind`` job per reminder written by the same batch (``INSERT ... SELECT``,
+  idempotent by the job key);
+- postponement: lines past their deadline with an open replacement order or loss report get
+  ``next_action_at = now + 1 day``;
+- recycling: SIMs retired, numbers quarantined in the pool (upsert), history rows, one
+  ``keepalive.recycle`` job per recycling, one audit entry listing the batch's recycled lines;
+- one ``UPDATE lines ... FROM ka_due`` writes every line's new calendar (and the recycled state).
+
+The results equal those of :mod:`simkeep.keepalive.schedule`'s pure functions (the tests pin them down).
+"""
+
+# ruff: noqa: S608 - the SQL text is assembled from constants, enum values and the plans' integers; every
+# value that varies (times, ids, limits) is a bound parameter.
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.orm import Session
+
+from simkeep.audit.service import record
+from simkeep.db.base import UTCDateTime
+from simkeep.keepalive.schedule import DAY, NEVER
+from simkeep.models import JobState, LineStatus, NumberState, SimStatus
+
+REMIND = "keepalive.remind"
+RECYCLE = "keepalive.recycle"
+POSTPONE = timedelta(days=1)
+JOB_MAX_ATTEMPTS = 8
+_STAMP = UTCDateTime()
+
+_DUE_SQLITE = """
+CREATE TEMP TABLE IF NOT EXISTS ka_due (
+    line_id INTEGER PRIMARY KEY, plan_id INTEGER NOT NULL, since TEXT NOT NULL, msisdn TEXT NOT NULL,
+    sim_id INTEGER, deadline_at TEXT, point INTEGER, next_at TEXT, available_at TEXT,
+    recycle INTEGER NOT NULL DEFAULT 0, blocked INTEGER NOT NULL DEFAULT 0)
+"""
+_DUE_POSTGRES = """
+CREATE TEMP TABLE IF NOT EXISTS ka_due (
+    line_id integer PRIMARY KEY, plan_id integer NOT NULL, since timestamptz NOT NULL,
+    msisdn varchar(16) NOT NULL, sim_id integer, deadline_at timestamptz, point integer,
+    next_at timestamptz, available_at timestamptz,
+    recycle integer NOT NULL DEFAULT 0, blocked integer NOT NULL DEFAULT 0)
+"""
+
+
+class Dialect:
+    """The few SQL spellings that differ between SQLite and PostgreSQL."""
+
+    def __init__(self, session: Session) -> None:
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+
+    def plus_days(self, column: str, days: int) -> str:
+        """``column + days`` (whole days of 24 h, in UTC), as stored by :class:`UTCDateTime`."""
+        days = int(days)
+        if self.postgres:
+            return f"({column} + interval '24 hours' * {days})"
+        # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff': datetime() drops the fraction, so it is put back.
+        return f"(datetime({column}, '{days:+d} days') || substr({column}, 20))"
+
+    def json_object(self, name: str, column: str) -> str:
+        """A one-key JSON object ``{name: column}``."""
+        function = "json_build_object" if self.postgres else "json_object"
+        return f"{function}('{name}', {column})"
+
+
+def stamps(statement: str, *names: str) -> Any:
+    """A text statement whose ``names`` are timestamps bound as :class:`UTCDateTime`."""
+    return text(statement).bindparams(*(bindparam(n, type_=_STAMP) for n in names))
+
+
+def prepare(session: Session, sql: Dialect) -> None:
+    """The empty ``ka_due`` table of this connection."""
+    session.execute(text(_DUE_POSTGRES if sql.postgres else _DUE_SQLITE))
+    session.execute(text("TRUNCATE ka_due" if sql.postgres else "DELETE FROM ka_due"))
+
+
+def thresholds(policy: Any, now: datetime) -> dict[str, datetime]:
+    """``x<P>``: point ``P`` is crossed when ``since <= x<P>``; ``dead``: the deadline is reached."""
+    inactivity = policy.inactivity_days
+    found = {f"x{p}": now - (inactivity - p) * DAY for p in policy.points}
+    found["dead"] = now - inactivity * DAY
+    return found
+
+
+def calendar_sets(sql: Dialect, policy: Any, since: str = "since") -> tuple[str, str, str]:
+    """SQL for one plan over ``since``: ``(deadline, nearest crossed point, next action after now)``.
+
+    Point ``P`` is crossed when ``deadline - P days <= now``, i.e. ``since <= now - (inactivity - P) days``
+    (the parameters of :func:`thresholds`); the deadline is reached when ``since <= :dead``.
+    """
+    inactivity = policy.inactivity_days
+    crossed = [f"WHEN {since} <= :x{p} THEN {p}" for p in sorted(policy.points)]  # nearest crossed wins
+    point = f"CASE {' '.join(crossed)} END" if crossed else "NULL"
+    future = [
+        f"WHEN {since} > :x{p} THEN {sql.plus_days(since, inactivity - p)}"
+        for p in sorted(policy.points, reverse=True)  # largest first: the earliest point still ahead
+    ]
+    deadline = sql.plus_days(since, inactivity)
+    following = f"CASE {' '.join(future)} ELSE {deadline} END" if future else deadline
+    return deadline, point, following
+
+
+def first_action(sql: Dialect, policy: Any, since: str) -> str:
+    """SQL of ``next_action_at`` for a freshly computed deadline (:func:`schedule.next_action`).
+
+    Past the deadline: the deadline. Else the time of the nearest point crossed (so the next sweep looks at
+    the line at once), else the earliest point ahead (the largest), else the deadline.
+    """
+    inactivity = policy.inactivity_days
+    deadline = sql.plus_days(since, inactivity)
+    whens = [f"WHEN {since} <= :dead THEN {deadline}"]
+    whens += [
+        f"WHEN {since} <= :x{p} THEN {sql.plus_days(since, inactivity - p)}" for p in sorted(policy.points)
+    ]
+    ahead = sql.plus_days(since, inactivity - max(policy.points)) if policy.points else deadline
+    return f"CASE {' '.join(whens)} ELSE {ahead} END"
+
+
+def compute_missing(
+    session: Session, sql: Dialect, *, now: datetime, limit: int, plans: dict[int, Any]
+) -> int:
+    """Compute the calendar of up to ``limit`` live lines that have none yet, per plan; returns how many."""
+    done = 0
+    since = "COALESCE(last_activity_at, activated_at)"
+    for plan_id, policy in sorted(plans.items()):
+        if done >= limit:
+            break
+        params = thresholds(policy, now)
+        result = session.execute(
+            stamps(
+                f"UPDATE lines SET deadline_at = {sql.plus_days(since, policy.inactivity_days)}, "
+                f"next_action_at = {first_action(sql, policy, since)} WHERE id IN (SELECT id FROM lines "
+                f"WHERE next_action_at IS NULL AND status != '{LineStatus.RECYCLED.value}' "
+                "AND plan_id = :plan LIMIT :limit)",
+                *params,
+            ),
+            {**params, "plan": plan_id, "limit": limit - done},
+        )
+        done += int(result.rowcount)  # type: ignore[attr-defined]
+    return done
+
+
+def select_due(session: Session, sql: Dialect, *, now: datetime, limit: int) -> int:
+    """Copy up to ``limit`` due lines, in ``next_action_at`` order, into ``ka_due``; returns how many.
+
+    On PostgreSQL the lines are locked (``SKIP LOCKED``): two sweeps at once share the work instead of both
+    recycling the same line. SQLite's write lock serialises them.
+    """
+    lock = " FOR UPDATE SKIP LOCKED" if sql.postgres else ""
+    result = session.execute(
+        stamps(
+            "INSERT INTO ka_due (line_id, plan_id, since, msisdn, sim_id) "
+            "SELECT id, plan_id, COALESCE(last_activity_at, activated_at), msisdn, sim_id FROM lines "
+            f"WHERE next_action_at <= :now ORDER BY next_action_at LIMIT :limit{lock}",
+            "now",
+        ),
+        {"now": now, "limit": limit},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def decide(session: Session, sql: Dialect, *, now: datetime, plans: dict[int, Any]) -> None:
+    """Compute each due line's deadline, point crossed, next action and fate, one statement per plan."""
+    present = session.scalars(text("SELECT DISTINCT plan_id FROM ka_due")).all()
+    for plan_id in present:
+        policy = plans[int(plan_id)]
+        deadline, point, following = calendar_sets(sql, policy)
+        params: dict[str, Any] = {**thresholds(policy, now), "available": now + policy.aging_days * DAY}
+        session.execute(
+            stamps(
+                f"UPDATE ka_due SET deadline_at = {deadline}, point = {point}, next_at = {following}, "
+                "available_at = :available, recycle = CASE WHEN since <= :dead THEN 1 ELSE 0 END "
+                "WHERE plan_id = :plan",
+                *params,
+            ),
+            {**params, "plan": int(plan_id)},
+        )
+    # Policy: an open replacement order or loss report postpones the recycling by a day.
+    session.execute(
+        stamps(
+            "UPDATE ka_due SET recycle = 0, blocked = 1, next_at = :later WHERE recycle = 1 AND ("
+            "line_id IN (SELECT open_line_id FROM replacement_orders WHERE open_line_id IS NOT NULL) OR "
+            "line_id IN (SELECT open_line_id FROM loss_reports WHERE open_line_id IS NOT NULL))",
+            "later",
+        ),
+        {"later": now + POSTPONE},
+    )
+    session.execute(stamps("UPDATE ka_due SET next_at = :never WHERE recycle = 1", "never"), {"never": NEVER})
+    if sql.postgres:
+        session.execute(text("ANALYZE ka_due"))  # the planner must know the batch is small
+
+
+def tally(session: Session) -> tuple[int, int]:
+    """``(reminders due, recyclings postponed)`` of the batch."""
+    row = session.execute(
+        text(
+            "SELECT COALESCE(SUM(CASE WHEN point IS NOT NULL AND recycle = 0 AND blocked = 0 "
+            "THEN 1 ELSE 0 END), 0), COALESCE(SUM(blocked), 0) FROM ka_due"
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def _max_id(session: Session, table: str) -> int:
+    return int(session.scalar(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")) or 0)
+
+
+def _enqueue_from(
+    session: Session, sql: Dialect, *, kind: str, field: str, source: str, now: datetime
+) -> None:
+    """One job per row of ``source`` (a query of ``id``), keyed ``kind:id``, payload ``{field: id}``."""
+    session.execute(
+        stamps(
+            "INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_at, created_at) "
+            f"SELECT :kind, :prefix || CAST(s.id AS VARCHAR(20)), {sql.json_object(field, 's.id')}, "
+            f"'{JobState.QUEUED.value}', 0, {JOB_MAX_ATTEMPTS}, :now, :now FROM ({source}) AS s "
+            "ORDER BY s.id ON CONFLICT (key) DO NOTHING",
+            "now",
+        ),
+        {"kind": kind, "prefix": f"{kind}:", "now": now},
+    )
+
+
+def remind(session: Session, sql: Dialect, *, now: datetime) -> int:
+    """Write the reminders not written yet, each with its message job; returns how many were written."""
+    floor = _max_id(session, "keepalive_reminders")
+    written = session.execute(
+        stamps(
+            "INSERT INTO keepalive_reminders (line_id, deadline_at, days_left, sent_at) "
+            "SELECT line_id, deadline_at, point, :now FROM ka_due "
+            "WHERE point IS NOT NULL AND recycle = 0 AND blocked = 0 ORDER BY line_id "
+            "ON CONFLICT (line_id, deadline_at, days_left) DO NOTHING",
+            "now",
+        ),
+        {"now": now},
+    )
+    count = int(written.rowcount)  # type: ignore[attr-defined]
+    if count:
+        _enqueue_from(
+            session, sql, kind=REMIND, field="reminder_id", now=now,
+            source=f"SELECT id FROM keepalive_reminders WHERE id > {floor} "
+            "AND line_id IN (SELECT line_id FROM ka_due)",
+        )  # fmt: skip
+    return count
+
+
+def recycle(session: Session, sql: Dialect, *, now: datetime) -> list[int]:
+    """Recycle the batch's lines past their deadline (the state; network, message and audit by a job)."""
+    ids = [
+        int(i) for i in session.scalars(text("SELECT line_id FROM ka_due WHERE recycle = 1 ORDER BY line_id"))
+    ]
+    if not ids:
+        return ids
+    session.execute(
+        text(
+            f"UPDATE sims SET status = '{SimStatus.RETIRED.value}' WHERE id IN "
+            "(SELECT sim_id FROM ka_due WHERE recycle = 1 AND sim_id IS NOT NULL)"
+        )
+    )
+    session.execute(
+        stamps(
+            "INSERT INTO number_pool (msisdn, state, recycled_at, available_at, assigned_at, updated_at) "
+            f"SELECT msisdn, '{NumberState.QUARANTINED.value}', :now, available_at, NULL, :now FROM ka_due "
+            "WHERE recycle = 1 ORDER BY msisdn "
+            "ON CONFLICT (msisdn) DO UPDATE SET state = excluded.state, recycled_at = excluded.recycled_at, "
+            "available_at = excluded.available_at, assigned_at = NULL, updated_at = excluded.updated_at",
+            "now",
+        ),
+        {"now": now},
+    )
+    floor = _max_id(session, "number_recyclings")
+    session.execute(
+        stamps(
+            "INSERT INTO number_recyclings (msisdn, line_id, recycled_at) "
+            "SELECT msisdn, line_id, :now FROM ka_due WHERE recycle = 1 ORDER BY line_id",
+            "now",
+        ),
+        {"now": now},
+    )
+    _enqueue_from(
+        session, sql, kind=RECYCLE, field="recycling_id", now=now,
+        source=f"SELECT id FROM number_recyclings WHERE id > {floor} "
+        "AND line_id IN (SELECT line_id FROM ka_due WHERE recycle = 1)",
+    )  # fmt: skip
+    record(
+        session,
+        actor="system:keepalive-sweep",
+        action="keepalive.lines_recycled",
+        subject_type="sweep",
+        subject_id=now.isoformat(),
+        data={"line_ids": ids},
+    )
+    return ids
+
+
+def write_calendar(session: Session, sql: Dialect, *, now: datetime) -> None:
+    """Every due line's new deadline and next action; the recycled ones' state."""
+    recycled = LineStatus.RECYCLED.value
+    if sql.postgres:
+        statement = (
+            "UPDATE lines SET deadline_at = d.deadline_at, next_action_at = d.next_at, "
+            f"status = CASE WHEN d.recycle = 1 THEN '{recycled}' ELSE lines.status END, "
+            "recycled_at = CASE WHEN d.recycle = 1 THEN :now ELSE lines.recycled_at END "
+            "FROM ka_due AS d WHERE lines.id = d.line_id"
+        )
+    else:
+        # SQLite rewrites the entries of every index whose column is assigned, changed or not: the deadline
+        # (the same as before for nearly every due line) is written only where it differs.
+        statement = (
+            "UPDATE lines SET (next_action_at, status, recycled_at) = ("
+            "SELECT d.next_at, "
+            f"CASE WHEN d.recycle = 1 THEN '{recycled}' ELSE lines.status END, "
+            "CASE WHEN d.recycle = 1 THEN :now ELSE lines.recycled_at END "
+            "FROM ka_due AS d WHERE d.line_id = lines.id) "
+            "WHERE id IN (SELECT line_id FROM ka_due)"
+        )
+        session.execute(
+            text(
+                "UPDATE lines SET deadline_at = "
+                "(SELECT d.deadline_at FROM ka_due AS d WHERE d.line_id = lines.id) "
+                "WHERE id IN (SELECT line_id FROM ka_due) AND deadline_at IS NOT "
+                "(SELECT d.deadline_at FROM ka_due AS d WHERE d.line_id = lines.id)"
+            )
+        )
+    session.execute(stamps(statement, "now"), {"now": now})
