@@ -23,10 +23,13 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.models import Sim, SimKind, SimLocation, SimStatus
 
-SECRET = "bench-secret-key-0123456789abcdef0123456789"
+SECRET = "bench-secret-key-0123456789abcdef0123456789"  # noqa: S105 - a throw-away benchmark key
 
 LUA = r"""
 local lines = %(lines)d
@@ -173,10 +176,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads: int) -> Load:
     """One wrk run; its figures."""
-    out = subprocess.run(  # noqa: S603 - wrk with fixed arguments against our own loopback server
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+    ]
+    out = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
     found = re.search(r"BENCH requests=(\d+) seconds=([\d.]+) p99_us=(\d+) p50_us=(\d+) errors=(\d+)", out)
     if found is None:
         sys.exit(f"wrk printed no figures:\n{out}")
@@ -190,16 +200,39 @@ def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads:
     )
 
 
-def measure(url: str, script: Path, options: Any) -> Load:
-    """A warm-up run, then the measured run."""
-    run_wrk(url, script, connections=options.connections, duration=3, threads=options.threads)
-    return run_wrk(
-        url, script, connections=options.connections, duration=options.duration, threads=options.threads
+def rounds(targets: list[tuple[str, Path]], options: Any) -> list[list[Load]]:
+    """Warm each target up, then load them in turn, ``--rounds`` times: the machine may be shared, so each
+    figure is measured next to the others rather than minutes apart."""
+    for url, script in targets:
+        run_wrk(url, script, connections=options.connections, duration=3, threads=options.threads)
+    runs: list[list[Load]] = [[] for _ in targets]
+    for _ in range(options.rounds):
+        for i, (url, script) in enumerate(targets):
+            runs[i].append(
+                run_wrk(
+                    url,
+                    script,
+                    connections=options.connections,
+                    duration=options.duration,
+                    threads=options.threads,
+                )
+            )
+    return runs
+
+
+def median_load(runs: list[Load]) -> Load:
+    """The median of each figure over the rounds."""
+    return Load(
+        rps=statistics.median(r.rps for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        non_2xx=sum(r.non_2xx for r in runs),
     )
 
 
-def bench_backend(backend: str, options: Any, workdir: Path) -> Load:
-    """simkeep serve on a fresh database of N lines, loaded with wrk."""
+def bench_backend(backend: str, options: Any, workdir: Path, baseline: tuple[str, Path]) -> tuple[Load, Load]:
+    """simkeep serve on a fresh database of N lines, loaded with wrk in turns with the baseline; the
+    median figures of each."""
     started = time.perf_counter()
     engine, url = database(backend)
     try:
@@ -228,9 +261,9 @@ def bench_backend(backend: str, options: Any, workdir: Path) -> Load:
             "SIMKEEP_LOG_LEVEL": "WARNING",
         }
         with log.open("wb") as out:
-            process = subprocess.Popen(  # noqa: S603 - simkeep's own CLI with fixed arguments
-                [str(Path(sys.executable).parent / "simkeep"), "serve", "--port", str(port), "--workers", str(options.workers),
-                 "--no-upgrade"],
+            simkeep = str(Path(sys.executable).parent / "simkeep")
+            process = subprocess.Popen(
+                [simkeep, "serve", "--port", str(port), "--workers", str(options.workers), "--no-upgrade"],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
@@ -240,14 +273,20 @@ def bench_backend(backend: str, options: Any, workdir: Path) -> Load:
             token = httpx.post(base + "/oauth2/token", data=form, timeout=10).json()["access_token"]
             script = workdir / f"check-{backend}.lua"
             script.write_text(LUA % {"lines": options.lines, "token": token})
-            load = measure(base + "/sim-swap/v2/check", script, options)
+            simkeep_runs, baseline_runs = rounds([(base + "/sim-swap/v2/check", script), baseline], options)
         finally:
             stop(process)  # the workers write their query log as they stop
         answers = _answers(url)
         print(f"{backend}: answers by status {answers} (404: the unknown numbers drawn)", flush=True)
         if set(answers) - {200, 404}:
             sys.exit(f"{backend}: some checks were refused or failed: {answers}")
-        return load
+        for i, (mine, bare) in enumerate(zip(simkeep_runs, baseline_runs, strict=True)):
+            print(
+                f"{backend} round {i + 1}: simkeep {mine.rps:.0f} req/s (p99 {mine.p99_ms:.1f} ms), "
+                f"baseline {bare.rps:.0f} req/s (p99 {bare.p99_ms:.1f} ms)",
+                flush=True,
+            )
+        return median_load(simkeep_runs), median_load(baseline_runs)
     finally:
         drop(engine, backend)
 
@@ -265,15 +304,17 @@ def _answers(url: str) -> dict[int, int]:
         engine.dispose()
 
 
-def bench_baseline(options: Any, workdir: Path) -> Load:
-    """The bare FastAPI app with the same workers and the same load."""
+@contextmanager
+def baseline_server(options: Any, workdir: Path) -> Iterator[tuple[str, Path]]:
+    """The bare FastAPI app with the same workers, running for the whole benchmark: (URL, wrk script)."""
     (workdir / "baseline_app.py").write_text(BASELINE % {"lines": options.lines})
     port = free_port()
     log = workdir / "baseline.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - uvicorn with fixed arguments
-            [sys.executable, "-m", "uvicorn", "baseline_app:app", "--app-dir", str(workdir), "--port", str(port),
-             "--workers", str(options.workers), "--log-level", "warning", "--no-access-log"],
+        uvicorn = [sys.executable, "-m", "uvicorn", "baseline_app:app", "--app-dir", str(workdir)]
+        process = subprocess.Popen(
+            [*uvicorn, "--port", str(port), "--workers", str(options.workers), "--log-level", "warning",
+             "--no-access-log"],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -281,7 +322,7 @@ def bench_baseline(options: Any, workdir: Path) -> Load:
         wait_ready(process, base, log)
         script = workdir / "check-baseline.lua"
         script.write_text(LUA % {"lines": options.lines, "token": "none"})
-        return measure(base + "/sim-swap/v2/check", script, options)
+        yield base + "/sim-swap/v2/check", script
     finally:
         stop(process)
 
@@ -295,27 +336,28 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--duration", type=int, default=15, help="seconds of the measured run")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="measured runs of each server, taken in turns")
     parser.add_argument("--backends", default="sqlite,postgres")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (or scripts/system-deps --test)")
     results: list[str] = []
+    baselines: list[Load] = []
     with tempfile.TemporaryDirectory(prefix="simkeep-bench-camara-") as tmp:
         workdir = Path(tmp)
-        for backend in [b.strip() for b in options.backends.split(",") if b.strip()]:
-            load = bench_backend(backend, options, workdir)
-            print(
-                f"{backend}: {load.rps:.0f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms",
-                flush=True,
-            )
-            results.append(f"RESULT camara_check_rps_{backend} {load.rps:.0f} req/s")
-            results.append(f"RESULT camara_check_p99_ms_{backend} {load.p99_ms:.2f} ms")
-        baseline = bench_baseline(options, workdir)
-        print(
-            f"baseline: {baseline.rps:.0f} req/s, p50 {baseline.p50_ms:.2f} ms, p99 {baseline.p99_ms:.2f} ms"
-        )
-        results.append(f"RESULT fastapi_baseline_rps {baseline.rps:.0f} req/s")
+        with baseline_server(options, workdir) as baseline:
+            for backend in [b.strip() for b in options.backends.split(",") if b.strip()]:
+                load, bare = bench_backend(backend, options, workdir, baseline)
+                baselines.append(bare)
+                print(
+                    f"{backend}: {load.rps:.0f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms; "
+                    f"baseline beside it {bare.rps:.0f} req/s (ratio {load.rps / bare.rps:.2f})",
+                    flush=True,
+                )
+                results.append(f"RESULT camara_check_rps_{backend} {load.rps:.0f} req/s")
+                results.append(f"RESULT camara_check_p99_ms_{backend} {load.p99_ms:.2f} ms")
+        results.append(f"RESULT fastapi_baseline_rps {statistics.median(b.rps for b in baselines):.0f} req/s")
     for line in results:
         print(line)
 

@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     #: (tests, demos). Production refuses http, and private, loopback or reserved addresses, whatever is set.
     camara_sink_allow_http: bool = False
     #: The CloudEvents ``source`` of the events simkeep sends.
-    camara_event_source: str = Field(default="urn:simkeep:sim-swap-subscriptions", min_length=1, max_length=200)
+    camara_event_source: str = Field(
+        default="urn:simkeep:sim-swap-subscriptions", min_length=1, max_length=200
+    )
     #: Timeout of one delivery to a sink; a failed delivery is retried by the job queue with backoff.
     camara_sink_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     #: Active subscriptions one client may hold at once.
@@ -149,7 +151,7 @@ class Settings(BaseSettings):
     esim_activate_on: Literal["installed", "holder"] = "installed"
     #: The profile type asked for in downloadOrder (empty: the SM-DP+ takes the ICCID's own).
     esim_profile_type: str = ""
-    #: CA certificates (PEM) that verify the SM-DP+; empty: the system's. Set esim_tls_verify false only in tests.
+    #: CA certificates (PEM) that verify the SM-DP+ (empty: the system's); no verify: test doubles only.
     esim_ca_file: str = ""
     esim_tls_verify: bool = True
     #: Client certificate and key (PEM) for mutual TLS to the SM-DP+; empty: none.

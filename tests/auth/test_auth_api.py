@@ -46,15 +46,17 @@ class TestLineSignIn:
     def test_repeated_failures_lock_password_use(
         self, client: TestClient, db: Session, settings: Settings
     ) -> None:
-        """After five failed passwords even the right one is refused for a while (PASSWORD_LOCKED)."""
+        """After five failed passwords even the right one is refused for a while, answered like a wrong one
+        (so the lock does not tell a live number from an unknown one)."""
         h = factories.holder(db, settings)
         for _ in range(5):
             client.post("/api/v1/auth/line/token", json={"msisdn": h.msisdn, "service_password": "guess"})
         r = client.post(
             "/api/v1/auth/line/token", json={"msisdn": h.msisdn, "service_password": factories.PASSWORD}
         )
-        assert r.status_code == 423
-        assert r.json()["code"] == "PASSWORD_LOCKED"
+        assert r.status_code == 403
+        assert r.json()["code"] == "PROOF_FAILED"
+        assert "access_token" not in r.json()
 
     def test_locked_line_can_still_report_loss(
         self, client: TestClient, db: Session, settings: Settings

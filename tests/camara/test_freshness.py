@@ -102,6 +102,7 @@ def _check(url: str, token: str, msisdn: str) -> bool:
     return swapped
 
 
+@pytest.mark.concurrent
 class TestFreshness:
     """A SIM change is visible to every API worker as soon as its activation commits."""
 

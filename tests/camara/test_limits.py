@@ -88,6 +88,36 @@ class TestDailyQuota:
         token = token_for(api, rp)
         assert _codes(api, token, 1) == [429]
 
+    def test_settled_count_is_carried_over(
+        self, runtime: CamaraRuntime, make_rp: Any, db: Session, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A reload reads only the last moments of api_queries: what settled (older than the lag) is carried
+        over from the previous load, and what is recent is counted afresh."""
+        day = datetime.now(UTC) - timedelta(hours=2)
+        monkeypatch.setattr("simkeep.camara.runtime._today_start", lambda: day)
+        rp = make_rp(quota=100)
+        token = AccessToken(
+            rp.client_id, frozenset({"sim-swap"}), int(time.time() * 1000) + 1000, int(time.time()) + 600
+        )
+
+        def add(n: int, ago: timedelta) -> list[ApiQuery]:
+            rows = [
+                ApiQuery(client_id=rp.pk, api="sim-swap.check", msisdn=None, answer="x", status=200,
+                         asked_at=datetime.now(UTC) - ago)
+                for _ in range(n)
+            ]  # fmt: skip
+            db.add_all(rows)
+            db.commit()
+            return rows
+
+        settled = add(3, timedelta(hours=1))
+        assert runtime.client_for(token).used_today == 3
+        for row in settled:  # gone from the table: a reload that counted the whole day would see 0 of them
+            db.delete(row)
+        db.commit()
+        add(2, timedelta(seconds=5))
+        assert runtime.client_for(token).used_today == 5
+
 
 class TestQueryRecording:
     """Every query after authentication is buffered in memory and written by the recorder."""

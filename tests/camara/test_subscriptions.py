@@ -14,11 +14,12 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from simkeep.camara import subscriptions
+from simkeep.camara.api import runtime_of
 from simkeep.camara.auth import issue_token
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.jobs.worker import drain
-from simkeep.models import CamaraSubscription, Job, JobState, Line, SimChange, SubscriptionStatus
+from simkeep.models import ApiQuery, CamaraSubscription, Job, JobState, Line, SimChange, SubscriptionStatus
 from simkeep.replacements import activation
 from tests import factories
 from tests.camara.conftest import Rp, bearer, token_for
@@ -289,6 +290,17 @@ class TestCreate:
         response = _create(api, reader, _body(line.msisdn))
         assert (response.status_code, response.json()["code"]) == (403, "PERMISSION_DENIED")
         assert _count(db) == 0
+
+    def test_calls_are_recorded(self, api: TestClient, token: str, line: Line, db: Session, rp: Rp) -> None:
+        """A create (with its number) and a refused list are kept in api_queries like the other calls."""
+        _create(api, token, _body(line.msisdn))
+        api.get(URL, headers=bearer(token, **{"x-correlator": "bad correlator!"}))
+        runtime_of(api.app).recorder.flush()
+        rows = db.scalars(select(ApiQuery).where(ApiQuery.client_id == rp.pk).order_by(ApiQuery.id)).all()
+        assert [(r.api, r.msisdn, r.status) for r in rows] == [
+            (subscriptions.API_CREATE, line.msisdn, 201),
+            (subscriptions.API_LIST, None, 400),
+        ]
 
     def test_credential_is_sealed_at_rest(self, api: TestClient, token: str, line: Line, db: Session) -> None:
         """The sink token is nowhere in the row in clear: it is sealed with the vault."""

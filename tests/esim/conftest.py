@@ -138,6 +138,9 @@ def esim_settings(database_url: str, outbox: Path, smdp_url: str, **extra: Any) 
         "esim_requester_id": REQUESTER,
         "esim_callback_token": CALLBACK_TOKEN,
         "esim_timeout_s": 2.0,
+        # The CAMARA recorder's background tick would use the test's shared session from another thread:
+        # these tests make no CAMARA queries, so it never ticks during one.
+        "camara_query_flush_seconds": 3600.0,
     }
     return Settings(**(values | extra))
 

@@ -105,12 +105,12 @@ class TestDownloadOrder:
         assert smdp.calls() == []
 
     def test_unknown_requester(self, smdp: Smdp) -> None:
-        """A function requester the SM-DP+ does not know is refused (Not Allowed) and nothing changes."""
+        """A function requester the SM-DP+ does not know is refused (1.1 / 1.1 Unknown); nothing changes."""
         iccid = _iccid()
         smdp.load(iccid)
         with _client(smdp, requester="somebody-else") as client, pytest.raises(SmdpError) as refused:
             client.download_order(iccid=iccid)
-        assert refused.value.reason_code == p.REASON_NOT_ALLOWED
+        assert (refused.value.subject_code, refused.value.reason_code) == ("1.1", "1.1")
         assert smdp.profile(iccid)["state"] == "available"
 
 

@@ -28,7 +28,7 @@ class TestConsoleOrderPage:
         client.cookies.set(SESSION_COOKIE, token)
         r = client.get(f"/console/counter/orders/{order.reference}")
         assert r.status_code == 200, r.text
-        assert 'data-testid="esim-state">error<' in r.text
+        assert 'data-state="error">出错<' in r.text
         assert "8.2.1 / 3.9: downloadOrder" in r.text
         assert f"simkeep esim retry {order.reference}" in r.text
 
@@ -45,5 +45,5 @@ class TestConsoleOrderPage:
         client.cookies.set(SESSION_COOKIE, token)
         r = client.get(f"/console/counter/orders/{order.reference}")
         assert r.status_code == 200, r.text
-        assert 'data-testid="esim-state">released<' in r.text
+        assert 'data-state="released">已发放激活码<' in r.text
         assert smdp.profile(esim.iccid)["matchingId"] not in r.text

@@ -149,6 +149,9 @@ class TestOrdering:
         assert (profile.state, profile.error_reason) == (S.ERROR, "ESIM_NOT_CONFIGURED")
         assert "SIMKEEP_ESIM_SMDP_URL" in (profile.error_message or "")
         assert order.state == OrderState.SIM_ASSIGNED
+        orders.cancel(db, actor=holder_actor(holder.line), reference=order.reference, reason="")
+        run_jobs(db, bare)
+        assert _profile(db, order).state == S.CANCELLED  # nothing was ordered, nothing to undo
 
 
 class TestBadAnswers:
@@ -273,6 +276,19 @@ class TestClosing:
         assert db.scalar(select(EsimProfile).where(EsimProfile.order_id == order.id)) is None
         assert db.get(Sim, esim.id).status == SimStatus.IN_STOCK  # type: ignore[union-attr]
         assert smdp.calls() == []
+
+    def test_cancel_after_a_refused_order_needs_nothing_undone(
+        self, db: Session, settings: Settings, smdp: Smdp
+    ) -> None:
+        """A profile the SM-DP+ never knew (refused 3.9) is marked cancelled when its order is cancelled."""
+        holder, _esim = _setup(db, settings, smdp, load=False)
+        order = paid_esim_order(db, settings, holder)
+        run_jobs(db, settings)
+        assert _profile(db, order).state == S.ERROR
+        orders.cancel(db, actor=holder_actor(holder.line), reference=order.reference, reason="")
+        run_jobs(db, settings)
+        profile = _profile(db, order)
+        assert (profile.state, profile.error_message) == (S.CANCELLED, None)
 
     def test_expiry_cancels_the_profile(self, db: Session, settings: Settings, smdp: Smdp) -> None:
         """An eSIM order past its activation deadline expires and its profile is cancelled."""

@@ -429,22 +429,23 @@ class TestPasswordLock:
     def test_five_wrong_passwords_refuse_the_right_one(
         self, client: TestClient, holder: factories.Holder
     ) -> None:
-        """After five wrong passwords, signing in with the right one is refused (423)."""
+        """After five wrong passwords, signing in with the right one is refused like a wrong one (403)."""
         for _ in range(5):
             assert _sign_in(client, holder.msisdn, "guess-guess").status_code == 403
         r = _sign_in(client, holder.msisdn, factories.PASSWORD)
-        # Wrong passwords have their own lock (15 minutes); they do not lock the rest of self-service.
-        assert (r.status_code, r.json()["code"]) == (423, "PASSWORD_LOCKED")
+        # Wrong passwords have their own lock (15 minutes); they do not lock the rest of self-service. Not
+        # signed in, the caller is not told of the lock (it would tell live numbers from unknown ones).
+        assert (r.status_code, r.json()["code"]) == (403, "PROOF_FAILED")
 
     @ISOLATED
     def test_password_lock_refuses_the_right_password(
         self, client: TestClient, holder: factories.Holder
     ) -> None:
-        """The password lock on its own refuses the right password with PASSWORD_LOCKED."""
+        """The password lock on its own refuses the right password at sign-in, like a wrong one."""
         for _ in range(5):
             assert _sign_in(client, holder.msisdn, "guess-guess").status_code == 403
         r = _sign_in(client, holder.msisdn, factories.PASSWORD)
-        assert (r.status_code, r.json()["code"]) == (423, "PASSWORD_LOCKED")
+        assert (r.status_code, r.json()["code"]) == (403, "PROOF_FAILED")
 
     def test_lock_alerts_the_holder_once(
         self, client: TestClient, db: Session, holder: factories.Holder
@@ -492,7 +493,8 @@ class TestPasswordLock:
         for _ in range(5):
             assert _change(client, headers, old="guess-guess").status_code == 403
         r = _sign_in(client, holder.msisdn, factories.PASSWORD)
-        assert (r.status_code, r.json()["code"]) == (423, "PASSWORD_LOCKED")
+        assert (r.status_code, r.json()["code"]) == (403, "PROOF_FAILED")
+        assert _change(client, headers).json()["code"] == "PASSWORD_LOCKED"  # signed in: told of the lock
 
     @ISOLATED
     def test_lock_refuses_a_change_with_the_right_password(

@@ -753,6 +753,21 @@ class TestBulkConnection:
             after = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("foreign_keys", "cache_size")]
         assert after == before == [1, before[1]]
 
+    def test_same_outcome_with_the_checks_on(self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Where the checks cannot be skipped (a PostgreSQL role lacking the privilege) all is the same."""
+        import simkeep.lines.importer as lines_importer
+
+        real = lines_importer.bulk_connection
+
+        def checked(conn: Any, *, own_references: bool) -> Any:
+            return real(conn, own_references=False)
+
+        monkeypatch.setattr(lines_importer, "bulk_connection", checked)
+        rows = [line_row(1), line_row(2, subscriber_ref="C0001", document_number=resident_id(1)), line_row(3)]
+        result = import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), batch_rows=2, parallel=False)
+        assert (result.imported, result.rejected) == (3, 0)
+        assert_only(cli, 1, 2, 3)
+
     def test_reference_checks_still_refuse_other_writers(self, cli: ImportCli) -> None:
         """Outside the import, the database still refuses a line whose plan does not exist."""
         import_lines(cli.engine, cli.settings, cli.write(HEADER, [line_row(1)]), parallel=False)

@@ -52,7 +52,9 @@ def sim_violations(session: Session) -> list[str]:
             problems.append(f"line {line.id} is {line.status} but its SIM {sim.id} is {sim.status}")
     for sim in sims.values():
         if sim.status in LIVE_SIM_STATES and on_lines[sim.id] != 1:
-            problems.append(f"SIM {sim.id} is {sim.status} but is the current SIM of {on_lines[sim.id]} lines")
+            problems.append(
+                f"SIM {sim.id} is {sim.status} but is the current SIM of {on_lines[sim.id]} lines"
+            )
     # A SIM ever given a number went to one line only.
     lines_of_sim: dict[int, set[int]] = defaultdict(set)
     for change in session.scalars(select(SimChange)):
@@ -73,34 +75,53 @@ def order_violations(session: Session) -> list[str]:
         if change.order_id is not None:
             changes_by_order[change.order_id].append(change)
         latest_by_line[change.line_id] = change
-    sims = {s.id: s for s in session.scalars(select(Sim))}
-    held_by_open: Counter[int] = Counter()
     for order in orders:
-        changes = changes_by_order.get(order.id, [])
-        if order.state == OrderState.ACTIVATED:
-            if len(changes) != 1:
-                problems.append(f"activated order {order.reference} has {len(changes)} SIM-change records")
-            elif changes[0].new_sim_id != order.new_sim_id or changes[0].line_id != order.line_id:
-                problems.append(f"order {order.reference}'s SIM-change record names another SIM or line")
-            if order.activated_at is None:
-                problems.append(f"activated order {order.reference} has no activation time")
-        elif changes:
-            problems.append(f"order {order.reference} in state {order.state} has a SIM-change record")
-        is_open = order.open_line_id is not None
-        if is_open != (order.state not in _TERMINAL):
-            problems.append(f"order {order.reference} in state {order.state} has open_line_id {order.open_line_id}")
-        if order.new_sim_id is not None and is_open:
-            held_by_open[order.new_sim_id] += 1
-            sim = sims[order.new_sim_id]
-            if sim.status not in HELD_SIM_STATES:
-                problems.append(f"open order {order.reference} holds SIM {sim.id} in state {sim.status}")
-    for sim in sims.values():
-        if sim.status in HELD_SIM_STATES and held_by_open[sim.id] != 1:
-            problems.append(f"SIM {sim.id} is {sim.status} but held by {held_by_open[sim.id]} open orders")
+        problems.extend(_sim_change_mismatch(order, changes_by_order.get(order.id, [])))
+        problems.extend(_open_mismatch(order))
+    problems.extend(_held_sim_mismatch(session, orders))
     for line in session.scalars(select(Line)):
         latest = latest_by_line.get(line.id)
         if line.status != LineStatus.RECYCLED and (latest is None or latest.new_sim_id != line.sim_id):
             problems.append(f"line {line.id}'s latest SIM-change record does not name its current SIM")
+    return problems
+
+
+def _sim_change_mismatch(order: ReplacementOrder, changes: list[SimChange]) -> list[str]:
+    """An activated order has exactly one SIM-change record, for its SIM and line; no other order has one."""
+    if order.state != OrderState.ACTIVATED:
+        return [f"order {order.reference} in state {order.state} has a SIM-change record"] if changes else []
+    if len(changes) != 1:
+        return [f"activated order {order.reference} has {len(changes)} SIM-change records"]
+    problems = []
+    if changes[0].new_sim_id != order.new_sim_id or changes[0].line_id != order.line_id:
+        problems.append(f"order {order.reference}'s SIM-change record names another SIM or line")
+    if order.activated_at is None:
+        problems.append(f"activated order {order.reference} has no activation time")
+    return problems
+
+
+def _open_mismatch(order: ReplacementOrder) -> list[str]:
+    """An order is open (holds its line) exactly while it is in an open state."""
+    if (order.open_line_id is not None) == (order.state not in _TERMINAL):
+        return []
+    return [f"order {order.reference} in state {order.state} has open_line_id {order.open_line_id}"]
+
+
+def _held_sim_mismatch(session: Session, orders: list[ReplacementOrder]) -> list[str]:
+    """Every reserved or shipped SIM is held by exactly one open order, and an open order's SIM is such."""
+    problems = []
+    sims = {s.id: s for s in session.scalars(select(Sim))}
+    held_by_open: Counter[int] = Counter()
+    for order in orders:
+        if order.new_sim_id is None or order.open_line_id is None:
+            continue
+        held_by_open[order.new_sim_id] += 1
+        sim = sims[order.new_sim_id]
+        if sim.status not in HELD_SIM_STATES:
+            problems.append(f"open order {order.reference} holds SIM {sim.id} in state {sim.status}")
+    for sim in sims.values():
+        if sim.status in HELD_SIM_STATES and held_by_open[sim.id] != 1:
+            problems.append(f"SIM {sim.id} is {sim.status} but held by {held_by_open[sim.id]} open orders")
     return problems
 
 
@@ -129,8 +150,8 @@ def hlr_violations(session: Session) -> list[str]:
         if mode != wanted:
             problems.append(f"line {line.id} is {line.status} but its IMSI's access mode is {mode!r}")
     for sim in sims.values():
-        entry = entries.get(sim.imsi)
-        if sim.status == SimStatus.RETIRED and entry is not None and entry.network_access_mode != BARRED:
+        known = entries.get(sim.imsi)
+        if sim.status == SimStatus.RETIRED and known is not None and known.network_access_mode != BARRED:
             problems.append(f"retired SIM {sim.id} is not barred in the HLR")
     return problems
 

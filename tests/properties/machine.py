@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from simkeep.auth.actors import ANONYMOUS, Actor
@@ -69,6 +71,10 @@ VERDICTS: dict[str, list[CheckOutcome]] = {
     ],
 }
 
+#: The unique constraint a cancelled order's released SIM trips when it is given to the next order (a bug,
+#: reported with its fix; remove this once the xfail test of it passes).
+_KNOWN_BUG = "new_sim_id"
+
 STAFF_AND_SYSTEM = ("clerk0", "clerk1", "reviewer", "admin", "system")
 EVERYONE = ("holder0", "holder1", *STAFF_AND_SYSTEM)
 #: "fit" three times out of ten, so most sequences make progress and the rest try the wrong people.
@@ -90,6 +96,8 @@ class ReplacementMachine(RuleBasedStateMachine):
         super().__init__()
         self.example: SessionTransaction = self.db.begin_nested()
         self.serial = 0
+        #: The database as it is now, when known (a refused step leaves it as it found it).
+        self.before: dict[str, list[tuple[object, ...]]] | None = None
 
     def teardown(self) -> None:
         """Undo the whole example: the next one starts from the same world."""
@@ -106,29 +114,49 @@ class ReplacementMachine(RuleBasedStateMachine):
 
     def attempt(self, step: str, call: Callable[[], T]) -> T | None:
         """Run one step as a request would; a refusal must change nothing but its proof records."""
-        before = snapshot(self.db, exclude=())
+        before = self.before if self.before is not None else snapshot(self.db, exclude=())
+        self.before = None
         savepoint = self.db.begin_nested()
         try:
             result = call()
+        except IntegrityError as exc:
+            if _KNOWN_BUG not in str(exc.orig):
+                raise
+            # Reported (see test_sim_released_by_a_cancelled_order_can_be_used_again): the step is undone so
+            # that the run goes on looking for other faults.
+            savepoint.rollback()
+            self.stats[f"{step}:known_bug:released_sim_reused"] += 1
+            return None
         except DomainError as exc:
+            refusal: DomainError | None = exc
             if exc.keep_changes:
                 savepoint.commit()
-                exclude: tuple[str, ...] = PROOF_RECORDS
             else:
                 savepoint.rollback()
-                exclude = ()
-            after = snapshot(self.db, exclude=exclude)
-            expected = {k: v for k, v in before.items() if k in after}
-            changed = sorted(k for k in after if after[k] != expected[k])
-            assert not changed, f"{step} was refused ({exc.code}) but changed {changed}"
-            self.stats[f"{step}:refused:{exc.code}"] += 1
+        else:
+            refusal = None
+        if refusal is not None:
+            self.check_unchanged(step, refusal, before)
             return None
         savepoint.commit()
         self.stats[f"{step}:ok"] += 1
         return result
 
+    def check_unchanged(
+        self, step: str, refusal: DomainError, before: dict[str, list[tuple[object, ...]]]
+    ) -> None:
+        """A refused step left every table as it was (but its record of a failed proof, if it keeps one)."""
+        exclude = PROOF_RECORDS if refusal.keep_changes else ()
+        after = snapshot(self.db, exclude=exclude)
+        changed = sorted(k for k in after if after[k] != before[k])
+        assert not changed, f"{step} was refused ({refusal.code}) but changed {changed}"
+        if not exclude:
+            self.before = after  # nothing changed: the next step starts from this very state
+        self.stats[f"{step}:refused:{refusal.code}"] += 1
+
     def prepare(self, call: Callable[[], T]) -> T | None:
         """A preceding request of the holder's own (an upload, a code sent): kept when it succeeds."""
+        self.before = None
         savepoint = self.db.begin_nested()
         try:
             result = call()
@@ -204,19 +232,18 @@ class ReplacementMachine(RuleBasedStateMachine):
         actor = self.actor(who, fit=f"holder{line}")
         application = None
         if actor.kind == "line":
-            refs = [
-                self.prepare(
-                    lambda kind=kind: store_upload(
-                        self.db,
-                        self.settings,
-                        actor=actor,
-                        kind=kind,
-                        data=small_jpeg(),
-                        declared_type="image/jpeg",
-                    ).reference
-                )
-                for kind in ("document_photo", "selfie")
-            ]
+
+            def upload(kind: str) -> str:
+                return store_upload(
+                    self.db,
+                    self.settings,
+                    actor=actor,
+                    kind=kind,
+                    data=small_jpeg(),
+                    declared_type="image/jpeg",
+                ).reference
+
+            refs = [self.prepare(partial(upload, kind)) for kind in ("document_photo", "selfie")]
             code = self.code_for(actor, "replacement.submit")
             if refs[0] and refs[1] and code:
                 application = OnlineApplication(factories.DOCUMENT, refs[0], refs[1], code)
@@ -283,9 +310,8 @@ class ReplacementMachine(RuleBasedStateMachine):
             own = self.world.store_ids.index(row.store_id) if row.store_id else 0
             store = self.world.store_ids[own if pick == "fit" else 1 - own]
             in_stock = self.db.scalars(
-                select(Sim.iccid).where(
-                    Sim.iccid.in_(self.world.store_iccids[store]), Sim.status == SimStatus.IN_STOCK
-                )
+                select(Sim.iccid)
+                .where(Sim.iccid.in_(self.world.store_iccids[store]), Sim.status == SimStatus.IN_STOCK)
                 .order_by(Sim.id)
             ).first()
             iccid = in_stock or self.world.store_iccids[store][0]
@@ -304,19 +330,24 @@ class ReplacementMachine(RuleBasedStateMachine):
         """The parcel is delivered (as the carrier reports it, or as staff record it)."""
         actor = self.actor(who, fit="system")
         if actor.kind == "system":
-            self.attempt(
-                "deliver", lambda: orders.record_delivery(self.db, order=self.order_row(order)) or True
-            )
+
+            def carrier_reports() -> bool:
+                orders.record_delivery(self.db, order=self.order_row(order))
+                return True
+
+            self.attempt("deliver", carrier_reports)
         else:
             self.attempt("deliver", lambda: orders.confirm_delivery(self.db, actor=actor, reference=order))
 
     @rule(order=orders)
     def parcel_returned(self, order: str) -> None:
         """The carrier brings the parcel back to the warehouse."""
-        self.attempt(
-            "parcel_returned",
-            lambda: orders.hold_for_return(self.db, order=self.order_row(order), tracking_number="T") or True,
-        )
+
+        def carrier_returns() -> bool:
+            orders.hold_for_return(self.db, order=self.order_row(order), tracking_number="T")
+            return True
+
+        self.attempt("parcel_returned", carrier_returns)
 
     @rule(order=orders, who=ACTORS)
     def reship(self, order: str, who: str) -> None:

@@ -8,15 +8,14 @@ no SIM change recorded, and (where simkeep records refusals) a failed proof or a
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import io
-
 import pytest
-from PIL import Image
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
@@ -32,7 +31,8 @@ from simkeep.security import keyed_hash
 from simkeep.web.security import CSRF_COOKIE, SESSION_COOKIE
 from tests import factories
 from tests.helpers import line_headers, snapshot
-from tests.replacements.conftest import World, world  # noqa: F401 - the fixture, shared
+from tests.replacements import conftest as replacement_fixtures
+from tests.replacements.conftest import World
 
 #: A valid resident ID number that is not the test holder's (region 440304, born 1990-01-01).
 VICTIM_DOCUMENT = "44030419900101002X"
@@ -50,6 +50,8 @@ APPROVED_STATES = {
     OrderState.ACTIVATED,
 }
 
+
+world = replacement_fixtures.world  # the replacement tests' fixture, shared
 
 #: Tables that change whatever a request does: sign-in tokens, and the CAMARA runtime's worker heartbeat
 #: (written once when the app starts).
@@ -81,12 +83,6 @@ def approved_orders(db: Session, holder: factories.Holder) -> list[str]:
             )
         )
     )
-
-
-def audit_actions(db: Session, *, since_id: int = 0) -> list[str]:
-    """The actions of the audit entries written after entry ``since_id``, oldest first."""
-    db.expire_all()
-    return list(db.scalars(select(AuditEntry.action).where(AuditEntry.id > since_id).order_by(AuditEntry.id)))
 
 
 def last_audit_id(db: Session) -> int:
@@ -179,6 +175,35 @@ def approved_order(
     )
     assert order.state == OrderState.AWAITING_PAYMENT, order.state
     return order.reference
+
+
+def store_order(world: World, *, assigned: bool) -> str:
+    """A store order of the world's holder taken by the world's clerk (paid in cash and given a SIM of the
+    store's stock when ``assigned``); its reference."""
+    client = world.client
+    r = client.post(
+        "/api/v1/replacements",
+        headers=world.clerk,
+        json={
+            "msisdn": world.holder.msisdn,
+            "channel": "store",
+            "in_person_document_number": factories.DOCUMENT,
+        },
+    )
+    assert r.status_code == 201, r.text
+    reference = str(r.json()["reference"])
+    if assigned:
+        paid = client.post(
+            f"/api/v1/replacements/{reference}/payment", json={"method": "cash"}, headers=world.clerk
+        )
+        assert paid.status_code == 200, paid.text
+        sim = client.post(
+            f"/api/v1/replacements/{reference}/sim",
+            json={"iccid": world.store_sims[0].iccid},
+            headers=world.clerk,
+        )
+        assert sim.json()["state"] == "sim_assigned", sim.text
+    return reference
 
 
 @pytest.fixture

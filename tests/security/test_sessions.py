@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,7 +27,9 @@ from tests.security.conftest import assert_line_untouched, bearer_of, browser, r
 PLANTED = "planted-by-the-attacker-0123456789"
 
 
-def portal_sign_in_first_step(client: TestClient, token: str, msisdn: str, *, next_url: str = "/portal") -> str:
+def portal_sign_in_first_step(
+    client: TestClient, token: str, msisdn: str, *, next_url: str = "/portal"
+) -> str:
     """Number and password on the portal; returns the pending cookie set for the code step."""
     r = client.post(
         "/portal/sign-in",
@@ -41,15 +44,18 @@ def portal_sign_in_first_step(client: TestClient, token: str, msisdn: str, *, ne
     )
     assert r.status_code == 303, r.text[:500]
     pending = r.cookies.get(PENDING_COOKIE)
-    assert pending
+    assert isinstance(pending, str) and pending
     return pending
 
 
-def portal_code_step(client: TestClient, token: str, code: str, *, next_url: str = "/portal") -> object:
+def portal_code_step(
+    client: TestClient, token: str, code: str, *, next_url: str = "/portal"
+) -> httpx.Response:
     """The code step of the portal's sign-in."""
-    return client.post(
+    response: httpx.Response = client.post(
         "/portal/sign-in/code", data={"csrf": token, "code": code, "next": next_url}, follow_redirects=False
     )
+    return response
 
 
 def signed_in(client: TestClient, path: str, session_token: str) -> bool:
@@ -61,7 +67,7 @@ def signed_in(client: TestClient, path: str, session_token: str) -> bool:
         client.cookies.set(CSRF_COOKIE, seed)
     client.cookies.set(SESSION_COOKIE, session_token)
     r = client.get(path, follow_redirects=False)
-    return r.status_code == 200
+    return bool(r.status_code == 200)
 
 
 def staff_user(db: Session, role: StaffRole) -> StaffUser:
@@ -163,8 +169,8 @@ class TestSessionFixation:
         token = browser(world.client, settings, session_token=PLANTED)
         portal_sign_in_first_step(world.client, token, world.holder.msisdn)
         r = portal_code_step(world.client, token, last_code(outbox))
-        assert r.status_code == 303  # type: ignore[attr-defined]
-        issued = r.cookies.get(SESSION_COOKIE)  # type: ignore[attr-defined]
+        assert r.status_code == 303
+        issued = r.cookies.get(SESSION_COOKIE)
         assert issued and issued != PLANTED
         assert signed_in(world.client, "/portal", issued)
         assert not signed_in(world.client, "/portal", PLANTED)
@@ -204,8 +210,8 @@ class TestForgedHalfwaySignIn:
         world.client.cookies.set(PENDING_COOKIE, forged)
         before = rows(db)
         r = portal_code_step(world.client, token, last_code(outbox))
-        assert r.status_code == 422  # type: ignore[attr-defined]
-        assert SESSION_COOKIE not in r.cookies  # type: ignore[attr-defined]
+        assert r.status_code == 422
+        assert SESSION_COOKIE not in r.cookies
         assert rows(db) == before
 
     def test_pending_cookie_and_code_cannot_be_replayed(
@@ -217,14 +223,14 @@ class TestForgedHalfwaySignIn:
         pending = portal_sign_in_first_step(world.client, token, world.holder.msisdn)
         code = last_code(outbox)
         first = portal_code_step(world.client, token, code)
-        assert first.status_code == 303  # type: ignore[attr-defined]
+        assert first.status_code == 303
         world.client.cookies.clear()
         browser(world.client, settings)
         world.client.cookies.set(PENDING_COOKIE, pending)
         before = rows(db, "proof_attempts", "audit_log")
         replay = portal_code_step(world.client, token, code)
-        assert replay.status_code == 422  # type: ignore[attr-defined]
-        assert SESSION_COOKIE not in replay.cookies  # type: ignore[attr-defined]
+        assert replay.status_code == 422
+        assert SESSION_COOKIE not in replay.cookies
         assert rows(db, "proof_attempts", "audit_log") == before
         db.expire_all()
         last = db.scalars(select(ProofAttempt).order_by(ProofAttempt.id.desc()).limit(1)).one()
@@ -243,5 +249,35 @@ class TestRedirectAfterSignIn:
         evil = "//evil.example/portal"
         portal_sign_in_first_step(world.client, token, world.holder.msisdn, next_url=evil)
         r = portal_code_step(world.client, token, last_code(outbox), next_url=evil)
-        assert r.status_code == 303  # type: ignore[attr-defined]
-        assert r.headers["location"] == "/portal"  # type: ignore[attr-defined]
+        assert r.status_code == 303
+        assert r.headers["location"] == "/portal"
+
+
+class TestSessionCookieFlags:
+    """What a script on a page or another site can do with the session cookie."""
+
+    def test_session_cookies_are_http_only_and_same_site(
+        self, world: World, db: Session, settings: Settings, outbox: Path
+    ) -> None:
+        """The portal's and the console's session cookies (and the half-way sign-in cookie) are HttpOnly
+        (no script reads them) and SameSite=Lax (no cross-site POST carries them)."""
+        token = browser(world.client, settings)
+        first = world.client.post(
+            "/portal/sign-in",
+            data={"csrf": token, "msisdn": world.holder.msisdn, "password": factories.PASSWORD},
+            follow_redirects=False,
+        )
+        portal = portal_code_step(world.client, token, last_code(outbox))
+        browser(world.client, settings)
+        user = staff_user(db, StaffRole.ADMIN)
+        console = world.client.post(
+            "/console/sign-in",
+            data={"csrf": token, "username": user.username, "password": STAFF_PASSWORD},
+            follow_redirects=False,
+        )
+        for response, name in ((first, PENDING_COOKIE), (portal, SESSION_COOKIE), (console, SESSION_COOKIE)):
+            header = next(h for h in response.headers.get_list("set-cookie") if h.startswith(f"{name}="))
+            flags = {part.strip().lower() for part in header.split(";")[1:]}
+            assert "httponly" in flags, header
+            assert "samesite=lax" in flags, header
+            assert "path=/" in flags, header

@@ -18,7 +18,7 @@ from simkeep.models import AuditEntry, ReplacementOrder, Sim, StaffRole
 from tests import factories
 from tests.helpers import staff_headers
 from tests.replacements.conftest import World
-from tests.security.conftest import assert_line_untouched, bearer_of, browser, rows
+from tests.security.conftest import assert_line_untouched, bearer_of, browser, rows, store_order
 
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/api/v1/fees/online_mail", {"amount_minor": 0, "currency": "CNY"}),
@@ -30,35 +30,6 @@ ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/v1/jobs", None),
     ("POST", "/api/v1/lines/{msisdn}/recycling:undo", None),
 ]
-
-
-def store_order(world: World, *, assigned: bool) -> str:
-    """A store order of the world's holder taken by the world's clerk (paid in cash and given a SIM of the
-    store's stock when ``assigned``); its reference."""
-    client = world.client
-    r = client.post(
-        "/api/v1/replacements",
-        headers=world.clerk,
-        json={
-            "msisdn": world.holder.msisdn,
-            "channel": "store",
-            "in_person_document_number": factories.DOCUMENT,
-        },
-    )
-    assert r.status_code == 201, r.text
-    reference = str(r.json()["reference"])
-    if assigned:
-        paid = client.post(
-            f"/api/v1/replacements/{reference}/payment", json={"method": "cash"}, headers=world.clerk
-        )
-        assert paid.status_code == 200, paid.text
-        sim = client.post(
-            f"/api/v1/replacements/{reference}/sim",
-            json={"iccid": world.store_sims[0].iccid},
-            headers=world.clerk,
-        )
-        assert sim.json()["state"] == "sim_assigned", sim.text
-    return reference
 
 
 @pytest.fixture
@@ -156,7 +127,9 @@ class TestStaffOutsideTheirRole:
             json={"method": "online", "payment_reference": f"PAY-{reference}"},
             headers=holder,
         )
-        shipped = world.client.post(f"/api/v1/replacements/{reference}/shipment", json={}, headers=world.admin)
+        shipped = world.client.post(
+            f"/api/v1/replacements/{reference}/shipment", json={}, headers=world.admin
+        )
         assert shipped.json()["state"] == "shipped", shipped.text
         db.expire_all()
         order = db.scalars(select(ReplacementOrder).where(ReplacementOrder.reference == reference)).one()
@@ -213,7 +186,7 @@ class TestStaffOutsideTheirRole:
         cash = world.client.post(
             f"/api/v1/replacements/{reference}/payment", json={"method": "cash"}, headers=world.reviewer
         )
-        assert (cash.status_code, cash.json()["code"]) == (403, "YY"), cash.text
+        assert (cash.status_code, cash.json()["code"]) == (403, "PAYMENT_INVALID"), cash.text
         assert rows(db, "proof_attempts", "audit_log") == before
 
     def test_clerk_cannot_open_identity_photos(self, world: World, db: Session) -> None:
@@ -254,7 +227,12 @@ class TestStaffOutsideTheirRole:
         before = rows(db)
         r = world.client.post(
             path,
-            data={"csrf": token, "store": world.store.code, "count": "3", "iccids": world.warehouse_sims[0].iccid},
+            data={
+                "csrf": token,
+                "store": world.store.code,
+                "count": "3",
+                "iccids": world.warehouse_sims[0].iccid,
+            },
         )
         assert r.status_code == 403
         assert rows(db) == before

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,7 +70,7 @@ def post_event(world: World, carrier: str, body: bytes, timestamp: str, signatur
 
 
 @pytest.fixture
-def refusals() -> Iterator[list[dict[str, Any]]]:
+def refusals() -> Iterator[list[MutableMapping[str, Any]]]:
     """The ``webhook.refused`` log events written inside the test."""
     with structlog.testing.capture_logs() as logs:
         yield logs
@@ -86,7 +86,7 @@ class TestCarrierWebhookForgery:
         settings: Settings,
         victim: factories.Holder,
         victim_order: str,
-        refusals: list[dict[str, Any]],
+        refusals: list[MutableMapping[str, Any]],
     ) -> None:
         """A party holding a valid secret of another carrier signs a "delivered" event for the victim's
         parcel and posts it under its own carrier name: PARCEL_NOT_FOUND, the parcel and the order stay as
@@ -108,7 +108,7 @@ class TestCarrierWebhookForgery:
         db: Session,
         settings: Settings,
         victim_order: str,
-        refusals: list[dict[str, Any]],
+        refusals: list[MutableMapping[str, Any]],
     ) -> None:
         """A signature captured from a genuine (old) call, sent again with a fresh timestamp to pass the
         five-minute window: WEBHOOK_SIGNATURE_INVALID, nothing recorded, the refusal logged."""
@@ -207,7 +207,10 @@ class TestSmdpCallbackForgery:
         r = world.client.post(
             ESIM_PATH,
             json=_progress(world.esims[0].iccid),
-            headers={"Authorization": f"Bearer {token}", protocol.ADMIN_PROTOCOL_HEADER: protocol.ADMIN_PROTOCOL},
+            headers={
+                "Authorization": f"Bearer {token}",
+                protocol.ADMIN_PROTOCOL_HEADER: protocol.ADMIN_PROTOCOL,
+            },
         )
         assert r.status_code == 401
         assert r.json()["header"]["functionExecutionStatus"]["status"] == "Failed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,11 @@ from sqlalchemy import Engine, select, text
 
 from simkeep.config import Settings
 from simkeep.db.engine import make_session_factory
+from simkeep.identifiers import iccid_problem
 from simkeep.identity.vault import get_vault
 from simkeep.models import Sim, SimKind, SimLocation, SimStatus, Store
 from simkeep.network.adapter import SimAuth
-from simkeep.sims.importer import Batch, SimWriter, import_sims
+from simkeep.sims.importer import Batch, SimWriter, fast_iccid_problem, import_sims
 from simkeep.sims.secrets import open_auth
 from tests import factories
 from tests.sims import Deadlock, ImportCli, errors_of, import_cli
@@ -677,3 +679,23 @@ class TestSecrets:
         )
         assert (result.imported, result.rejected) == (5, 0)
         assert all(opened(cli, n).opc == OPC.lower() for n in range(1, 6))
+
+
+class TestFastIccidProblem:
+    """The bulk imports' ICCID check gives the verdicts of ``simkeep.identifiers.iccid_problem``."""
+
+    def test_same_verdict_on_random_input(self) -> None:
+        """On random near-ICCIDs (lengths 18 to 21, stray letters, wrong prefixes) both say the same."""
+        rng = random.Random(20261130)
+        for _ in range(20_000):
+            value = "89" + "".join(rng.choice("0123456789") for _ in range(rng.choice([16, 17, 18, 19])))
+            if rng.random() < 0.05:
+                value = value.replace("1", "a")
+            if rng.random() < 0.05:
+                value = "98" + value[2:]
+            assert fast_iccid_problem(value) == iccid_problem(value), value
+
+    def test_valid_iccids_pass(self) -> None:
+        """The ICCIDs the test factories make (valid Luhn, 19 digits) pass, and one wrong digit fails."""
+        assert {fast_iccid_problem(iccid(n)) for n in range(500)} == {None}
+        assert fast_iccid_problem(bad_luhn(iccid(1))) == "the ICCID's check digit is wrong (Luhn)"

@@ -35,7 +35,7 @@ def create(
         "--scope",
         help="A scope the client may ask for (repeat): number-recycling:check, sim-swap:check, ...",
     ),
-    rps: int = typer.Option(100, "--rps", help="Requests per second allowed (per API worker)."),
+    rps: int = typer.Option(100, "--rps", help="Requests per second allowed (shared by the API workers)."),
     daily_quota: int = typer.Option(1_000_000, "--daily-quota", help="Answered queries allowed per UTC day."),
     as_json: bool = JSON_OPTION,
 ) -> None:

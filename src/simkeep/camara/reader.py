@@ -87,7 +87,9 @@ def reader_for(settings: Settings) -> SwapReader:
     """The reader of one API worker for the configured database."""
     url = make_url(normalise_url(settings.database_url))
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return SqliteSwapReader(url.database, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        # Readers of a WAL database do not wait on writers; the bound only matters in rare cases (a database
+        # being recovered), where the event loop must not stall for the writers' long timeout.
+        return SqliteSwapReader(url.database, busy_timeout_ms=min(settings.sqlite_busy_timeout_ms, 2000))
     engine = create_engine(
         url,
         isolation_level="AUTOCOMMIT",

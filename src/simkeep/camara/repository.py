@@ -31,16 +31,19 @@ def all_clients(session: Session) -> Sequence[RelyingParty]:
     return session.scalars(select(RelyingParty).order_by(RelyingParty.id)).all()
 
 
-def answered_since(session: Session, client_pk: int, since: datetime) -> int:
-    """Queries of one client answered (not refused for rate or quota) since ``since``."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(ApiQuery)
-            .where(ApiQuery.client_id == client_pk, ApiQuery.asked_at >= since, ApiQuery.status != 429)
-        )
-        or 0
+def answered_since(
+    session: Session, client_pk: int, since: datetime, *, until: datetime | None = None
+) -> int:
+    """Queries of one client answered (not refused for rate or quota) since ``since`` (and before ``until``),
+    through the (client_id, asked_at) index."""
+    stmt = (
+        select(func.count())
+        .select_from(ApiQuery)
+        .where(ApiQuery.client_id == client_pk, ApiQuery.asked_at >= since, ApiQuery.status != 429)
     )
+    if until is not None:
+        stmt = stmt.where(ApiQuery.asked_at < until)
+    return int(session.scalar(stmt) or 0)
 
 
 def insert_queries(session: Session, rows: list[dict[str, object]]) -> None:

@@ -7,7 +7,7 @@ heartbeat to ``camara_workers`` about once a second (in the writer thread) and g
 with many connections) gets the client's rate in total; a client on a single keep-alive connection, which
 stays on one worker, gets that worker's share (erring on the side of refusing). Daily counts start from,
 and are refreshed from, what ``api_queries`` holds for today (UTC), so the quota holds across workers to
-within a few seconds.
+within a few seconds; a refresh reads only the last ``STABLE_LAG`` of rows and carries the rest over.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from simkeep.camara.reader import SwapReader
 from simkeep.config import Settings
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
+#: Queries asked longer ago than this are taken as written to api_queries (the writers flush every second);
+#: a client's daily count carries them over between reloads instead of counting the whole day again.
+STABLE_LAG = timedelta(seconds=30)
 #: Verified tokens a worker remembers (a bank re-uses its token for its lifetime); cleared when full.
 TOKEN_CACHE_MAX = 10_000
 log = structlog.get_logger("simkeep.camara")
@@ -57,6 +60,9 @@ class ClientState:
     refilled_at: float
     day: datetime
     used_today: int
+    #: Answered queries of the day in api_queries asked before ``stable_until`` (counted once, then extended).
+    stable_count: int = 0
+    stable_until: datetime = field(default_factory=lambda: datetime.now(UTC))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -216,7 +222,17 @@ class CamaraRuntime:
             if row is None:
                 return None
             day = _today_start()
-            used = repository.answered_since(session, row.id, day)
+            # The day's count in two parts, so that a reload every few seconds reads only a few seconds of
+            # rows however busy the day: the settled part (up to STABLE_LAG ago) carried over from the last
+            # load and extended by what settled since, and the recent part counted afresh.
+            cut = max(day, datetime.now(UTC) - STABLE_LAG)
+            if previous is not None and previous.day == day and previous.stable_until <= cut:
+                stable = previous.stable_count + repository.answered_since(
+                    session, row.id, previous.stable_until, until=cut
+                )
+            else:
+                stable = repository.answered_since(session, row.id, day, until=cut)
+            used = stable + repository.answered_since(session, row.id, cut)
         now = time.monotonic()
         state = ClientState(
             pk=row.id,
@@ -229,6 +245,8 @@ class CamaraRuntime:
             refilled_at=now,
             day=day,
             used_today=used,
+            stable_count=stable,
+            stable_until=cut,
         )
         if previous is not None:
             state.tokens = min(previous.tokens, float(state.rate))

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from simkeep.camara import subscriptions
 from simkeep.camara.api import authorize, echoed_correlator, runtime_of
 from simkeep.camara.auth import AccessToken
-from simkeep.camara.common import json_object
+from simkeep.camara.common import PHONE_NUMBER, json_object
 from simkeep.camara.errors import CamaraError, camara_response, camara_status
 from simkeep.camara.runtime import ClientState
 
@@ -26,6 +26,14 @@ router = APIRouter(tags=["camara"])
 
 #: Does the work of one call in a transaction: (session, token, client pk, JSON body) -> (status, body).
 Work = Callable[[Session, AccessToken, int, dict[str, Any] | None], tuple[int, Any]]
+
+
+def _body_number(data: dict[str, Any] | None) -> str | None:
+    """The phone number a create request names (for the query record), if it names a valid one."""
+    config = (data or {}).get("config")
+    detail = config.get("subscriptionDetail") if isinstance(config, dict) else None
+    number = detail.get("phoneNumber") if isinstance(detail, dict) else None
+    return number if isinstance(number, str) and PHONE_NUMBER.fullmatch(number) else None
 
 
 async def _call(request: Request, *, api: str, scopes: tuple[str, ...], work: Work, body: bool) -> Response:
@@ -38,6 +46,7 @@ async def _call(request: Request, *, api: str, scopes: tuple[str, ...], work: Wo
         token = await authorize(request, runtime, scopes, clients.append)
         subject = token.phone_number
         data = json_object(await request.body()) if body else None
+        subject = subject or _body_number(data)
 
         def run() -> tuple[int, Any]:
             with runtime.session() as session:

@@ -40,7 +40,7 @@ async def handle_download_progress_info(
     if not _authenticated(request, settings.esim_callback_token):
         return _es2(
             protocol.failed(
-                protocol.SUBJECT_FUNCTION_REQUESTER, protocol.REASON_NOT_ALLOWED, "unknown caller"
+                protocol.SUBJECT_FUNCTION_REQUESTER, protocol.REASON_UNKNOWN_CALLER, "unknown caller"
             ),
             401,
         )
@@ -52,8 +52,8 @@ async def handle_download_progress_info(
         outcome = record_progress(session, settings, body)
     except InvalidInput as exc:
         session.rollback()
-        subject = str(exc.details.get("subject", protocol.SUBJECT_PROFILE))
-        return _es2(protocol.failed(subject, protocol.REASON_MISSING, exc.message))
+        reason = str(exc.details.get("reason", protocol.REASON_INVALID))
+        return _es2(protocol.failed(protocol.SUBJECT_FUNCTION, reason, exc.message))
     session.commit()
     if outcome.result == "unknown_iccid":
         return _es2(protocol.failed(protocol.SUBJECT_ICCID, protocol.REASON_UNKNOWN, "unknown ICCID"))

@@ -50,27 +50,29 @@ def parse(body: object) -> ProgressEvent:
     """Validate the request; a malformed one is refused with INVALID_INPUT (nothing is recorded)."""
     if not isinstance(body, dict):
         raise InvalidInput(
-            "The body is not a JSON object.", code="ESIM_CALLBACK_INVALID", subject=protocol.SUBJECT_PROFILE
+            "The body is not a JSON object.", code="ESIM_CALLBACK_INVALID", reason=protocol.REASON_INVALID
         )
     header = body.get("header")
     call_id = header.get("functionCallIdentifier") if isinstance(header, dict) else None
     if not isinstance(call_id, str) or not call_id or len(call_id) > 64:
         raise InvalidInput(
-            "header.functionCallIdentifier is missing.", code="ESIM_CALLBACK_INVALID", subject="1.1"
+            "header.functionCallIdentifier is missing.",
+            code="ESIM_CALLBACK_INVALID",
+            reason=protocol.REASON_MISSING,
         )
     iccid = body.get("iccid")
     if isinstance(iccid, str) and iccid.upper().endswith("F"):
         iccid = iccid[:-1]  # some SM-DP+s pad 19-digit ICCIDs with F
     if not (isinstance(iccid, str) and iccid.isdigit() and 18 <= len(iccid) <= 20):
         raise InvalidInput(
-            "iccid is missing or not an ICCID.", code="ESIM_CALLBACK_INVALID", subject=protocol.SUBJECT_ICCID
+            "iccid is missing or not an ICCID.", code="ESIM_CALLBACK_INVALID", reason=protocol.REASON_INVALID
         )
     point = body.get("notificationPointId")
     if isinstance(point, str) and point.isdigit():
         point = int(point)
     if not isinstance(point, int) or isinstance(point, bool) or not 0 <= point < 1000:
         raise InvalidInput(
-            "notificationPointId is missing.", code="ESIM_CALLBACK_INVALID", subject=protocol.SUBJECT_PROFILE
+            "notificationPointId is missing.", code="ESIM_CALLBACK_INVALID", reason=protocol.REASON_INVALID
         )
     status_obj = body.get("notificationPointStatus")
     status = status_obj.get("status") if isinstance(status_obj, dict) else None
@@ -78,7 +80,7 @@ def parse(body: object) -> ProgressEvent:
         raise InvalidInput(
             "notificationPointStatus.status is missing.",
             code="ESIM_CALLBACK_INVALID",
-            subject=protocol.SUBJECT_PROFILE,
+            reason=protocol.REASON_INVALID,
         )
     assert isinstance(status_obj, dict)
     raw_codes = status_obj.get("statusCodeData")
@@ -89,7 +91,7 @@ def parse(body: object) -> ProgressEvent:
         raise InvalidInput(
             "timestamp is not an ISO 8601 time.",
             code="ESIM_CALLBACK_INVALID",
-            subject=protocol.SUBJECT_PROFILE,
+            reason=protocol.REASON_INVALID,
         ) from exc
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)

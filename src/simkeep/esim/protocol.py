@@ -27,6 +27,8 @@ STATUSES = frozenset({SUCCESS, WARNING, FAILED, EXPIRED})
 
 # Subject codes (SGP.22 section 5.2.6.1) that simkeep and the test double use.
 SUBJECT_FUNCTION_REQUESTER = "1.1"
+SUBJECT_FUNCTION_PROVIDER = "1.2"
+SUBJECT_FUNCTION = "1.6"  # an input parameter of the function (the message names it)
 SUBJECT_EID = "8.1.1"
 SUBJECT_PROFILE = "8.2"
 SUBJECT_ICCID = "8.2.1"
@@ -35,9 +37,11 @@ SUBJECT_MATCHING_ID = "8.2.6"
 SUBJECT_CONFIRMATION_CODE = "8.2.7"
 
 # Reason codes (SGP.22 section 5.2.6.2).
+REASON_UNKNOWN_CALLER = "1.1"  # Unknown (Identification or Authentication)
 REASON_NOT_ALLOWED = "1.2"  # Not Allowed (Authorisation)
 REASON_INVALID = "2.1"
 REASON_MISSING = "2.2"  # Mandatory Element Missing
+REASON_CONDITIONAL_MISSING = "2.3"
 REASON_IN_USE = "3.3"  # Already in Use
 REASON_INVALID_TRANSITION = "3.5"
 REASON_UNAVAILABLE = "3.7"
@@ -45,6 +49,7 @@ REASON_UNKNOWN = "3.9"
 REASON_INVALID_ASSOCIATION = "3.10"
 REASON_VERIFICATION_FAILED = "6.1"
 REASON_MAX_RETRIES = "6.4"  # Maximum number of retries exceeded
+REASON_EXECUTION_ERROR = "4.2"
 
 # handleDownloadProgressInfo notification points (SGP.22 section 5.3.5).
 POINT_ELIGIBILITY = 1

@@ -447,8 +447,10 @@ def cancel_profile(
             _error(session, profile, exc, step=protocol.CANCEL_ORDER)
             return profile
     except EsimNotConfigured as exc:
-        _error(session, profile, exc, step=protocol.CANCEL_ORDER)
-        return profile
+        if profile.released_at is not None or profile.state not in (P.REQUESTED, P.ERROR):
+            _error(session, profile, exc, step=protocol.CANCEL_ORDER)
+            return profile
+        # without an SM-DP+ nothing was ever ordered: nothing to undo
     profile.state, profile.cancelled_at = P.CANCELLED, utcnow()
     _clear_error(profile)
     session.flush()

@@ -65,8 +65,8 @@ class Fault:
     """A failure to answer the next ``times`` calls of a function with."""
 
     status: str = p.FAILED
-    subject_code: str = p.SUBJECT_PROFILE
-    reason_code: str = "4.2"
+    subject_code: str = p.SUBJECT_FUNCTION_PROVIDER
+    reason_code: str = p.REASON_EXECUTION_ERROR
     message: str = "injected failure"
     delay_s: float = 0.0
     http_status: int = 200
@@ -114,7 +114,7 @@ class SmdpDouble:
     def profile(self, iccid: object) -> DoubleProfile:
         """The profile of ``iccid``, or the SGP.22 refusal for a missing or unknown ICCID."""
         if not iccid or not isinstance(iccid, str):
-            raise _Refused(p.SUBJECT_ICCID, p.REASON_MISSING, "iccid is missing")
+            raise _Refused(p.SUBJECT_FUNCTION, p.REASON_MISSING, "iccid is missing")
         found = self.state.profiles.get(iccid)
         new = found is None and self.state.auto_provision and len(iccid) in (19, 20)
         if new and iccid.isdigit() and luhn_valid(iccid):
@@ -160,7 +160,7 @@ class SmdpDouble:
                 )
             profile = free[0]
         else:
-            raise _Refused(p.SUBJECT_ICCID, p.REASON_MISSING, "give an iccid or a profileType")
+            raise _Refused(p.SUBJECT_FUNCTION, p.REASON_CONDITIONAL_MISSING, "give an iccid or a profileType")
         profile.state, profile.eid = "allocated", eid
         return {"iccid": profile.iccid}
 
@@ -168,7 +168,7 @@ class SmdpDouble:
         """ES2+.ConfirmOrder."""
         release = body.get("releaseFlag")
         if not isinstance(release, bool):
-            raise _Refused(p.SUBJECT_PROFILE, p.REASON_MISSING, "releaseFlag (true or false) is missing")
+            raise _Refused(p.SUBJECT_FUNCTION, p.REASON_MISSING, "releaseFlag (true or false) is missing")
         code, matching, eid = body.get("confirmationCode"), body.get("matchingId"), body.get("eid")
         if code is not None and not (isinstance(code, str) and code):
             raise _Refused(p.SUBJECT_CONFIRMATION_CODE, p.REASON_INVALID, "empty confirmation code")
@@ -193,10 +193,12 @@ class SmdpDouble:
         """ES2+.CancelOrder."""
         final = body.get("finalProfileStatusIndicator")
         if final is None:
-            raise _Refused(p.SUBJECT_PROFILE, p.REASON_MISSING, "finalProfileStatusIndicator is missing")
+            raise _Refused(p.SUBJECT_FUNCTION, p.REASON_MISSING, "finalProfileStatusIndicator is missing")
         if final not in p.FINAL_PROFILE_STATUSES:
             raise _Refused(
-                p.SUBJECT_PROFILE, p.REASON_INVALID, "finalProfileStatusIndicator is Available or Unavailable"
+                p.SUBJECT_FUNCTION,
+                p.REASON_INVALID,
+                "finalProfileStatusIndicator is Available or Unavailable",
             )
         profile = self.profile(body.get("iccid"))
         self.require_state(profile, p.CANCEL_ORDER, *_CANCELLABLE)
@@ -219,22 +221,20 @@ class SmdpDouble:
         """The request body after the checks every function shares, and the fault to answer with, if any."""
         if headers.get(p.ADMIN_PROTOCOL_HEADER) != p.ADMIN_PROTOCOL:
             raise _Refused(
-                p.SUBJECT_FUNCTION_REQUESTER,
+                p.SUBJECT_FUNCTION,
                 p.REASON_INVALID,
                 f"{p.ADMIN_PROTOCOL_HEADER} must be {p.ADMIN_PROTOCOL}",
                 http_status=400,
             )
         if not isinstance(body, dict) or not isinstance(body.get("header"), dict):
-            raise _Refused(
-                p.SUBJECT_FUNCTION_REQUESTER, p.REASON_MISSING, "header is missing", http_status=400
-            )
+            raise _Refused(p.SUBJECT_FUNCTION, p.REASON_MISSING, "header is missing", http_status=400)
         header = body["header"]
         if not isinstance(header.get("functionCallIdentifier"), str) or not header["functionCallIdentifier"]:
-            raise _Refused(
-                p.SUBJECT_FUNCTION_REQUESTER, p.REASON_MISSING, "functionCallIdentifier is missing"
-            )
+            raise _Refused(p.SUBJECT_FUNCTION, p.REASON_MISSING, "functionCallIdentifier is missing")
         if header.get("functionRequesterIdentifier") not in self.state.requesters:
-            raise _Refused(p.SUBJECT_FUNCTION_REQUESTER, p.REASON_NOT_ALLOWED, "unknown function requester")
+            raise _Refused(
+                p.SUBJECT_FUNCTION_REQUESTER, p.REASON_UNKNOWN_CALLER, "unknown function requester"
+            )
         self.state.calls.append({"function": function, "body": body})
         queue = self.state.faults.get(function) or []
         fault = queue[0] if queue else None
@@ -351,8 +351,8 @@ def _add_test_control(app: FastAPI, state: DoubleState, max_confirmation_attempt
         body = await request.json()
         fault = Fault(
             status=str(body.get("status", p.FAILED)),
-            subject_code=str(body.get("subjectCode", p.SUBJECT_PROFILE)),
-            reason_code=str(body.get("reasonCode", "4.2")),
+            subject_code=str(body.get("subjectCode", p.SUBJECT_FUNCTION_PROVIDER)),
+            reason_code=str(body.get("reasonCode", p.REASON_EXECUTION_ERROR)),
             message=str(body.get("message", "injected failure")),
             delay_s=float(body.get("delay_s", 0)),
             http_status=int(body.get("http_status", 200)),

@@ -87,19 +87,29 @@ class ServicePasswordCheck:
         return evidence.service_password is not None
 
     def check(self, ctx: ProofContext, evidence: Evidence) -> tuple[bool, str]:
-        """Passes when the password matches; an unknown holder costs the same time."""
+        """Passes when the password matches; an unknown holder costs the same time and database work.
+
+        A locked password fails like a wrong one for anyone not signed in to the line (so the lock does not
+        tell a live number from an unknown one; the holder hears of the lock on their registered contacts);
+        a holder signed in to the line is told it is locked.
+        """
         assert evidence.service_password is not None
-        if ctx.line is not None and password_failures(ctx.session, ctx.settings, ctx.line.id) >= (
-            ctx.settings.password_failures_before_lock
-        ):
+        line_id = ctx.line.id if ctx.line is not None else UNKNOWN_LINE
+        locked = (
+            password_failures(ctx.session, ctx.settings, line_id)
+            >= ctx.settings.password_failures_before_lock
+        )
+        stored = ctx.subscriber.service_password_hash if ctx.subscriber else None
+        ok = verify_password(None if locked else stored, evidence.service_password)
+        if locked and ctx.line is not None and ctx.actor.kind == "line" and ctx.actor.line_id == ctx.line.id:
             raise PasswordLocked(
                 "Too many wrong service passwords for this number. Password use is locked for "
                 f"{ctx.settings.password_lock_window_minutes} minutes; visit a store to be served at once."
             )
-        stored = ctx.subscriber.service_password_hash if ctx.subscriber else None
-        ok = verify_password(stored, evidence.service_password)
         if ok:
             return True, ""
+        if locked:
+            return False, "password locked"
         return False, "no service password set" if ctx.subscriber and stored is None else "wrong password"
 
 
@@ -181,6 +191,11 @@ def register_checker(checker: ProofChecker) -> None:
     CHECKERS.append(checker)
 
 
+#: The line id the counts use for a number simkeep does not know (no row has it), so that unknown numbers
+#: run the same queries as known ones.
+UNKNOWN_LINE = -1
+
+
 def recent_failures(session: Session, settings: Settings, line_id: int) -> int:
     """Failed proofs for a line within the lock window (wrong service passwords have a lock of their own)."""
     since = utcnow() - timedelta(minutes=settings.failed_proof_window_minutes)
@@ -229,9 +244,11 @@ UNLOCKED_ACTIONS = frozenset({"loss.report", "lock.on"})
 
 def ensure_not_locked(ctx: ProofContext) -> None:
     """Refuse self-service on a line with too many recent failed proofs (staff at a counter may go on)."""
-    if ctx.line is None or ctx.actor.is_staff:
+    if ctx.actor.is_staff:
         return
-    if recent_failures(ctx.session, ctx.settings, ctx.line.id) >= ctx.settings.failed_proofs_before_lock:
+    # An unknown number runs the same count (on no line), so it costs what a known one costs.
+    failures = recent_failures(ctx.session, ctx.settings, ctx.line.id if ctx.line else UNKNOWN_LINE)
+    if ctx.line is not None and failures >= ctx.settings.failed_proofs_before_lock:
         raise SelfServiceLocked(
             "Too many failed attempts for this number. Self-service is locked for a while; "
             "visit a store with your identity document, or try again later."
@@ -265,7 +282,7 @@ def assess(ctx: ProofContext, evidence: Evidence, *, order_id: int | None = None
         (passed if ok else failures).append(str(checker.method))
     if failures:
         ctx.session.flush()
-        _alert_on_lock(ctx, failures)
+        alert_on_lock(ctx, failures)
         record(
             ctx.session,
             actor=ctx.actor.label,
@@ -279,19 +296,25 @@ def assess(ctx: ProofContext, evidence: Evidence, *, order_id: int | None = None
     return Assessment(combine(methods), methods)
 
 
-def _alert_on_lock(ctx: ProofContext, failures: list[str]) -> None:
-    """Tell the holder, once, when failures have just locked the password or the self-service."""
-    if ctx.line is None or ctx.subscriber is None:
-        return
+def alert_on_lock(ctx: ProofContext, failures: list[str]) -> None:
+    """Tell the holder, once, when failures have just locked the password or the self-service.
+
+    For an unknown number the same counts run (on no line), so the answer costs the same work.
+    """
     from simkeep.notifications.service import notify
 
-    settings = ctx.settings
+    settings, line, subscriber = ctx.settings, ctx.line, ctx.subscriber
+    line_id = line.id if line is not None else UNKNOWN_LINE
     if str(Method.SERVICE_PASSWORD) in failures and (
-        password_failures(ctx.session, settings, ctx.line.id) == settings.password_failures_before_lock
+        password_failures(ctx.session, settings, line_id) == settings.password_failures_before_lock
     ):
-        notify(ctx.session, settings, subscriber=ctx.subscriber, line=ctx.line, template="password_locked")
-    elif recent_failures(ctx.session, settings, ctx.line.id) == settings.failed_proofs_before_lock:
-        notify(ctx.session, settings, subscriber=ctx.subscriber, line=ctx.line, template="failed_proofs")
+        template: str | None = "password_locked"
+    elif recent_failures(ctx.session, settings, line_id) == settings.failed_proofs_before_lock:
+        template = "failed_proofs"
+    else:
+        template = None
+    if template is not None and line is not None and subscriber is not None:
+        notify(ctx.session, settings, subscriber=subscriber, line=line, template=template)
 
 
 def required_for(settings: Settings, action: str) -> Assurance:

@@ -159,11 +159,12 @@ def select_due(session: Session, sql: Dialect, *, now: datetime, limit: int) -> 
     recycling the same line. SQLite's write lock serialises them.
     """
     lock = " FOR UPDATE SKIP LOCKED" if sql.postgres else ""
+    # Stored in line order, so that the statements that follow visit the lines' pages in order.
     result = session.execute(
         stamps(
-            "INSERT INTO ka_due (line_id, plan_id, since, msisdn, sim_id) "
+            "INSERT INTO ka_due (line_id, plan_id, since, msisdn, sim_id) SELECT * FROM ("
             "SELECT id, plan_id, COALESCE(last_activity_at, activated_at), msisdn, sim_id FROM lines "
-            f"WHERE next_action_at <= :now ORDER BY next_action_at LIMIT :limit{lock}",
+            f"WHERE next_action_at <= :now ORDER BY next_action_at LIMIT :limit{lock}) AS due ORDER BY 1",
             "now",
         ),
         {"now": now, "limit": limit},

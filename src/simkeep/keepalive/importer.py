@@ -4,7 +4,7 @@ CSV files have the header ``event_id,msisdn,kind,occurred_at``; JSON lines files
 hold one object with the same fields per line. Bad lines are reported with their line numbers and change
 nothing; the rest is imported.
 
-Built for speed (hundreds of thousands of events a second on one core):
+Built for throughput (figures: ``bench/activity_import.py``):
 
 - **Parsing in bulk.** The CSV is read in chunks of a few MiB and split into lines and fields with ``str``
   methods; only a line holding a quote goes through the ``csv`` module (alone, so an unclosed quote costs that
@@ -12,9 +12,10 @@ Built for speed (hundreds of thousands of events a second on one core):
 - **Set-based writing, one transaction per batch.** The batch's numbers are resolved to lines with one query;
   the events are inserted with ``ON CONFLICT (event_id) DO NOTHING`` (an executemany on SQLite, COPY into a
   temporary table then ``INSERT ... SELECT`` on PostgreSQL): a duplicate, within the file or from an earlier
-  run, is counted as already present and never moves a clock. Then one ``INSERT ... SELECT`` gathers, from the
-  events this batch actually inserted, each line's newest counting event, and one ``UPDATE ... FROM`` per plan
-  moves those lines' clocks forward (never back) with their deadline and next sweep time computed in SQL.
+  run, is counted as already present and never moves a clock. Each line's newest counting event of the batch
+  (noted while checking, or, when the batch held duplicates, taken in SQL from the events it did insert) goes
+  into a temporary table, and one ``UPDATE ... FROM`` per plan moves those lines' clocks forward (never
+  back), with their deadline and next sweep time computed in SQL as the API computes them.
 """
 
 # ruff: noqa: S608 - SQL text is assembled from constants and the plans' integers; values are bound parameters.

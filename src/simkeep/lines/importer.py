@@ -190,14 +190,35 @@ def fast_msisdn_problem(msisdn: str) -> str | None:
 
 
 def parse_timestamp(value: str) -> datetime | str:
-    """An aware UTC datetime from ISO 8601 with a zone, or the reason it is not one."""
+    """An aware datetime (in the zone written) from ISO 8601 with a zone, or the reason it is not one."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return "not an ISO 8601 timestamp (like 2024-05-01T08:30:00+08:00)"
     if parsed.tzinfo is None:
         return "needs a time zone (Z or +08:00)"
-    return parsed.astimezone(UTC)
+    return parsed
+
+
+_UTC_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+def sqlite_stamp(text: str, parsed: datetime) -> str:
+    """``parsed`` (read from ``text``) as SQLAlchemy stores a DateTime on SQLite: naive UTC, microseconds.
+
+    The common ``2024-05-01T00:30:00Z`` is rewritten as text, without datetime arithmetic.
+    """
+    if _UTC_SECONDS.fullmatch(text):
+        return f"{text[:10]} {text[11:19]}.000000"
+    return parsed.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def pg_stamp(_text: str, parsed: datetime) -> str:
+    """``parsed`` for a PostgreSQL ``timestamptz`` in COPY text: ISO 8601 with its offset."""
+    return parsed.isoformat()
+
+
+Stamp = Callable[[str, datetime], str]
 
 
 class _Line(NamedTuple):
@@ -208,15 +229,15 @@ class _Line(NamedTuple):
     iccid: str
     imsi: str
     kind: str
-    activated_at: datetime
-    changed_at: datetime
-    last_activity_at: datetime | None
+    activated_at: str  # each time as the database's writer wants it (see Stamp)
+    changed_at: str
+    last_activity_at: str | None
 
 
 def check_line(  # noqa: PLR0911, PLR0912 - one flat check per field reads better than a table of lambdas
-    values: list[str], key: bytes, latest: datetime
+    values: list[str], key: bytes, latest: datetime, stamp: Stamp
 ) -> _Line | tuple[str, str]:
-    """Validate one row's fields; return the normalised line or ``(field, reason)``."""
+    """Validate one row's fields; return the normalised line (times written by ``stamp``) or the problem."""
     (ref, name, doc_type, doc_number, email, phone, language, msisdn, plan, iccid, imsi, kind,
      activated, changed, activity) = values  # fmt: skip
     if not ref or len(ref) > 64 or not ref.isprintable():
@@ -260,6 +281,7 @@ def check_line(  # noqa: PLR0911, PLR0912 - one flat check per field reads bette
     if kind not in SIM_KINDS:
         return "sim_kind", "must be physical or esim"
     stamps: list[datetime | None] = []
+    texts: list[str | None] = []
     for column, value, required in (
         ("activated_at", activated, True),
         ("last_sim_change_at", changed, False),
@@ -269,6 +291,7 @@ def check_line(  # noqa: PLR0911, PLR0912 - one flat check per field reads bette
             if required:
                 return column, "required"
             stamps.append(None)
+            texts.append(None)
             continue
         parsed = parse_timestamp(value)
         if isinstance(parsed, str):
@@ -276,14 +299,17 @@ def check_line(  # noqa: PLR0911, PLR0912 - one flat check per field reads bette
         if parsed > latest:
             return column, "is in the future"
         stamps.append(parsed)
-    activated_at, changed_at, last_activity_at = stamps
+        texts.append(stamp(value, parsed))
+    activated_at, changed_at, _ = stamps
     assert activated_at is not None
     if changed_at is not None and changed_at < activated_at:
         return "last_sim_change_at", "is before activated_at"
     digest = hmac.digest(key, number.encode(), "sha256").hex()
     subscriber = [name, doc_type, digest, number[-4:], country, email or None, phone or None, language]
-    return _Line(ref, subscriber, msisdn, plan, iccid, imsi, kind, activated_at,
-                 changed_at or activated_at, last_activity_at)  # fmt: skip
+    activated_text, changed_text, activity_text = texts
+    assert activated_text is not None
+    return _Line(ref, subscriber, msisdn, plan, iccid, imsi, kind, activated_text,
+                 changed_text or activated_text, activity_text)  # fmt: skip
 
 
 # --- the reader -------------------------------------------------------------------------------------------
@@ -296,18 +322,8 @@ class LinesExtra(NamedTuple):
     plans: frozenset[str]
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
-    return None if value is None else value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-
-def _pg_time(value: datetime | None) -> str:
-    return NULL if value is None else value.isoformat()
-
-
 def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) -> tuple[str, str]:
     if not postgres:
-        for row in lines:
-            row[7], row[8], row[9] = _sqlite_time(row[7]), _sqlite_time(row[8]), _sqlite_time(row[9])
         return json.dumps(subs, ensure_ascii=False), json.dumps(lines, ensure_ascii=False)
     sub_text = "".join(
         f"{k}\t{copy_text(s[0])}\t{copy_text(s[1])}\t{s[2]}\t{s[3]}\t{s[4]}\t{s[5]}\t"
@@ -316,7 +332,7 @@ def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) ->
     )
     line_text = "".join(
         f"{k}\t{r[0]}\t{copy_text(r[1])}\t{r[2]}\t{copy_text(r[3])}\t{r[4]}\t{r[5]}\t{r[6]}\t"
-        f"{_pg_time(r[7])}\t{_pg_time(r[8])}\t{_pg_time(r[9])}\n"
+        f"{r[7]}\t{NULL if r[8] is None else r[8]}\t{r[9]}\n"
         for k, r in enumerate(lines)
     )
     return sub_text, line_text
@@ -333,6 +349,7 @@ def _line_batch(
     rows: Iterable[tuple[int, list[str] | str]], *, key: bytes, latest: datetime, postgres: bool
 ) -> Batch:
     """One chunk's good lines with their subscribers, and the errors of its other rows."""
+    stamp = pg_stamp if postgres else sqlite_stamp
     subs: list[list[Any]] = []  # ref, real_name, document_type, hmac, last4, country, email, phone, language
     lines: list[list[Any]] = []  # sub_k, ref, msisdn, plan, iccid, imsi, kind, activated, activity, changed
     numbers: array[int] = array("i")
@@ -347,9 +364,9 @@ def _line_batch(
         if isinstance(raw, str):
             checked = ("row", raw)
         else:
-            checked = check_line(raw, key, latest)
+            checked = check_line(raw, key, latest, stamp)
             if not isinstance(checked, _Line) and any(value != value.strip() for value in raw):
-                checked = check_line([value.strip() for value in raw], key, latest)
+                checked = check_line([value.strip() for value in raw], key, latest, stamp)
         problem = _admit(checked, line_no, subs, lines, refs, seen) if isinstance(checked, _Line) else checked
         if problem is None:
             assert isinstance(checked, _Line)
@@ -374,18 +391,19 @@ def _admit(  # noqa: PLR0917 - a hot-path helper called once per row; keywords w
     seen: dict[str, int],
 ) -> tuple[str, str] | None:
     """Add a checked row to the batch unless it repeats a number, SIM or subscriber of an earlier line."""
-    for column, value in (("msisdn", row.msisdn), ("iccid", row.iccid), ("imsi", row.imsi)):
-        first = seen.get(column + value)
-        if first is not None:
-            return column, f"the {column.upper()} is also on line {first}"
+    msisdn, iccid, imsi = "m" + row.msisdn, "c" + row.iccid, "i" + row.imsi
+    if msisdn in seen or iccid in seen or imsi in seen:
+        for column, value in (("msisdn", msisdn), ("iccid", iccid), ("imsi", imsi)):
+            first = seen.get(value)
+            if first is not None:
+                return column, f"the {column.upper()} is also on line {first}"
     sub_k = refs.get(row.ref)
     if sub_k is None:
         sub_k = refs[row.ref] = len(subs)
         subs.append([row.ref, *row.subscriber])
     elif subs[sub_k][3] != row.subscriber[2]:
         return "document_number", "the subscriber_ref is used by an earlier line with another document"
-    for column, value in (("msisdn", row.msisdn), ("iccid", row.iccid), ("imsi", row.imsi)):
-        seen[column + value] = line_no
+    seen[msisdn] = seen[iccid] = seen[imsi] = line_no
     lines.append(
         [sub_k, row.ref, row.msisdn, row.plan, row.iccid, row.imsi, row.kind, row.activated_at,
          row.last_activity_at, row.changed_at]

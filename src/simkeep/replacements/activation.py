@@ -12,7 +12,7 @@ from simkeep.auth.actors import SYSTEM, Actor
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.identity.assurance import Method
-from simkeep.identity.service import Evidence, ProofContext, assess, require
+from simkeep.identity.service import Evidence, ProofContext, alert_on_lock, assess, require
 from simkeep.lines import repository as lines_repo
 from simkeep.lines.errors import LineRecycled
 from simkeep.lines.protection import refuse_locked_change
@@ -256,6 +256,7 @@ def _check_receipt(
     )
     session.flush()
     if not ok:
+        alert_on_lock(ctx, [str(Method.ICCID_DIGITS)])
         record(
             session,
             actor=actor.label,

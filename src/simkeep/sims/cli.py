@@ -24,7 +24,9 @@ Importer = Callable[..., "ImportResult"]
 
 @app.command("import")
 def import_stock(
-    file: Annotated[Path, typer.Argument(help="CSV with the header iccid,imsi,kind,location,store,batch.")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV: iccid,imsi,kind,location,store,batch[,auth_algorithm,k,opc].")
+    ],
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Import SIM stock; exit 1 when rows were rejected, 2 when the file cannot be read."""
