@@ -1,0 +1,236 @@
+"""Load: CAMARA SIM Swap checks at full speed while store replacements run through the API (issue 9 item 5).
+
+Run from the repository root: ``python bench/load_mixed.py [--lines N] [--flows-per-second F] [--duration S]
+[--workers W] [--backends postgres,sqlite]``. For each backend it makes a fresh database with N lines
+(default 200,000) for the checks, plus one store, a clerk, and enough holders and store SIMs for
+``F * S`` replacement flows (defaults 20 per second for 60 s); starts ``simkeep serve --workers W`` and
+``simkeep worker`` as an operator would; then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64
+connections while a pool of clerk clients starts F store replacements a second (submit with the in-person
+check, cash payment, the scanned SIM, activation: four requests). Face matching is not part of a store
+flow. It checks that every check answered 200 or 404 (wrk's errors and non-2xx counts: 404 is the unknown
+numbers drawn), that every flow ended activated, and prints:
+
+``RESULT load_camara_rps_<backend>``, ``RESULT load_camara_p99_ms_<backend>``, ``RESULT
+load_camara_errors_<backend>``, ``RESULT load_flows_per_s_<backend>``, ``RESULT load_flow_p99_s_<backend>``
+and ``RESULT load_flow_errors_<backend>``. Targets (issue 9): 20,000 checks/s, p99 under 20 ms, zero errors,
+replacement p99 under 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the data factories live in tests/
+
+import httpx  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+from tests import factories  # noqa: E402
+
+from _keepalive_data import database, drop, make_lines  # noqa: E402  (sibling scripts)
+from camara_check import (  # noqa: E402
+    LUA,
+    SECRET,
+    Load,
+    _answers,
+    add_sim_changes,
+    free_port,
+    run_wrk,
+    stop,
+    wait_ready,
+)
+from simkeep.camara import clients  # noqa: E402
+from simkeep.config import Settings  # noqa: E402
+from simkeep.db.base import utcnow  # noqa: E402
+from simkeep.models import StaffRole  # noqa: E402
+
+
+def seed_flows(session: Session, settings: Settings, flows: int) -> tuple[str, list[tuple[str, str]]]:
+    """A store, its clerk, and ``flows`` holders each with a store SIM waiting: (clerk, [(msisdn, iccid)])."""
+    store = factories.store(session)
+    clerk = factories.staff(session, StaffRole.CLERK, store_row=store)
+    pairs = []
+    for _ in range(flows):
+        holder = factories.holder(session, settings)
+        sim = factories.sim(session, store=store)
+        pairs.append((holder.msisdn, sim.iccid))
+    session.commit()
+    return clerk.username, pairs
+
+
+class Counter:
+    """One clerk client: a store replacement, start to finish, timed."""
+
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        self.base = base
+        self.headers = headers
+        self.local = threading.local()
+
+    def _client(self) -> httpx.Client:
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = httpx.Client(base_url=self.base, headers=self.headers, timeout=30)
+        return client
+
+    def flow(self, msisdn: str, iccid: str) -> tuple[float, str | None]:
+        """The flow's duration and its error (None when it ended activated)."""
+        c = self._client()
+        started = time.perf_counter()
+        body = {"msisdn": msisdn, "channel": "store", "in_person_document_number": factories.DOCUMENT}
+        r = c.post("/api/v1/replacements", json=body)
+        if r.status_code != 201:
+            return time.perf_counter() - started, f"submit {r.status_code} {r.text[:200]}"
+        ref = r.json()["reference"]
+        for path, step in ((f"/api/v1/replacements/{ref}/payment", {"method": "cash"}),
+                           (f"/api/v1/replacements/{ref}/sim", {"iccid": iccid}),
+                           (f"/api/v1/replacements/{ref}/activation", {})):  # fmt: skip
+            r = c.post(path, json=step)
+            if r.status_code != 200:
+                return time.perf_counter() - started, f"{path} {r.status_code} {r.text[:200]}"
+        state = r.json()["state"]
+        return time.perf_counter() - started, None if state == "activated" else f"ended {state}"
+
+
+def run_flows(counter: Counter, pairs: list[tuple[str, str]], rate: float) -> list[tuple[float, str | None]]:
+    """Start ``rate`` flows a second (as long as ``pairs`` lasts), each in the pool; their outcomes."""
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        started = time.perf_counter()
+        futures = []
+        for i, (msisdn, iccid) in enumerate(pairs):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(counter.flow, msisdn, iccid))
+        return [f.result() for f in futures]
+
+
+def start_service(
+    env: dict[str, str], workers: int, workdir: Path, backend: str
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
+    """``simkeep serve`` and ``simkeep worker``, as an operator starts them: (server, worker, base URL)."""
+    simkeep = str(Path(sys.executable).parent / "simkeep")
+    port = free_port()
+    with (workdir / f"serve-{backend}.log").open("wb") as out:
+        server = subprocess.Popen(
+            [simkeep, "serve", "--port", str(port), "--workers", str(workers), "--no-upgrade"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    with (workdir / f"worker-{backend}.log").open("wb") as out:
+        worker = subprocess.Popen([simkeep, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return server, worker, f"http://127.0.0.1:{port}"
+
+
+def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> list[str]:
+    """One backend's run; its RESULT lines."""
+    engine, url = database(backend)
+    try:
+        make_lines(engine, options.lines, utcnow())
+        add_sim_changes(engine)
+        settings = Settings(environment="development", secret_key=SECRET, database_url=url)
+        flows = int(options.flows_per_second * options.duration)
+        with Session(engine) as session:
+            issued = clients.create_client(
+                session, settings, name="Load bank", scopes=["sim-swap:check"],
+                requests_per_second=10_000_000, daily_quota=2_000_000_000,
+            )  # fmt: skip
+            session.commit()
+            client_id, secret = issued.client.client_id, issued.secret
+            clerk, pairs = seed_flows(session, settings, flows)
+        env = {
+            **os.environ,
+            "SIMKEEP_ENVIRONMENT": "development",
+            "SIMKEEP_SECRET_KEY": SECRET,
+            "SIMKEEP_DATABASE_URL": url,
+            "SIMKEEP_LOG_LEVEL": "WARNING",
+            "SIMKEEP_OTP_TRANSPORT": "null",
+        }
+        server, worker, base = start_service(env, options.workers, workdir, backend)
+        try:
+            try:
+                wait_ready(server, base + "/healthz", workdir / f"serve-{backend}.log")
+            except SystemExit:
+                print((workdir / f"serve-{backend}.log").read_text(errors="replace")[-3000:])
+                raise
+            form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+            token = httpx.post(base + "/oauth2/token", data=form, timeout=10).json()["access_token"]
+            script = workdir / f"check-{backend}.lua"
+            script.write_text(LUA % {"lines": options.lines, "token": token})
+            staff = httpx.post(
+                base + "/api/v1/auth/staff/token",
+                json={"username": clerk, "password": factories.STAFF_PASSWORD},
+                timeout=10,
+            ).json()["access_token"]
+            counter = Counter(base, {"Authorization": f"Bearer {staff}"})
+            outcome: dict[str, Load] = {}
+
+            def load_checks() -> None:
+                target = base + "/sim-swap/v2/check"
+                outcome["load"] = run_wrk(
+                    target, script, connections=64, duration=options.duration, threads=2
+                )
+
+            checks = threading.Thread(target=load_checks)
+            checks.start()
+            began = time.perf_counter()
+            results = run_flows(counter, pairs, options.flows_per_second)
+            flow_seconds = time.perf_counter() - began
+            checks.join()
+        finally:
+            stop(server)
+            stop(worker)
+        load = outcome["load"]
+        durations = sorted(d for d, _ in results)
+        errors = [e for _, e in results if e is not None]
+        p99 = statistics.quantiles(durations, n=100)[-1] if len(durations) >= 100 else durations[-1]
+        answers = _answers(url)
+        refused = sum(n for status, n in answers.items() if status not in (200, 404))
+        print(
+            f"{backend}: checks {load.rps:.0f} req/s, p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms, "
+            f"answers by status {answers} (404: the unknown numbers drawn); flows {len(results)} in "
+            f"{flow_seconds:.1f} s, median {statistics.median(durations):.2f} s, p99 {p99:.2f} s, "
+            f"{len(errors)} errors",
+            flush=True,
+        )
+        for error in errors[:5]:
+            print(f"  flow error: {error}")
+        return [
+            f"RESULT load_camara_rps_{backend} {load.rps:.0f} req/s",
+            f"RESULT load_camara_p99_ms_{backend} {load.p99_ms:.1f} ms",
+            f"RESULT load_camara_errors_{backend} {refused} errors",
+            f"RESULT load_flows_per_s_{backend} {len(results) / flow_seconds:.1f} flows/s",
+            f"RESULT load_flow_p99_s_{backend} {p99:.2f} s",
+            f"RESULT load_flow_errors_{backend} {len(errors)} errors",
+        ]
+    finally:
+        drop(engine, backend)
+
+
+def main() -> None:
+    """Run the load on each backend and print the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--flows-per-second", type=float, default=20.0)
+    parser.add_argument("--duration", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backends", default="postgres,sqlite")
+    options = parser.parse_args()
+    results: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="simkeep-bench-load-") as tmp:
+        for backend in [b.strip() for b in options.backends.split(",") if b.strip()]:
+            results += bench_backend(backend, options, Path(tmp))
+    print("\n".join(results))
+
+
+if __name__ == "__main__":
+    main()
