@@ -32,8 +32,8 @@ from tests.properties.machine import ReplacementMachine
 from tests.properties.world import build_world
 
 MACHINE_SETTINGS = hyp_settings(
-    max_examples=40,
-    stateful_step_count=25,
+    max_examples=30,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
