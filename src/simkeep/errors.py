@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
+
+log = structlog.get_logger(__name__)
 
 
 class DomainError(Exception):
@@ -145,5 +149,13 @@ def install_error_handlers(app: FastAPI) -> None:
             errors=errors,
         )
 
+    async def on_data_error(request: Request, exc: Exception) -> Response:
+        # The database refused a value no schema rule caught (a NUL character in a string, for PostgreSQL):
+        # bad input, not a server fault. Nothing was written: the request's transaction is rolled back.
+        error = InvalidInput("A value in the request cannot be stored (for example, a NUL character).")
+        log.info("request.data_error", error=type(exc).__name__)
+        return await on_domain_error(request, error)
+
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(DataError, on_data_error)

@@ -53,11 +53,9 @@ def _document() -> dict[str, Any]:
 
 
 DOCUMENT = _document()
-#: Operations with a reported 5xx: fuzzed once their fix lands (each has a strict xfail test below).
-KNOWN_5XX = ("/api/v1/jobs:retry",)
-#: NUL characters are left to TestNulCharacters (PostgreSQL refuses them in text; see the xfail there).
+#: NUL characters are left to TestNulCharacters (PostgreSQL refuses them in text).
 CONFIG = SchemathesisConfig.from_dict({"generation": {"allow-x00": False}})
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG).exclude(path=list(KNOWN_5XX))
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 
 
 def headers_for(case: schemathesis.Case[Any], target: Target) -> dict[str, str]:
@@ -104,13 +102,8 @@ class TestOpenApi:
 
 
 class TestKnownServerErrors:
-    """Inputs the fuzzing found to end in a 5xx."""
+    """Inputs the fuzzing found to end in a 5xx (fixed; kept as regression tests)."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: POST /api/v1/jobs:retry takes any integer id; one beyond 64 bits overflows the "
-        "database driver (500). Fix: jobs/api.py JobRetry.ids items Field(ge=1, le=2**63 - 1)",
-    )
     def test_job_ids_beyond_64_bits_are_refused(self, target: Target) -> None:
         """Retrying a job id no database can hold is a validation error (422 problem details), not a 500."""
         response = target.client.post(
@@ -120,8 +113,6 @@ class TestKnownServerErrors:
         assert response.json()["code"] == "VALIDATION_FAILED"
 
 
-#: The NUL requests PostgreSQL answers with a 500 (found by this fuzzing; reported).
-NUL_BUGS: tuple[str, ...] = ("staff-sign-in", "order-reference", "evidence-reference")
 #: Requests carrying a NUL character where the app queries the database with it.
 NUL_REQUESTS = [
     pytest.param(
@@ -156,15 +147,6 @@ class TestNulCharacters:
         who: str | None,
     ) -> None:
         """The request is answered below 500, a refusal with problem details, on every database."""
-        if backend == "postgres" and any(bug in request.node.callspec.id for bug in NUL_BUGS):
-            request.applymarker(
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG: PostgreSQL refuses NUL in text (psycopg DataError), answered 500. Fix: "
-                    "errors.install_error_handlers maps sqlalchemy.exc.DataError to a 422 problem "
-                    "(INVALID_INPUT), or request models refuse NUL in every str field",
-                )
-            )
         headers = target.admin_headers if who == "admin" else {}
         response = target.client.request(method, url, json=body, headers=headers)
         assert response.status_code < 500, response.text

@@ -20,7 +20,6 @@ from typing import Any, ClassVar, TypeVar
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from simkeep.auth.actors import ANONYMOUS, Actor
@@ -71,10 +70,6 @@ VERDICTS: dict[str, list[CheckOutcome]] = {
     ],
 }
 
-#: The unique constraint a cancelled order's released SIM trips when it is given to the next order (a bug,
-#: reported with its fix; remove this once the xfail test of it passes).
-_KNOWN_BUG = "new_sim_id"
-
 STAFF_AND_SYSTEM = ("clerk0", "clerk1", "reviewer", "admin", "system")
 EVERYONE = ("holder0", "holder1", *STAFF_AND_SYSTEM)
 #: "fit" three times out of ten, so most sequences make progress and the rest try the wrong people.
@@ -119,14 +114,6 @@ class ReplacementMachine(RuleBasedStateMachine):
         savepoint = self.db.begin_nested()
         try:
             result = call()
-        except IntegrityError as exc:
-            if _KNOWN_BUG not in str(exc.orig):
-                raise
-            # Reported (see test_sim_released_by_a_cancelled_order_can_be_used_again): the step is undone so
-            # that the run goes on looking for other faults.
-            savepoint.rollback()
-            self.stats[f"{step}:known_bug:released_sim_reused"] += 1
-            return None
         except DomainError as exc:
             refusal: DomainError | None = exc
             if exc.keep_changes:

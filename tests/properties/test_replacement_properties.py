@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hyp_settings
 from hypothesis.stateful import run_state_machine_as_test
@@ -124,11 +123,6 @@ class TestScriptedSequences:
         finally:
             machine.teardown()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: a cancelled order keeps new_sim_id on a SIM released to stock; reusing it breaks the "
-        "unique constraint (replacements.service._release_sim)",
-    )
     def test_sim_released_by_a_cancelled_order_can_be_used_again(
         self, db: Session, settings: Settings
     ) -> None:

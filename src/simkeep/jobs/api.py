@@ -43,7 +43,7 @@ class JobList(BaseModel):
 class JobRetry(BaseModel):
     """Dead jobs to queue again."""
 
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=1000)
 
 
 def _read(job: Job) -> JobRead:

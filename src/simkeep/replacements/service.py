@@ -492,6 +492,10 @@ def _release_sim(session: Session, order: ReplacementOrder) -> None:
     sim = session.get(Sim, order.new_sim_id)
     assert sim is not None
     sims_service.release(session, sim)
+    if sim.status == SimStatus.IN_STOCK:
+        # Back in stock for the next order (new_sim_id is unique); the timeline keeps what was assigned.
+        order.new_sim_id = None
+        session.flush()
 
 
 def expire_overdue(session: Session, *, now: datetime | None = None, limit: int = 1000) -> list[str]:
