@@ -15,7 +15,7 @@ from simkeep import __version__
 from simkeep.body_limit import BodyLimitMiddleware
 from simkeep.config import Settings, get_settings
 from simkeep.db.engine import make_engine, make_session_factory
-from simkeep.errors import install_error_handlers
+from simkeep.errors import PROBLEM_RESPONSES, install_error_handlers
 from simkeep.logging import configure_logging
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, *, session_scope: SessionScope 
         version=__version__,
         summary="Number-keeping SIM lines: loss reports, replacement SIMs and SIM-swap protection.",
         lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,  # also replaces FastAPI's default 422 (the app answers problem details)
     )
     app.state.settings = settings
     install_error_handlers(app)

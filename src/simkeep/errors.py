@@ -115,6 +115,40 @@ def problem(status: int, code: str, title: str, detail: str, instance: str, **ex
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
+#: The JSON schema of a problem details body (RFC 9457) as :func:`problem` writes it.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance", "code"],
+    "properties": {
+        "type": {"type": "string", "description": "about:blank"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "What went wrong, for a person."},
+        "instance": {"type": "string", "description": "The request path."},
+        "code": {"type": "string", "description": "A stable error code (docs/api.md)."},
+        "details": {"type": "object", "description": "More about the error, when there is more."},
+        "errors": {
+            "type": "array",
+            "description": "The fields that failed validation (422 VALIDATION_FAILED).",
+            "items": {"type": "object"},
+        },
+    },
+}
+
+#: The error answers every JSON API operation may give, declared once for the OpenAPI document.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "Refused: problem details with a stable `code` (422: the request failed validation).",
+        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+    },
+    "5XX": {
+        "description": "The server or a system it needs failed (problem details).",
+        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+    },
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping from domain and validation errors to problem details."""
 

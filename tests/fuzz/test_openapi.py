@@ -167,14 +167,6 @@ def _declared(operation: dict[str, Any], status: int, content_type: str) -> bool
 class TestErrorResponsesDocumented:
     """The document declares the error responses the app gives (status and content type)."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: error responses are not in the OpenAPI document: 401/403/404/409/423... are undeclared "
-        "and 422 is declared as application/json HTTPValidationError while the app answers "
-        "application/problem+json problem details. Fix: declare problem-details responses app-wide "
-        "(FastAPI(responses=...) in app.py, a 422 entry replacing FastAPI's default) and CAMARA's "
-        "{status, code, message} on the CAMARA routers",
-    )
     def test_every_operation_declares_its_error_responses(self, target: Target) -> None:
         """Called with no token and an empty body, each operation answers with a status and content type
         that the document declares for it."""

@@ -25,7 +25,15 @@ from simkeep.camara import number_recycling, sim_swap
 from simkeep.camara.auth import AccessToken, bearer_token, issue_token, require_scope
 from simkeep.camara.clients import authenticate_client
 from simkeep.camara.common import CORRELATOR, correlator, json_object, optional_phone_number, subject
-from simkeep.camara.errors import CamaraError, OAuthError, camara_response, camara_status, oauth_response
+from simkeep.camara.errors import (
+    CAMARA_RESPONSES,
+    OAUTH_RESPONSES,
+    CamaraError,
+    OAuthError,
+    camara_response,
+    camara_status,
+    oauth_response,
+)
 from simkeep.camara.reader import reader_for
 from simkeep.camara.repository import SwapFacts
 from simkeep.camara.runtime import CamaraRuntime, ClientState
@@ -44,10 +52,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await run_in_threadpool(runtime.recorder.stop)
         if runtime.reader is not None:
-            runtime.reader.close()
+            await runtime.reader.aclose()
 
 
-router = APIRouter(tags=["camara"], lifespan=_lifespan)
+router = APIRouter(tags=["camara"], lifespan=_lifespan, responses=CAMARA_RESPONSES)
 
 
 def runtime_of(app: Any) -> CamaraRuntime:
@@ -130,7 +138,11 @@ async def _token(request: Request) -> JSONResponse:
     )
 
 
-@router.post("/oauth2/token", summary="OAuth2 client-credentials token for relying parties")
+@router.post(
+    "/oauth2/token",
+    summary="OAuth2 client-credentials token for relying parties",
+    responses=OAUTH_RESPONSES,
+)
 async def oauth2_token(request: Request) -> Response:
     """Exchange client credentials for a short-lived bearer token (RFC 6749 section 4.4)."""
     try:
@@ -172,9 +184,9 @@ async def authorize(
     x-correlator, in that order; ``on_client`` is told the client as soon as it is known (for the record)."""
     token = runtime.verify(bearer_token(request.headers.get("authorization")))
     if runtime.needs_load(token):
-        state = await run_in_threadpool(runtime.client_for, token)
+        state = await run_in_threadpool(runtime.load_client, token)
     else:
-        state = runtime.client_for(token)
+        state = runtime.cached_client(token)
     on_client(state)
     require_scope(token, scopes)
     runtime.admit(state)
@@ -195,10 +207,7 @@ async def run_operation(request: Request, operation: Operation) -> Response:
 
         reader = runtime.reader
         if operation.fast is not None and reader is not None:
-            if reader.inline:
-                facts = reader.swap_facts(msisdn)
-            else:
-                facts = await run_in_threadpool(reader.swap_facts, msisdn)
+            facts = reader.swap_facts(msisdn) if reader.inline else await reader.aswap_facts(msisdn)
             result = operation.fast(facts, params)
         else:
 

@@ -7,6 +7,8 @@ CAMARA ``{status, code, message}`` with the ``x-correlator`` echoed; ``/oauth2/t
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.responses import JSONResponse
 
 from simkeep.errors import DomainError
@@ -69,6 +71,46 @@ class OAuthError(DomainError):
 def camara_status(code: str) -> int:
     """The HTTP status of a CAMARA code."""
     return CAMARA_CODES[code][0]
+
+
+#: The CAMARA error body and the OpenAPI responses of the CAMARA routes (not problem details).
+ERROR_INFO_SCHEMA: dict[str, Any] = {
+    "title": "ErrorInfo",
+    "type": "object",
+    "required": ["status", "code", "message"],
+    "properties": {
+        "status": {"type": "integer"},
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+    },
+}
+CAMARA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "Refused: CAMARA `{status, code, message}`; `/oauth2/token` answers RFC 6749 errors.",
+        "content": {"application/json": {"schema": ERROR_INFO_SCHEMA}},
+    },
+    "5XX": {
+        "description": "Failed: CAMARA `{status, code, message}`.",
+        "content": {"application/json": {"schema": ERROR_INFO_SCHEMA}},
+    },
+}
+
+
+OAUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "Refused: an RFC 6749 section 5.2 error.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "OAuthError",
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+                }
+            }
+        },
+    },
+}
 
 
 def camara_response(error: CamaraError, *, correlator: str | None) -> JSONResponse:

@@ -8,18 +8,22 @@ to every worker the moment its activation commits. The statement is
 
 - SQLite: one ``query_only`` connection per worker, used on the event loop itself. A point lookup on the
   unique index takes tens of microseconds, less than a hop to the thread pool and back.
-- PostgreSQL: a small autocommit engine (SQLAlchemy Core); reads go to the thread pool as any blocking call.
+- PostgreSQL: a small pool of psycopg async connections in autocommit mode, used on the event loop (no
+  thread per check); a blocking path through an autocommit engine remains for callers off the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
+from starlette.concurrency import run_in_threadpool
 
 from simkeep.camara.repository import SWAP_FACTS, SwapFacts
 from simkeep.config import Settings
@@ -44,9 +48,66 @@ class SwapReader:
         changed: datetime | None = row[2]
         return str(row[0]), row[1], changed
 
+    async def aswap_facts(self, msisdn: str) -> SwapFacts | None:
+        """:meth:`swap_facts` without blocking the event loop (in the thread pool here)."""
+        return await run_in_threadpool(self.swap_facts, msisdn)
+
     def close(self) -> None:
         """Close the reader's connections."""
         self.engine.dispose()
+
+    async def aclose(self) -> None:
+        """Close the reader's connections (from the event loop)."""
+        self.close()
+
+
+class PostgresSwapReader(SwapReader):
+    """PostgreSQL: the reads of the event loop go through psycopg's async connections (autocommit), held in a
+    small pool of this worker's own, so a check needs no thread (dozens of threads waiting on the database
+    would fight the event loop for the GIL). :meth:`swap_facts` (blocking, through the engine) remains for
+    callers off the loop."""
+
+    def __init__(self, engine: Engine, *, size: int) -> None:
+        super().__init__(engine)
+        self.sql = str(SWAP_FACTS.compile(dialect=engine.dialect))  # psycopg's %(msisdn)s placeholders
+        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._size = size
+        self._opened = 0
+        self._idle: asyncio.Queue[psycopg.AsyncConnection[Any]] | None = None
+
+    async def _take(self) -> psycopg.AsyncConnection[Any]:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+        if self._idle.empty() and self._opened < self._size:
+            self._opened += 1
+            try:
+                return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except BaseException:
+                self._opened -= 1
+                raise
+        return await self._idle.get()
+
+    async def aswap_facts(self, msisdn: str) -> SwapFacts | None:
+        """(line status, activation time, last SIM change) of the line holding ``msisdn``, or None."""
+        conn = await self._take()
+        assert self._idle is not None
+        try:
+            cursor = await conn.execute(self.sql, {"msisdn": msisdn})
+            row = await cursor.fetchone()
+        except BaseException:
+            self._opened -= 1  # a broken connection is dropped; the next call opens a new one
+            await conn.close()
+            raise
+        self._idle.put_nowait(conn)
+        if row is None:
+            return None
+        return str(row[0]), row[1], row[2]
+
+    async def aclose(self) -> None:
+        """Close the pooled connections and the engine."""
+        while self._idle is not None and not self._idle.empty():
+            await self._idle.get_nowait().close()
+        self.close()
 
 
 def _utc(value: str | None) -> datetime | None:
@@ -97,4 +158,6 @@ def reader_for(settings: Settings) -> SwapReader:
         max_overflow=settings.db_pool_size * 2,
         pool_recycle=300,
     )
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
+        return PostgresSwapReader(engine, size=settings.db_pool_size)
     return SwapReader(engine)

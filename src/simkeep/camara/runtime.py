@@ -63,6 +63,8 @@ class ClientState:
     #: Answered queries of the day in api_queries asked before ``stable_until`` (counted once, then extended).
     stable_count: int = 0
     stable_until: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: A request is reading a newer copy of this client (the others go on with this one meanwhile).
+    refreshing: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -234,7 +236,7 @@ class CamaraRuntime:
                 stable = repository.answered_since(session, row.id, day, until=cut)
             used = stable + repository.answered_since(session, row.id, cut)
         now = time.monotonic()
-        state = ClientState(
+        return ClientState(
             pk=row.id,
             active=row.active,
             rotated_at_ms=int(row.secret_rotated_at.timestamp() * 1000),
@@ -248,34 +250,65 @@ class CamaraRuntime:
             stable_count=stable,
             stable_until=cut,
         )
-        if previous is not None:
-            state.tokens = min(previous.tokens, float(state.rate))
-            state.refilled_at = previous.refilled_at
-            if previous.day == day:
-                state.used_today = max(used, previous.used_today)
-        return state
+
+    @staticmethod
+    def _carry_over(previous: ClientState, fresh: ClientState) -> None:
+        """What this worker counted on its old copy (the bucket, today's answers) goes on in the new one."""
+        with previous.lock:
+            fresh.tokens = min(previous.tokens, float(fresh.rate))
+            fresh.refilled_at = previous.refilled_at
+            if previous.day == fresh.day:
+                fresh.used_today = max(fresh.used_today, previous.used_today)
 
     def needs_load(self, token: AccessToken) -> bool:
-        """Whether :meth:`client_for` would read the database (so the caller can move it off the loop)."""
+        """Whether the caller should read the client with :meth:`load_client` (off the event loop): when this
+        worker has no copy of it, or when its copy is older than the cache time and no other request is
+        refreshing it already. Only one request at a time refreshes a client; the others go on with the copy
+        they have meanwhile, so a busy client's refresh is one read, not one per request in flight."""
         state = self._clients.get(token.client_id)
-        return (
-            state is None or time.monotonic() - state.loaded_at >= self.settings.camara_client_cache_seconds
-        )
+        if state is None:
+            return True
+        if time.monotonic() - state.loaded_at < self.settings.camara_client_cache_seconds:
+            return False
+        with self._lock:
+            if state.refreshing:
+                return False
+            state.refreshing = True
+        return True
 
-    def client_for(self, token: AccessToken) -> ClientState:
-        """The token's client, if still active and the token was issued after the last secret rotation."""
-        state = self._clients.get(token.client_id)
-        if self.needs_load(token):
-            fresh = self._load(token.client_id, state)
-            with self._lock:
-                if fresh is None:
-                    self._clients.pop(token.client_id, None)
-                else:
-                    self._clients[token.client_id] = fresh
-            state = fresh
+    def load_client(self, token: AccessToken) -> ClientState:
+        """Read the token's client into this worker's cache; then as :meth:`cached_client`."""
+        previous = self._clients.get(token.client_id)
+        try:
+            fresh = self._load(token.client_id, previous)
+        finally:
+            if previous is not None:
+                previous.refreshing = False
+        with self._lock:
+            if fresh is None:
+                self._clients.pop(token.client_id, None)
+            else:
+                if previous is not None:
+                    self._carry_over(previous, fresh)
+                self._clients[token.client_id] = fresh
+        return self._valid(fresh, token)
+
+    def cached_client(self, token: AccessToken) -> ClientState:
+        """The token's client from this worker's copy (see :meth:`_valid`)."""
+        return self._valid(self._clients.get(token.client_id), token)
+
+    @staticmethod
+    def _valid(state: ClientState | None, token: AccessToken) -> ClientState:
+        """The client, if it exists, is active and the token was issued after its last secret rotation."""
         if state is None or not state.active or token.issued_at_ms < state.rotated_at_ms:
             raise CamaraError("UNAUTHENTICATED")
         return state
+
+    def client_for(self, token: AccessToken) -> ClientState:
+        """The token's client, read again when this worker's copy is due (blocking: not on the event loop)."""
+        if self.needs_load(token):
+            return self.load_client(token)
+        return self.cached_client(token)
 
     def admit(self, state: ClientState) -> None:
         """Take one request from the client's token bucket (this worker's share of the client's rate) and

@@ -18,11 +18,11 @@ from simkeep.camara import subscriptions
 from simkeep.camara.api import authorize, echoed_correlator, runtime_of
 from simkeep.camara.auth import AccessToken
 from simkeep.camara.common import PHONE_NUMBER, json_object
-from simkeep.camara.errors import CamaraError, camara_response, camara_status
+from simkeep.camara.errors import CAMARA_RESPONSES, CamaraError, camara_response, camara_status
 from simkeep.camara.runtime import ClientState
 
 PREFIX = "/sim-swap-subscriptions/v0.3/subscriptions"
-router = APIRouter(tags=["camara"])
+router = APIRouter(tags=["camara"], responses=CAMARA_RESPONSES)
 
 #: Does the work of one call in a transaction: (session, token, client pk, JSON body) -> (status, body).
 Work = Callable[[Session, AccessToken, int, dict[str, Any] | None], tuple[int, Any]]

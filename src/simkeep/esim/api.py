@@ -8,6 +8,8 @@ refused); mutual TLS, where used, is terminated in front of simkeep (docs/esim.m
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -17,7 +19,14 @@ from simkeep.esim import protocol
 from simkeep.esim.progress import record_progress
 from simkeep.security import constant_time_equal
 
-router = APIRouter(tags=["esim"])
+#: The SM-DP+ is answered in ES2+ JSON (SGP.22: a header with the execution status), not problem details.
+ES2_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "Refused (unknown caller, malformed call): an ES2+ header with status Failed.",
+        "content": {"application/json": {"schema": {"type": "object", "required": ["header"]}}},
+    },
+}
+router = APIRouter(tags=["esim"], responses=ES2_RESPONSES)
 
 
 def _es2(body: dict[str, object], status_code: int = 200) -> JSONResponse:

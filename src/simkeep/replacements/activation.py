@@ -78,12 +78,9 @@ def activate(
         )
 
     if order.channel == Channel.ESIM:
-        try:  # INTEGRATION-PENDING
-            from simkeep.esim.service import check_activation_allowed
-        except ImportError:
-            pass
-        else:
-            check_activation_allowed(session, settings, order=order, actor=actor)
+        from simkeep.esim.service import check_activation_allowed
+
+        check_activation_allowed(session, settings, order=order, actor=actor)
         if workflow.role_of(actor) == workflow.SYSTEM:
             name = "activate_installed"
 
@@ -203,12 +200,9 @@ def _after_sim_change(
     session: Session, settings: Settings | None, *, line: Line, old_sim: Sim | None, changed_at: datetime
 ) -> None:
     """Tell subscribed relying parties, and remove the old SIM from the HLR once its grace has passed."""
-    try:  # INTEGRATION-PENDING
-        from simkeep.camara.subscriptions import on_sim_change
-    except ImportError:
-        pass
-    else:
-        on_sim_change(session, line_id=line.id, msisdn=line.msisdn, changed_at=changed_at)
+    from simkeep.camara.subscriptions import on_sim_change
+
+    on_sim_change(session, line_id=line.id, msisdn=line.msisdn, changed_at=changed_at)
     if old_sim is not None:
         grace = settings.hlr_old_sim_grace_days if settings is not None else 7
         operations.schedule(
