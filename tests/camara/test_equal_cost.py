@@ -10,6 +10,7 @@ that scheduling noise cannot reach them, while a second query for known numbers 
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from simkeep.camara.api import runtime_of
 from simkeep.camara.errors import OAuthError
 from simkeep.camara.reader import SqliteSwapReader, reader_for
 from simkeep.config import Settings
-from simkeep.models import Line
+from simkeep.models import Line, SimChange, SimChangeChannel
 from tests import factories
 from tests.camara.conftest import Rp, bearer, token_for
 
@@ -242,3 +243,41 @@ class TestReaderCost:
             reader.close()
         assert len(known) == 1
         assert known == [s.replace(UNKNOWN, msisdn) for s in unknown]
+
+    def test_event_loop_reads_answer_like_the_session(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """The reads made on the event loop (psycopg's async connections on PostgreSQL; the inline
+        connection on SQLite) answer what the session does, a change committed in between included."""
+        _, settings = fresh
+        with fresh_session_factory() as s:
+            line = factories.holder(s, settings).line
+            s.commit()
+            msisdn, line_id = line.msisdn, line.id
+            expected = repository.swap_facts(s, msisdn)
+        reader = reader_for(settings)
+
+        async def read(number: str) -> Any:
+            return reader.swap_facts(number) if reader.inline else await reader.aswap_facts(number)
+
+        async def scenario() -> None:
+            try:
+                assert await read(msisdn) == expected
+                assert await read(UNKNOWN) is None
+                with fresh_session_factory() as s:
+                    s.add(
+                        SimChange(
+                            line_id=line_id,
+                            new_sim_id=factories.sim(s).id,
+                            changed_at=datetime.now(UTC),
+                            channel=SimChangeChannel.STORE,
+                        )
+                    )
+                    s.commit()
+                    now_expected = repository.swap_facts(s, msisdn)
+                assert now_expected != expected
+                assert await read(msisdn) == now_expected  # the same pooled connection sees the commit
+            finally:
+                await reader.aclose()
+
+        asyncio.run(scenario())

@@ -119,6 +119,38 @@ class TestDailyQuota:
         assert runtime.client_for(token).used_today == 5
 
 
+class TestClientRefresh:
+    """A worker's copy of a client is refreshed by one request at a time."""
+
+    def test_one_refresh_at_a_time(self, runtime: CamaraRuntime, make_rp: Any) -> None:
+        """While one request reads a stale client again, the others in flight use the copy they have
+        instead of each reading the database; the next due refresh happens once the first has finished."""
+        rp = make_rp()
+        now = time.time()
+        token = AccessToken(rp.client_id, frozenset({"sim-swap"}), int(now * 1000) + 1000, int(now) + 600)
+        assert runtime.needs_load(token)  # no copy yet
+        first = runtime.load_client(token)
+        assert runtime.needs_load(token)  # the test settings keep no copy fresh: this request refreshes
+        assert not runtime.needs_load(token)  # ... and another one meanwhile uses the copy it has
+        assert runtime.cached_client(token) is first
+        second = runtime.load_client(token)
+        assert second is not first
+        assert runtime.needs_load(token)
+
+    def test_refresh_keeps_what_the_worker_counted(self, runtime: CamaraRuntime, make_rp: Any) -> None:
+        """Requests admitted on the old copy still count on the new one (bucket and daily count)."""
+        rp = make_rp(rps=10, quota=100)
+        now = time.time()
+        token = AccessToken(rp.client_id, frozenset({"sim-swap"}), int(now * 1000) + 1000, int(now) + 600)
+        state = runtime.client_for(token)
+        for _ in range(4):
+            runtime.admit(state)
+        fresh = runtime.client_for(token)
+        assert fresh is not state
+        assert fresh.used_today == 4
+        assert fresh.tokens <= 6.5
+
+
 class TestQueryRecording:
     """Every query after authentication is buffered in memory and written by the recorder."""
 
