@@ -42,8 +42,11 @@ from simkeep.config import Settings
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    runtime = CamaraRuntime(app.state.settings, app.state.session_scope)
-    if getattr(app.state, "owns_database", False):  # tests hand in a session scope: reads go through it
+    owns_database = getattr(app.state, "owns_database", False)
+    # Tests hand in a session scope (one session shared with the test): reads go through it, and no
+    # background heartbeat writes through it from another thread (one worker: the whole rate is its own).
+    runtime = CamaraRuntime(app.state.settings, app.state.session_scope, heartbeat=owns_database)
+    if owns_database:
         runtime.reader = reader_for(app.state.settings)
     app.state.camara_runtime = runtime
     runtime.recorder.start()

@@ -164,14 +164,14 @@ class QueryRecorder:
 class CamaraRuntime:
     """The per-worker state of the CAMARA routes."""
 
-    def __init__(self, settings: Settings, scope: SessionScope) -> None:
+    def __init__(self, settings: Settings, scope: SessionScope, *, heartbeat: bool = True) -> None:
         self.settings = settings
         self.scope = scope
         self.recorder = QueryRecorder(
             scope,
             interval=settings.camara_query_flush_seconds,
             max_buffer=settings.camara_query_buffer_max,
-            on_tick=self.heartbeat,
+            on_tick=self.heartbeat if heartbeat else None,
         )
         self._clients: dict[str, ClientState] = {}
         self._tokens: dict[str, AccessToken] = {}

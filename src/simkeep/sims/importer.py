@@ -957,7 +957,7 @@ def import_sims(
 
         seal = make_sealer(get_vault(settings))
     result = ImportResult(file=str(path))
-    with engine.connect() as conn, bulk_connection(conn, own_references=False):
+    with engine.connect() as conn:  # stock keys come in order: no need for bulk_connection's large cache
         stores = load_stores(conn)
         postgres = conn.dialect.name == "postgresql"
         writer = SimWriter(conn)
