@@ -30,51 +30,24 @@ from tests import factories  # noqa: E402
 from tests.network.osmo import OSMO_HLR, OSMO_HLR_MISSING, OsmoHlrHandle, start_osmo_hlr  # noqa: E402
 
 from simkeep.app import create_app  # noqa: E402
-from simkeep.auth.actors import Actor  # noqa: E402
 from simkeep.config import Settings  # noqa: E402
-from simkeep.identity.service import Evidence  # noqa: E402
-from simkeep.models import Channel, PaymentMethod, StaffRole  # noqa: E402
-from simkeep.replacements import service  # noqa: E402
 from sims_import import fresh_database, postgres_available  # noqa: E402  (a sibling script)
 
 
 def prepare(session: Session, settings: Settings, hlr: OsmoHlrHandle, orders: int) -> tuple[str, list[str]]:
     """``orders`` store orders ready to activate, old SIMs live in the HLR; returns (clerk, references)."""
     store = factories.store(session)
-    clerk_row = factories.staff(session, StaffRole.CLERK, store_row=store)
-    clerk = Actor(
-        kind="staff",
-        label=f"staff:{clerk_row.username}",
-        staff_user_id=clerk_row.id,
-        role=StaffRole.CLERK,
-        store_id=store.id,
-    )
     references = []
+    username = ""
     with contextlib.closing(hlr.adapter()) as adapter:
         for _ in range(orders):
-            new_sim = factories.sim(session, store=store)
-            holder = factories.holder(session, settings)
-            order = service.submit(
-                session,
-                settings,
-                actor=clerk,
-                msisdn=holder.msisdn,
-                channel=Channel.STORE,
-                evidence=Evidence(in_person_document_number=factories.DOCUMENT),
-            )
-            service.pay(
-                session,
-                actor=clerk,
-                reference=order.reference,
-                method=PaymentMethod.CASH,
-                payment_reference=None,
-            )
-            service.assign_sim(session, actor=clerk, reference=order.reference, iccid=new_sim.iccid)
-            adapter.provision(holder.sim.imsi)
-            adapter.bind_number(holder.sim.imsi, holder.msisdn)
-            references.append(order.reference)
+            ready = factories.ready_store_order(session, settings, store_row=store)
+            adapter.provision(ready.holder.sim.imsi)
+            adapter.bind_number(ready.holder.sim.imsi, ready.holder.msisdn)
+            references.append(ready.reference)
+            username = ready.clerk_username
     session.commit()
-    return clerk_row.username, references
+    return username, references
 
 
 def run_backend(backend: str, hlr: OsmoHlrHandle, orders: int, workdir: Path) -> float:

@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from sqlalchemy.orm import Session
 
+from simkeep.auth.actors import Actor
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.identifiers import luhn_valid
@@ -183,3 +184,50 @@ def holder(
     db.add(EmbeddedHlrSubscriber(imsi=live.imsi, msisdn=line.msisdn, network_access_mode="cs+ps"))
     db.flush()
     return Holder(sub, line, live)
+
+
+@dataclass
+class ReadyStoreOrder:
+    """A paid store order whose new SIM is assigned: the counter's next step is activation."""
+
+    clerk: Actor
+    clerk_username: str
+    reference: str
+    holder: Holder
+    new_sim: Sim
+
+
+def clerk_actor(row: StaffUser) -> Actor:
+    """The actor of a signed-in clerk."""
+    return Actor(
+        kind="staff",
+        label=f"staff:{row.username}",
+        staff_user_id=row.id,
+        role=StaffRole.CLERK,
+        store_id=row.store_id,
+    )
+
+
+def ready_store_order(db: Session, settings: Settings, *, store_row: Store | None = None) -> ReadyStoreOrder:
+    """A holder, a clerk of a store and a store replacement paid in cash with the store's SIM assigned."""
+    from simkeep.identity.service import Evidence
+    from simkeep.models import Channel, PaymentMethod
+    from simkeep.replacements import service
+
+    store_row = store_row or store(db)
+    clerk_row = staff(db, StaffRole.CLERK, store_row=store_row)
+    clerk = clerk_actor(clerk_row)
+    new_sim = sim(db, store=store_row)
+    made = holder(db, settings)
+    order = service.submit(
+        db,
+        settings,
+        actor=clerk,
+        msisdn=made.msisdn,
+        channel=Channel.STORE,
+        evidence=Evidence(in_person_document_number=DOCUMENT),
+    )
+    ref = order.reference
+    service.pay(db, actor=clerk, reference=ref, method=PaymentMethod.CASH, payment_reference=None)
+    service.assign_sim(db, actor=clerk, reference=ref, iccid=new_sim.iccid)
+    return ReadyStoreOrder(clerk, clerk_row.username, ref, made, new_sim)

@@ -10,22 +10,18 @@ from sqlalchemy.orm import Session
 
 from simkeep.auth.actors import Actor
 from simkeep.config import Settings
-from simkeep.identity.service import Evidence
 from simkeep.models import (
-    Channel,
     EmbeddedHlrSubscriber,
     Line,
     OrderState,
-    PaymentMethod,
     ReplacementOrder,
     Sim,
     SimChange,
     SimStatus,
-    StaffRole,
 )
 from simkeep.network import operations
 from simkeep.network.adapter import EmbeddedHlr, NetworkError
-from simkeep.replacements import activation, service
+from simkeep.replacements import activation
 from tests import factories
 
 
@@ -47,31 +43,10 @@ class TestActivationFailure:
         """A store order with its SIM assigned, ready to activate."""
         _, settings = fresh
         with fresh_session_factory() as s:
-            store = factories.store(s)
-            clerk_row = factories.staff(s, StaffRole.CLERK, store_row=store)
-            clerk = Actor(
-                kind="staff",
-                label=f"staff:{clerk_row.username}",
-                staff_user_id=clerk_row.id,
-                role=StaffRole.CLERK,
-                store_id=store.id,
-            )
-            new_sim = factories.sim(s, store=store)
-            h = factories.holder(s, settings)
-            order = service.submit(
-                s,
-                settings,
-                actor=clerk,
-                msisdn=h.msisdn,
-                channel=Channel.STORE,
-                evidence=Evidence(in_person_document_number=factories.DOCUMENT),
-            )
-            service.pay(
-                s, actor=clerk, reference=order.reference, method=PaymentMethod.CASH, payment_reference=None
-            )
-            service.assign_sim(s, actor=clerk, reference=order.reference, iccid=new_sim.iccid)
+            ready = factories.ready_store_order(s, settings)
             s.commit()
-            return clerk, order.reference, h.line.id, h.sim.id, new_sim.id
+            h = ready.holder
+            return ready.clerk, ready.reference, h.line.id, h.sim.id, ready.new_sim.id
 
     def test_failure_leaves_old_sim_live_and_retry_completes(
         self,

@@ -25,16 +25,13 @@ from simkeep.jobs.worker import drain
 from simkeep.loss import service as loss_service
 from simkeep.models import (
     AuditEntry,
-    Channel,
     Job,
     NetworkOperation,
     NetworkOpKind,
     NetworkOpStatus,
     OrderState,
-    PaymentMethod,
     ReplacementOrder,
     SimChange,
-    StaffRole,
     SuspensionReason,
 )
 from simkeep.network import operations
@@ -104,31 +101,10 @@ def store_order(
 ) -> StoreOrder:
     """A store order ready to activate; the old SIM holds the number in the HLR."""
     with fresh_session_factory() as s:
-        store = factories.store(s)
-        clerk_row = factories.staff(s, StaffRole.CLERK, store_row=store)
-        clerk = Actor(
-            kind="staff",
-            label=f"staff:{clerk_row.username}",
-            staff_user_id=clerk_row.id,
-            role=StaffRole.CLERK,
-            store_id=store.id,
-        )
-        new_sim = factories.sim(s, store=store)
-        h = factories.holder(s, osmo_settings)
-        order = service.submit(
-            s,
-            osmo_settings,
-            actor=clerk,
-            msisdn=h.msisdn,
-            channel=Channel.STORE,
-            evidence=Evidence(in_person_document_number=factories.DOCUMENT),
-        )
-        service.pay(
-            s, actor=clerk, reference=order.reference, method=PaymentMethod.CASH, payment_reference=None
-        )
-        service.assign_sim(s, actor=clerk, reference=order.reference, iccid=new_sim.iccid)
+        ready = factories.ready_store_order(s, osmo_settings)
         s.commit()
-        result = StoreOrder(clerk, order.reference, h.line.id, h.msisdn, h.sim.imsi, new_sim.imsi)
+        h = ready.holder
+        result = StoreOrder(ready.clerk, ready.reference, h.line.id, h.msisdn, h.sim.imsi, ready.new_sim.imsi)
     with contextlib.closing(hlr.adapter()) as adapter:
         adapter.provision(result.old_imsi)
         adapter.bind_number(result.old_imsi, result.msisdn)
