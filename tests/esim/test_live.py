@@ -97,7 +97,7 @@ class TestEndToEnd:
 
     def test_callbacks_over_http_install_the_profile(self, esim_server: LiveServer, smdp: Smdp) -> None:
         """The phone installs the profile with the confirmation code it was sent; the SM-DP+'s callbacks
-        reach simkeep over HTTP with its bearer token and the profile ends installed, its activation queued."""
+        reach simkeep over HTTP with its bearer token; the profile ends installed, its activation queued."""
         _holder, reference, _iccid = _released_order(esim_server, smdp)
         profile = _profile(esim_server, reference)
         assert profile.state == EsimProfileState.RELEASED
@@ -112,11 +112,6 @@ class TestEndToEnd:
             queued = db.scalar(select(Job).where(Job.kind == service.ACTIVATE_JOB))
             assert queued is not None
 
-    @pytest.mark.xfail(
-        reason="needs activation.activate to accept the system actor for eSIM orders (the lead's "
-        "activation change, in progress); passes once it lands",
-        strict=False,
-    )
     def test_number_moves_to_the_esim(self, esim_server: LiveServer, smdp: Smdp) -> None:
         """Once installed, the worker activates the order and the HLR serves the number on the eSIM's IMSI,
         the old SIM barred."""

@@ -8,6 +8,8 @@ from sqlalchemy.orm import Session
 from simkeep.audit.service import verify_chain
 from simkeep.models import (
     EmbeddedHlrSubscriber,
+    EsimProfile,
+    EsimProfileState,
     LineStatus,
     LossReport,
     Payment,
@@ -294,7 +296,8 @@ class TestEsimChannel:
     """An eSIM replacement: no mail, a profile from eSIM stock."""
 
     def test_esim_flow(self, world: World, db: Session) -> None:
-        """After approval and payment an eSIM profile is assigned and the holder activates it."""
+        """After approval and payment an eSIM profile is assigned; once it is installed the holder's
+        activation moves the number (before, it is refused)."""
         c, _h = world.client, world.holder
         holder = world.holder_headers()
         ref = world.submit_online(holder, channel="esim")["reference"]
@@ -307,9 +310,14 @@ class TestEsimChannel:
         )
         assert (paid["state"], paid["sim_kind"]) == ("sim_assigned", "esim")
         esim = world.esims[0]
-        done = _post(
-            c, f"/api/v1/replacements/{ref}/activation", holder, {"iccid_last_digits": esim.iccid[-6:]}
-        )
+        refused = c.post(f"/api/v1/replacements/{ref}/activation", headers=holder, json={})
+        assert (refused.status_code, refused.json()["code"]) == (409, "ESIM_PROFILE_NOT_READY")
+        profile = db.query(EsimProfile).filter_by(iccid=esim.iccid).one()
+        profile.state = (
+            EsimProfileState.INSTALLED
+        )  # as the SM-DP+ reports it (tests/esim drive the real flow)
+        db.flush()
+        done = _post(c, f"/api/v1/replacements/{ref}/activation", holder, {})
         assert done["state"] == "activated"
         db.expire_all()
         assert db.query(SimChange).filter_by(new_sim_id=esim.id).one().channel == "esim"

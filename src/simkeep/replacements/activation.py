@@ -57,7 +57,13 @@ def activate(
     activated again.
     """
     order = get_order(session, actor=actor, reference=reference, for_update=True)
-    name = "activate_delivered" if order.channel == Channel.ONLINE_MAIL else "activate"
+    by_system = workflow.role_of(actor) == workflow.SYSTEM
+    if order.channel == Channel.ONLINE_MAIL:
+        name = "activate_delivered"
+    elif order.channel == Channel.ESIM and by_system:
+        name = "activate_installed"  # the SM-DP+ reported the profile installed
+    else:
+        name = "activate"
     if not workflow.allowed(order, name, actor):
         workflow.apply(session, order, name, actor=actor)  # raises the precise refusal
     line = lines_repo.get(session, order.line_id, for_update=True)
@@ -72,17 +78,18 @@ def activate(
     if order.channel == Channel.STORE:
         if order.store_id != actor.store_id and actor.role != StaffRole.ADMIN:
             raise ActorNotAllowed("This order belongs to another store.")
+    elif order.channel == Channel.ESIM:
+        # The profile's state is the proof of receipt (installed on the holder's device, or released and
+        # confirmed by the holder, as the operator configures); a person activating must be signed in.
+        from simkeep.esim.service import check_activation_allowed
+
+        check_activation_allowed(session, settings, order=order, actor=actor)
+        if not by_system:
+            _check_receipt(session, settings, actor=actor, line=line, order=order, new_sim=new_sim)
     else:
         _check_receipt(
             session, settings, actor=actor, line=line, order=order, new_sim=new_sim, iccid_digits=iccid_digits
         )
-
-    if order.channel == Channel.ESIM:
-        from simkeep.esim.service import check_activation_allowed
-
-        check_activation_allowed(session, settings, order=order, actor=actor)
-        if workflow.role_of(actor) == workflow.SYSTEM:
-            name = "activate_installed"
 
     old_sim = lines_repo.current_sim(session, line)
     if is_transactional(session, settings):
@@ -223,8 +230,9 @@ def _check_receipt(
     line: Line,
     order: ReplacementOrder,
     new_sim: Sim,
-    iccid_digits: str | None,
+    iccid_digits: str | None = None,
 ) -> None:
+    """The activating person's session is strong enough; with ``iccid_digits`` (a mailed SIM), they match."""
     holder = lines_repo.holder_of(session, line)
     ctx = ProofContext(
         session=session,
@@ -235,6 +243,8 @@ def _check_receipt(
         action="replacement.activate",
     )
     require(assess(ctx, Evidence(), order_id=order.id), "replacement.activate", settings)
+    if order.channel != Channel.ONLINE_MAIL:
+        return
     given = (iccid_digits or "").strip()
     ok = constant_time_equal(given, new_sim.iccid[-ICCID_DIGITS:])
     session.add(
