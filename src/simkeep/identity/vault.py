@@ -114,9 +114,7 @@ class Vault:
         if cipher is None:
             raise VaultError(f"The vault key {sealed.key_id!r} is no longer configured.")
         try:
-            return cipher.decrypt(
-                sealed.nonce, sealed.ciphertext, f"{sealed.key_id}|{reference}".encode()
-            )
+            return cipher.decrypt(sealed.nonce, sealed.ciphertext, f"{sealed.key_id}|{reference}".encode())
         except InvalidTag as exc:
             raise VaultError("The evidence file failed its integrity check.") from exc
 
