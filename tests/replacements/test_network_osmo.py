@@ -162,8 +162,7 @@ class TestStoreActivationOnOsmoHlr:
         """The removal job runs only when due, and then deletes the old IMSI from the HLR."""
         with fresh_session_factory() as s:
             activation.activate(s, osmo_settings, actor=store_order.clerk, reference=store_order.reference)
-            s.commit()
-            operations.run_after_commit(s, osmo_settings)
+            operations.commit_and_apply(s, osmo_settings)
         with fresh_session_factory() as s:
             drain(s, osmo_settings)  # the MOVE's safety-net job is due later, the removal even later
             s.commit()
@@ -239,8 +238,7 @@ class TestHlrCrashBetweenSteps:
         with fresh_session_factory() as s, monkeypatch.context() as patch:
             patch.setattr(operations, "network_for", killing)
             activation.activate(s, osmo_settings, actor=store_order.clerk, reference=store_order.reference)
-            s.commit()
-            assert operations.run_after_commit(s, osmo_settings) == []
+            assert operations.commit_and_apply(s, osmo_settings) == []
         with fresh_session_factory() as s:
             order = s.scalars(select(ReplacementOrder)).one()
             assert order.state == OrderState.ACTIVATING
@@ -280,8 +278,7 @@ class TestHlrCrashBetweenSteps:
         hlr.kill()
         with fresh_session_factory() as s:
             activation.activate(s, osmo_settings, actor=store_order.clerk, reference=store_order.reference)
-            s.commit()
-            assert operations.run_after_commit(s, osmo_settings) == []
+            assert operations.commit_and_apply(s, osmo_settings) == []
         with fresh_session_factory() as s:
             op = s.scalars(select(NetworkOperation)).one()
             with pytest.raises(NetworkUnavailable):
@@ -318,8 +315,7 @@ class TestHlrRefusal:
             adapter.bind_number(stranger, store_order.msisdn)
         with fresh_session_factory() as s:
             activation.activate(s, osmo_settings, actor=store_order.clerk, reference=store_order.reference)
-            s.commit()
-            operations.run_after_commit(s, osmo_settings)
+            operations.commit_and_apply(s, osmo_settings)
         with fresh_session_factory() as s:
             op = s.scalars(select(NetworkOperation)).one()
             assert op.status == NetworkOpStatus.FAILED
@@ -331,6 +327,18 @@ class TestHlrRefusal:
             with pytest.raises(operations.OperationNotRetryable):
                 operations.retry(s, op_id=op.id, actor="cli")
         assert [e.imsi for e in holders_of(hlr, store_order.msisdn)] == [stranger]
+
+
+def report_loss(s: Session, settings: Settings, order: StoreOrder, reason: SuspensionReason) -> None:
+    """The clerk reports the line's SIM lost or stolen at the counter (in-person check)."""
+    loss_service.report_loss(
+        s,
+        settings,
+        actor=order.clerk,
+        msisdn=order.msisdn,
+        reason=reason,
+        evidence=Evidence(in_person_document_number=factories.DOCUMENT),
+    )
 
 
 class TestLossOnOsmoHlr:
@@ -345,16 +353,8 @@ class TestLossOnOsmoHlr:
     ) -> None:
         """Each change reaches the HLR right after its commit."""
         with fresh_session_factory() as s:
-            loss_service.report_loss(
-                s,
-                osmo_settings,
-                actor=store_order.clerk,
-                msisdn=store_order.msisdn,
-                reason=SuspensionReason.LOST,
-                evidence=Evidence(in_person_document_number=factories.DOCUMENT),
-            )
-            s.commit()
-            operations.run_after_commit(s, osmo_settings)
+            report_loss(s, osmo_settings, store_order, SuspensionReason.LOST)
+            operations.commit_and_apply(s, osmo_settings)
         old = read(hlr, store_order.old_imsi)
         assert old is not None and (old.msisdn, old.barred) == (store_order.msisdn, True)
 
@@ -366,8 +366,7 @@ class TestLossOnOsmoHlr:
                 msisdn=store_order.msisdn,
                 evidence=Evidence(in_person_document_number=factories.DOCUMENT),
             )
-            s.commit()
-            operations.run_after_commit(s, osmo_settings)
+            operations.commit_and_apply(s, osmo_settings)
         old = read(hlr, store_order.old_imsi)
         assert old is not None and (old.msisdn, old.barred) == (store_order.msisdn, False)
 
@@ -382,16 +381,8 @@ class TestLossOnOsmoHlr:
         """The report is accepted and suspended in simkeep at once; the bar follows from the job."""
         hlr.kill()
         with fresh_session_factory() as s:
-            loss_service.report_loss(
-                s,
-                osmo_settings,
-                actor=store_order.clerk,
-                msisdn=store_order.msisdn,
-                reason=SuspensionReason.STOLEN,
-                evidence=Evidence(in_person_document_number=factories.DOCUMENT),
-            )
-            s.commit()
-            assert operations.run_after_commit(s, osmo_settings) == []
+            report_loss(s, osmo_settings, store_order, SuspensionReason.STOLEN)
+            assert operations.commit_and_apply(s, osmo_settings) == []
         hlr.start()
         with fresh_session_factory() as s:
             op = s.scalars(select(NetworkOperation).where(NetworkOperation.kind == "bar")).one()
@@ -420,8 +411,7 @@ class TestRemovalOnOsmoHlr:
                 line_id=store_order.line_id,
                 old_imsi=store_order.old_imsi,
             )
-            s.commit()
-            operations.run_after_commit(s, osmo_settings)
+            operations.commit_and_apply(s, osmo_settings)
             s.refresh(op)
             assert op.status == NetworkOpStatus.DONE
         assert read(hlr, store_order.old_imsi) is None
@@ -459,14 +449,12 @@ class TestRecyclingOnOsmoHlr:
                     break
             s.commit()
             drain(s, osmo_settings, worker_id="test")
-            s.commit()
-            operations.run_after_commit(s, osmo_settings)
+            operations.commit_and_apply(s, osmo_settings)
         assert read(hlr, store_order.old_imsi) is None
         assert holders_of(hlr, store_order.msisdn) == []
 
         with fresh_session_factory() as s:
             keepalive.restore_line(s, osmo_settings, msisdn=store_order.msisdn, actor=store_order.clerk)
-            s.commit()
-            operations.run_after_commit(s, osmo_settings)
+            operations.commit_and_apply(s, osmo_settings)
         entry = read(hlr, store_order.old_imsi)
         assert entry is not None and (entry.msisdn, entry.barred) == (store_order.msisdn, False)
