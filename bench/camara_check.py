@@ -220,6 +220,18 @@ def rounds(targets: list[tuple[str, Path]], options: Any) -> list[list[Load]]:
     return runs
 
 
+def profile(pid: int, backend: str, options: Any) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server's workers through the first rounds (``--profile FILE``: FILE.<backend>
+    gets collapsed stacks, one per line with its sample count; py-spy is not a dependency)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    seconds = str(3 + options.duration)
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--subprocesses", "--duration", seconds, "--format", "raw",
+         "--output", f"{options.profile}.{backend}", "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def median_load(runs: list[Load]) -> Load:
     """The median of each figure over the rounds."""
     return Load(
@@ -273,7 +285,10 @@ def bench_backend(backend: str, options: Any, workdir: Path, baseline: tuple[str
             token = httpx.post(base + "/oauth2/token", data=form, timeout=10).json()["access_token"]
             script = workdir / f"check-{backend}.lua"
             script.write_text(LUA % {"lines": options.lines, "token": token})
+            spy = profile(process.pid, backend, options) if options.profile else None
             simkeep_runs, baseline_runs = rounds([(base + "/sim-swap/v2/check", script), baseline], options)
+            if spy is not None:
+                spy.wait()
         finally:
             stop(process)  # the workers write their query log as they stop
         answers = _answers(url)
@@ -339,6 +354,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds of each measured run")
     parser.add_argument("--rounds", type=int, default=3, help="measured runs of each server, taken in turns")
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--profile", help="py-spy's collapsed stacks of the served workers to this file")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (or scripts/system-deps --test)")

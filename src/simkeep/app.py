@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 
@@ -13,10 +12,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simkeep import __version__
 from simkeep.body_limit import BodyLimitMiddleware
+from simkeep.camara.fastpath import CamaraFastPath
 from simkeep.config import Settings, get_settings
 from simkeep.db.engine import make_engine, make_session_factory
 from simkeep.errors import PROBLEM_RESPONSES, install_error_handlers
 from simkeep.logging import configure_logging
+from simkeep.request_id import new_request_id
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
 #: Where photos (and the console's stock files) are posted: these bodies may reach the upload limit.
@@ -45,7 +46,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
-        rid = given.decode("latin-1")[:64] or uuid.uuid4().hex
+        rid = given.decode("latin-1")[:64] or new_request_id()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
 
@@ -58,8 +59,19 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app(settings: Settings | None = None, *, session_scope: SessionScope | None = None) -> FastAPI:
-    """Build the app. Tests hand in ``session_scope``; otherwise the lifespan builds the engine."""
+def create_served_app() -> ASGIApp:
+    """The app as ``simkeep serve`` runs it: :func:`create_app` behind the CAMARA hot path as the outermost
+    layer, so a check never passes through the framework's own layers (``create_app`` puts the same layer
+    inside them instead, where the tests' client reaches it)."""
+    app = create_app(fast_path=False)
+    return CamaraFastPath(app, max_bytes=app.state.settings.max_request_bytes, state=app.state)
+
+
+def create_app(
+    settings: Settings | None = None, *, session_scope: SessionScope | None = None, fast_path: bool = True
+) -> FastAPI:
+    """Build the app. Tests hand in ``session_scope``; otherwise the lifespan builds the engine.
+    ``fast_path=False`` leaves out the CAMARA hot path layer (:func:`create_served_app` wraps it around)."""
     settings = settings or get_settings()
     configure_logging(settings)
 
@@ -109,6 +121,8 @@ def create_app(settings: Settings | None = None, *, session_scope: SessionScope 
     )
 
     app.add_middleware(RequestIdMiddleware)
+    if fast_path:  # outermost of simkeep's layers: the CAMARA query operations are answered first
+        app.add_middleware(CamaraFastPath, max_bytes=settings.max_request_bytes)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -83,24 +83,29 @@ class BodyLimitMiddleware:
                 await self._refuse(scope, send, max_bytes)
 
     async def _refuse(self, scope: Scope, send: Send, max_bytes: int) -> None:
-        body = json.dumps(
-            {
-                "type": "https://simkeep.dev/problems/request-too-large",
-                "title": "Request too large",
-                "status": 413,
-                "code": "REQUEST_TOO_LARGE",
-                "detail": f"The request body is larger than {max_bytes} bytes.",
-                "instance": scope.get("path", ""),
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await refuse_too_large(scope, send, max_bytes)
+
+
+async def refuse_too_large(scope: Scope, send: Send, max_bytes: int) -> None:
+    """Answer 413 with a problem document naming the limit."""
+    body = json.dumps(
+        {
+            "type": "https://simkeep.dev/problems/request-too-large",
+            "title": "Request too large",
+            "status": 413,
+            "code": "REQUEST_TOO_LARGE",
+            "detail": f"The request body is larger than {max_bytes} bytes.",
+            "instance": scope.get("path", ""),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -51,6 +51,7 @@ def serve(
     """Serve the web API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from simkeep.camara.protocol import CamaraHttpProtocol
     from simkeep.db import migrate
 
     settings = load_settings()
@@ -60,12 +61,13 @@ def serve(
     # Several workers share a SQLite file too: WAL lets them read at once and writes wait their turn.
     typer.echo(f"simkeep listening on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     uvicorn.run(
-        "simkeep.app:create_app",
+        "simkeep.app:create_served_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        http=CamaraHttpProtocol,  # uvicorn's httptools protocol, answering the CAMARA hot path itself
     )
 
 

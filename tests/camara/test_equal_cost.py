@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 from simkeep.camara import clients, repository
 from simkeep.camara.api import runtime_of
 from simkeep.camara.errors import OAuthError
-from simkeep.camara.reader import SqliteSwapReader, reader_for
+from simkeep.camara.reader import PostgresSwapReader, SqliteSwapReader, reader_for
 from simkeep.config import Settings
 from simkeep.models import Line, SimChange, SimChangeChannel
 from tests import factories
@@ -281,3 +282,63 @@ class TestReaderCost:
                 await reader.aclose()
 
         asyncio.run(scenario())
+
+    def test_concurrent_reads_share_statements_and_answer_each_their_own(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """Checks arriving together on PostgreSQL are looked up by one statement per batch (the same number
+        asked twice included), and every check gets its own number's facts; unknown numbers get None."""
+        _, settings = fresh
+        with fresh_session_factory() as s:
+            numbers = [factories.holder(s, settings).line.msisdn for _ in range(3)]
+            s.commit()
+            expected = {n: repository.swap_facts(s, n) for n in numbers}
+        expected[UNKNOWN] = None
+        reader = reader_for(settings)
+        if not isinstance(reader, PostgresSwapReader):
+            reader.close()
+            pytest.skip("SQLite reads inline, one statement per check (nothing to batch)")
+        asked = [*numbers * 20, *[UNKNOWN] * 10]
+
+        async def scenario() -> list[Any]:
+            try:
+                return list(await asyncio.gather(*(reader.aswap_facts(n) for n in asked)))
+            finally:
+                await reader.aclose()
+
+        answers = asyncio.run(scenario())
+        assert answers == [expected[n] for n in asked]
+        assert 1 <= reader.statements < len(asked) // 4
+        assert reader.looked_up <= reader.statements * len(expected)
+
+    def test_a_failed_batch_fails_each_waiting_check_and_the_next_batch_works(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """When the database refuses a batch, every check waiting on it gets the error (none hangs); the
+        connection is dropped and the next check opens a new one and answers."""
+        _, settings = fresh
+        with fresh_session_factory() as s:
+            msisdn = factories.holder(s, settings).line.msisdn
+            s.commit()
+            expected = repository.swap_facts(s, msisdn)
+        reader = reader_for(settings)
+        if not isinstance(reader, PostgresSwapReader):
+            reader.close()
+            pytest.skip("SQLite reads inline (no batch to fail)")
+        good_sql = reader.sql
+
+        async def scenario() -> tuple[list[Any], Any]:
+            try:
+                reader.sql = "SELECT * FROM no_such_table WHERE %(msisdns)s IS NOT NULL"
+                failed = await asyncio.gather(
+                    *(reader.aswap_facts(msisdn) for _ in range(8)), return_exceptions=True
+                )
+                reader.sql = good_sql
+                return failed, await asyncio.wait_for(reader.aswap_facts(msisdn), 10)
+            finally:
+                await reader.aclose()
+
+        failed, after = asyncio.run(scenario())
+        assert len(failed) == 8
+        assert all(isinstance(f, psycopg.errors.UndefinedTable) for f in failed)
+        assert after == expected

@@ -48,7 +48,8 @@ def _start(settings: Settings, log: Path) -> tuple[subprocess.Popen[bytes], str]
     }
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
-            [sys.executable, "-m", "uvicorn", "--factory", "simkeep.app:create_app", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "--factory", "simkeep.app:create_served_app",
+             "--http", "simkeep.camara.protocol:CamaraHttpProtocol", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -188,7 +188,7 @@ class TestQueryRecording:
         )
         runtime.recorder.flush()
         row = db.scalars(select(ApiQuery).where(ApiQuery.client_id == rp.pk)).one()
-        assert (row.msisdn, row.answer, row.status) == (line.msisdn, '{"phoneNumberRecycled": true}', 200)
+        assert (row.msisdn, row.answer, row.status) == (line.msisdn, '{"phoneNumberRecycled":true}', 200)
 
     def test_unauthenticated_calls_are_not_recorded(self, api: TestClient, runtime: CamaraRuntime) -> None:
         """A call without a valid token has no client to record against."""

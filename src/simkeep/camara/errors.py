@@ -35,6 +35,7 @@ CAMARA_CODES: dict[str, tuple[int, str]] = {
     "UNNECESSARY_IDENTIFIER": (422, "The phone number is already identified by the access token."),
     "QUOTA_EXCEEDED": (429, "Rejected due to exceeding a business quota limit."),
     "TOO_MANY_REQUESTS": (429, "Rejected due to request rate limit overpassed."),
+    "INTERNAL": (500, "Unknown server error. Typically a server bug."),
 }
 
 #: RFC 6749 section 5.2 errors of the token endpoint, with their HTTP status.

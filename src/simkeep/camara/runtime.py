@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import structlog
 from sqlalchemy.orm import Session
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 from simkeep.camara import repository
 from simkeep.camara.auth import AccessToken, verify_token
 from simkeep.camara.errors import CamaraError
+from simkeep.camara.operations import Operation, operations_for
 from simkeep.camara.reader import SwapReader
 from simkeep.config import Settings
 
@@ -41,9 +43,17 @@ TOKEN_CACHE_MAX = 10_000
 log = structlog.get_logger("simkeep.camara")
 
 
+_day: tuple[float, datetime] = (0.0, datetime.min.replace(tzinfo=UTC))
+
+
 def _today_start() -> datetime:
-    now = datetime.now(UTC)
-    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    """Midnight UTC of today (worked out once a day: every admitted request asks)."""
+    global _day  # noqa: PLW0603 - a one-day cache of this process
+    now = time.time()
+    if now >= _day[0]:
+        start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        _day = ((start + timedelta(days=1)).timestamp(), start)
+    return _day[1]
 
 
 @dataclass
@@ -68,8 +78,7 @@ class ClientState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-@dataclass(frozen=True)
-class QueryRecord:
+class QueryRecord(NamedTuple):
     """One query to record."""
 
     client_pk: int
@@ -118,16 +127,8 @@ class QueryRecorder:
                 batch.append(self._buffer.popleft())
             if not batch:
                 return 0
-            rows: list[dict[str, object]] = [
-                {
-                    "client_id": q.client_pk,
-                    "api": q.api,
-                    "msisdn": q.msisdn,
-                    "answer": q.answer[:200],
-                    "status": q.status,
-                    "asked_at": q.asked_at,
-                }
-                for q in batch
+            rows: list[repository.QueryRow] = [
+                (q.client_pk, q.api, q.msisdn, q.answer[:200], q.status, q.asked_at) for q in batch
             ]
             try:
                 with self._scope() as session:
@@ -179,6 +180,8 @@ class CamaraRuntime:
         self.worker_id = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(4)}"
         #: API workers alive (this one included) as last counted; each client's rate is shared among them.
         self.workers = 1
+        #: The query operations by path (simkeep.camara.operations), built once for this configuration.
+        self.operations: dict[str, Operation] = operations_for(settings)
         #: The SIM Swap hot path's own read connections (set by the app's lifespan when it owns the database).
         self.reader: SwapReader | None = None
 
@@ -275,6 +278,15 @@ class CamaraRuntime:
                 return False
             state.refreshing = True
         return True
+
+    def is_cached(self, token: AccessToken) -> bool:
+        """Whether :meth:`cached_client` may answer now (no read due): this worker has a copy of the token's
+        client that is fresh, or that another request is refreshing already. Changes nothing."""
+        state = self._clients.get(token.client_id)
+        if state is None:
+            return False
+        fresh = time.monotonic() - state.loaded_at < self.settings.camara_client_cache_seconds
+        return fresh or state.refreshing
 
     def load_client(self, token: AccessToken) -> ClientState:
         """Read the token's client into this worker's cache; then as :meth:`cached_client`."""
