@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     camara_event_source: str = Field(
         default="urn:simkeep:sim-swap-subscriptions", min_length=1, max_length=200
     )
+    #: PEM file of the certificate authorities trusted for https sinks (a bank's private CA); unset: the
+    #: usual public authorities (certifi's bundle).
+    camara_sink_ca_file: str | None = None
+    #: PEM certificate (and its key, unless in the same file) simkeep presents to sinks that ask for mutual
+    #: TLS; unset: no client certificate.
+    camara_sink_client_cert_file: str | None = None
+    camara_sink_client_key_file: str | None = None
     #: Timeout of one delivery to a sink; a failed delivery is retried by the job queue with backoff.
     camara_sink_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     #: Active subscriptions one client may hold at once.

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -139,6 +138,30 @@ def _certificate(tmp: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def tls_receiver(tmp_path: Path) -> Iterator[tuple[str, Path, list[dict[str, str]]]]:
     """An HTTPS receiver on 127.0.0.1 with a certificate for ``localhost``: (port, CA file, headers got)."""
+    with _tls_server(tmp_path, client_ca=None) as running:
+        yield running
+
+
+@pytest.fixture
+def client_certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """simkeep's own certificate and key for mutual TLS (self-signed: its own CA)."""
+    (tmp_path / "client").mkdir()
+    return _certificate(tmp_path / "client")
+
+
+@pytest.fixture
+def mtls_receiver(
+    tmp_path: Path, client_certificate: tuple[Path, Path]
+) -> Iterator[tuple[str, Path, list[dict[str, str]]]]:
+    """:func:`tls_receiver` that also demands a client certificate issued by ``client_certificate``."""
+    with _tls_server(tmp_path, client_ca=client_certificate[0]) as running:
+        yield running
+
+
+@contextmanager
+def _tls_server(
+    tmp_path: Path, *, client_ca: Path | None
+) -> Iterator[tuple[str, Path, list[dict[str, str]]]]:
     cert, key = _certificate(tmp_path)
     got: list[dict[str, str]] = []
 
@@ -155,6 +178,9 @@ def tls_receiver(tmp_path: Path) -> Iterator[tuple[str, Path, list[dict[str, str
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=str(client_ca))
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -175,10 +201,9 @@ class TestTlsDelivery:
         """https://localhost:PORT is reached at 127.0.0.1 with the Host header and TLS name localhost, and
         the certificate for localhost is accepted (trusted here as the test's own CA)."""
         port, ca, got = tls_receiver
-        trusted = ssl.create_default_context(cafile=str(ca))
-        monkeypatch.setattr(sinks.httpx, "Client", functools.partial(httpx.Client, verify=trusted))
+        trusting = TESTING.model_copy(update={"camara_sink_ca_file": str(ca)})
         status = sinks.post_event(
-            TESTING, f"https://localhost:{port}/events", {"id": "e-1"}, authorization="Bearer t"
+            trusting, f"https://localhost:{port}/events", {"id": "e-1"}, authorization="Bearer t"
         )
         assert status == 204
         assert got[0]["host"] == f"localhost:{port}"
@@ -199,8 +224,24 @@ class TestTlsDelivery:
         """A certificate for localhost does not pass for the name 127.0.0.1: the pinned connection checks the
         sink's own name, not just any certificate of the address."""
         port, ca, got = tls_receiver
-        trusted = ssl.create_default_context(cafile=str(ca))
-        monkeypatch.setattr(sinks.httpx, "Client", functools.partial(httpx.Client, verify=trusted))
+        trusting = TESTING.model_copy(update={"camara_sink_ca_file": str(ca)})
         with pytest.raises(sinks.DeliveryFailed):
-            sinks.post_event(TESTING, f"https://127.0.0.1:{port}/events", {"id": "e-3"})
+            sinks.post_event(trusting, f"https://127.0.0.1:{port}/events", {"id": "e-3"})
         assert got == []
+
+    def test_mutual_tls_presents_the_configured_client_certificate(
+        self, mtls_receiver: tuple[str, Path, list[dict[str, str]]], client_certificate: tuple[Path, Path]
+    ) -> None:
+        """A sink that demands a client certificate gets simkeep's configured one and takes the event;
+        without it the handshake fails and nothing is received."""
+        port, ca, got = mtls_receiver
+        trusting = TESTING.model_copy(update={"camara_sink_ca_file": str(ca)})
+        with pytest.raises(sinks.DeliveryFailed):
+            sinks.post_event(trusting, f"https://localhost:{port}/events", {"id": "e-4"})
+        assert got == []
+        cert, key = client_certificate
+        presenting = trusting.model_copy(
+            update={"camara_sink_client_cert_file": str(cert), "camara_sink_client_key_file": str(key)}
+        )
+        assert sinks.post_event(presenting, f"https://localhost:{port}/events", {"id": "e-5"}) == 204
+        assert len(got) == 1

@@ -9,13 +9,16 @@ Outside production ``SIMKEEP_CAMARA_SINK_ALLOW_HTTP`` lets tests and demos use `
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+import certifi
 import httpx
 
 from simkeep.camara.errors import CamaraError
@@ -121,6 +124,25 @@ def _pinned(checked: CheckedSink) -> tuple[str, dict[str, str], dict[str, Any]]:
     return url, {"Host": host_header}, extensions
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS settings of deliveries: certificates verified against the configured CA file (or the usual
+    public authorities, certifi's bundle, as httpx trusts by default), and simkeep's client certificate
+    presented when one is configured."""
+    return _tls_context(
+        settings.camara_sink_ca_file,
+        settings.camara_sink_client_cert_file,
+        settings.camara_sink_client_key_file,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file or certifi.where())
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 def post_event(
     settings: Settings, sink: str, event: dict[str, Any], *, authorization: str | None = None
 ) -> int:
@@ -137,7 +159,9 @@ def post_event(
         headers["Authorization"] = authorization
     body = json.dumps(event, separators=(",", ":")).encode()
     try:
-        with httpx.Client(timeout=settings.camara_sink_timeout_seconds, follow_redirects=False) as client:
+        with httpx.Client(
+            timeout=settings.camara_sink_timeout_seconds, follow_redirects=False, verify=tls_context(settings)
+        ) as client:
             response = client.post(url, content=body, headers=headers, extensions=extensions)
     except httpx.HTTPError as exc:
         raise DeliveryFailed(f"the sink could not be reached: {type(exc).__name__}") from exc
