@@ -1,20 +1,21 @@
-"""One batch of the daily sweep, set-based: a dozen SQL statements per batch, no Python loop over lines.
+"""One batch of the daily sweep, set-based: a handful of SQL statements per batch, no Python loop over lines.
 
 The batch's due lines (``next_action_at <= now``, read in the order of that index) are copied into a
-temporary table ``ka_due``; each plan's policy becomes one ``UPDATE`` of that table that computes, in SQL,
-the deadline, whether the line is past it, the nearest reminder point crossed and the next action time.
+temporary table ``ka_due`` by one ``INSERT ... SELECT`` that also computes, per plan (a ``CASE`` on the
+plan id), the deadline, whether the line is past it, the nearest reminder point crossed and the next action
+time: the batch's rows are written once, not rewritten by one ``UPDATE`` per decision.
 The reminder points are compared as thresholds computed once in Python (``point P is crossed`` is
 ``since <= now - (inactivity - P) days``), so the only date arithmetic in SQL is "timestamp plus whole
 days", exact on both databases. Then, for the whole batch at once:
 
 - reminders: ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on ``(line, deadline, days_left)`` (never
-  twice), and one ``keepalive.remind`` job per reminder written by the same batch (``INSERT ... SELECT``,
-  idempotent by the job key);
+  twice), and one ``keepalive.remind`` job per reminder written by the same batch (idempotent by the job
+  key; on PostgreSQL in the same statement, from the insert's ``RETURNING``);
 - postponement: lines past their deadline with an open replacement order or loss report get
   ``next_action_at = now + 1 day``;
 - recycling: SIMs retired, numbers quarantined in the pool (upsert), history rows, one
   ``keepalive.recycle`` job per recycling, one audit entry listing the batch's recycled lines;
-- one ``UPDATE lines ... FROM ka_due`` writes every line's new calendar (and the recycled state).
+- one ``UPDATE`` of ``lines`` from ``ka_due`` writes every line's new calendar (and the recycled state).
 
 The results equal those of :mod:`simkeep.keepalive.schedule`'s pure functions (the tests pin them down).
 """
@@ -86,25 +87,29 @@ def prepare(session: Session, sql: Dialect) -> None:
     session.execute(text("TRUNCATE ka_due" if sql.postgres else "DELETE FROM ka_due"))
 
 
-def thresholds(policy: Any, now: datetime) -> dict[str, datetime]:
-    """``x<P>``: point ``P`` is crossed when ``since <= x<P>``; ``dead``: the deadline is reached."""
+def thresholds(policy: Any, now: datetime, suffix: str = "") -> dict[str, datetime]:
+    """``x<P>``: point ``P`` is crossed when ``since <= x<P>``; ``dead``: the deadline is reached.
+
+    ``suffix`` tells apart the parameters of several plans in one statement.
+    """
     inactivity = policy.inactivity_days
-    found = {f"x{p}": now - (inactivity - p) * DAY for p in policy.points}
-    found["dead"] = now - inactivity * DAY
+    found = {f"x{p}{suffix}": now - (inactivity - p) * DAY for p in policy.points}
+    found[f"dead{suffix}"] = now - inactivity * DAY
     return found
 
 
-def calendar_sets(sql: Dialect, policy: Any, since: str = "since") -> tuple[str, str, str]:
+def calendar_sets(sql: Dialect, policy: Any, since: str = "since", suffix: str = "") -> tuple[str, str, str]:
     """SQL for one plan over ``since``: ``(deadline, nearest crossed point, next action after now)``.
 
     Point ``P`` is crossed when ``deadline - P days <= now``, i.e. ``since <= now - (inactivity - P) days``
     (the parameters of :func:`thresholds`); the deadline is reached when ``since <= :dead``.
     """
     inactivity = policy.inactivity_days
-    crossed = [f"WHEN {since} <= :x{p} THEN {p}" for p in sorted(policy.points)]  # nearest crossed wins
-    point = f"CASE {' '.join(crossed)} END" if crossed else "NULL"
+    # The nearest point crossed wins.
+    crossed = [f"WHEN {since} <= :x{p}{suffix} THEN {p}" for p in sorted(policy.points)]
+    point = f"CASE {' '.join(crossed)} END" if crossed else "CAST(NULL AS INTEGER)"
     future = [
-        f"WHEN {since} > :x{p} THEN {sql.plus_days(since, inactivity - p)}"
+        f"WHEN {since} > :x{p}{suffix} THEN {sql.plus_days(since, inactivity - p)}"
         for p in sorted(policy.points, reverse=True)  # largest first: the earliest point still ahead
     ]
     deadline = sql.plus_days(since, inactivity)
@@ -143,7 +148,7 @@ def compute_missing(
                 f"UPDATE lines SET deadline_at = {sql.plus_days(since, policy.inactivity_days)}, "
                 f"next_action_at = {first_action(sql, policy, since)} WHERE id IN (SELECT id FROM lines "
                 f"WHERE next_action_at IS NULL AND status != '{LineStatus.RECYCLED.value}' "
-                "AND plan_id = :plan LIMIT :limit)",
+                f"AND plan_id = :plan LIMIT :limit{' FOR UPDATE SKIP LOCKED' if sql.postgres else ''})",
                 *params,
             ),
             {**params, "plan": plan_id, "limit": limit - done},
@@ -152,55 +157,66 @@ def compute_missing(
     return done
 
 
-def select_due(session: Session, sql: Dialect, *, now: datetime, limit: int) -> int:
-    """Copy up to ``limit`` due lines, in ``next_action_at`` order, into ``ka_due``; returns how many.
+def select_due(session: Session, sql: Dialect, *, now: datetime, limit: int, plans: dict[int, Any]) -> int:
+    """Copy up to ``limit`` due lines, in ``next_action_at`` order, into ``ka_due`` with their fate; returns
+    how many.
 
-    On PostgreSQL the lines are locked (``SKIP LOCKED``): two sweeps at once share the work instead of both
-    recycling the same line. SQLite's write lock serialises them.
+    One ``INSERT ... SELECT`` computes, per plan (a ``CASE`` on the plan), each line's deadline, the point
+    crossed, the next action and whether it is recycled; then an open replacement order or loss report
+    postpones the recycling by a day (policy).
+
+    On PostgreSQL the lines are locked (``SKIP LOCKED``): two sweeps (or two workers of one sweep) at once
+    share the work instead of both recycling the same line, and a concurrent usage event waits for the batch
+    (or the batch for it). SQLite's write lock serialises them.
     """
+    params: dict[str, Any] = {"now": now, "limit": limit, "never": NEVER}
+    deadlines, points, nexts, fates, availables = [], [], [], [], []
+    for plan_id, policy in sorted(plans.items()):
+        suffix = f"_{int(plan_id)}"
+        params.update(thresholds(policy, now, suffix))
+        params[f"available{suffix}"] = now + policy.aging_days * DAY
+        deadline, point, following = calendar_sets(sql, policy, "since", suffix)
+        when = f"WHEN {int(plan_id)} THEN "
+        deadlines.append(when + deadline)
+        points.append(when + point)
+        fates.append(f"{when}CASE WHEN since <= :dead{suffix} THEN 1 ELSE 0 END")
+        nexts.append(f"{when}CASE WHEN since <= :dead{suffix} THEN :never ELSE {following} END")
+        availables.append(f"{when}:available{suffix}")
+    if not plans:
+        return 0
+
+    def by_plan(cases: list[str]) -> str:
+        return f"CASE plan_id {' '.join(cases)} END"
+
     lock = " FOR UPDATE SKIP LOCKED" if sql.postgres else ""
     # Stored in line order, so that the statements that follow visit the lines' pages in order.
     result = session.execute(
         stamps(
-            "INSERT INTO ka_due (line_id, plan_id, since, msisdn, sim_id) SELECT * FROM ("
-            "SELECT id, plan_id, COALESCE(last_activity_at, activated_at), msisdn, sim_id FROM lines "
-            f"WHERE next_action_at <= :now ORDER BY next_action_at LIMIT :limit{lock}) AS due ORDER BY 1",
-            "now",
+            "INSERT INTO ka_due (line_id, plan_id, since, msisdn, sim_id, deadline_at, point, next_at, "
+            f"available_at, recycle) SELECT id, plan_id, since, msisdn, sim_id, {by_plan(deadlines)}, "
+            f"{by_plan(points)}, {by_plan(nexts)}, {by_plan(availables)}, COALESCE({by_plan(fates)}, 0) "
+            "FROM (SELECT id, plan_id, COALESCE(last_activity_at, activated_at) AS since, msisdn, sim_id "
+            f"FROM lines WHERE next_action_at <= :now ORDER BY next_action_at LIMIT :limit{lock}) AS due "
+            "ORDER BY id",
+            *(name for name in params if name != "limit"),
         ),
-        {"now": now, "limit": limit},
+        params,
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def decide(session: Session, sql: Dialect, *, now: datetime, plans: dict[int, Any]) -> None:
-    """Compute each due line's deadline, point crossed, next action and fate, one statement per plan."""
-    present = session.scalars(text("SELECT DISTINCT plan_id FROM ka_due")).all()
-    for plan_id in present:
-        policy = plans[int(plan_id)]
-        deadline, point, following = calendar_sets(sql, policy)
-        params: dict[str, Any] = {**thresholds(policy, now), "available": now + policy.aging_days * DAY}
+    count = int(result.rowcount)  # type: ignore[attr-defined]
+    if count:
+        # Policy: an open replacement order or loss report postpones the recycling by a day.
         session.execute(
             stamps(
-                f"UPDATE ka_due SET deadline_at = {deadline}, point = {point}, next_at = {following}, "
-                "available_at = :available, recycle = CASE WHEN since <= :dead THEN 1 ELSE 0 END "
-                "WHERE plan_id = :plan",
-                *params,
+                "UPDATE ka_due SET recycle = 0, blocked = 1, next_at = :later WHERE recycle = 1 AND ("
+                "line_id IN (SELECT open_line_id FROM replacement_orders WHERE open_line_id IS NOT NULL) OR "
+                "line_id IN (SELECT open_line_id FROM loss_reports WHERE open_line_id IS NOT NULL))",
+                "later",
             ),
-            {**params, "plan": int(plan_id)},
+            {"later": now + POSTPONE},
         )
-    # Policy: an open replacement order or loss report postpones the recycling by a day.
-    session.execute(
-        stamps(
-            "UPDATE ka_due SET recycle = 0, blocked = 1, next_at = :later WHERE recycle = 1 AND ("
-            "line_id IN (SELECT open_line_id FROM replacement_orders WHERE open_line_id IS NOT NULL) OR "
-            "line_id IN (SELECT open_line_id FROM loss_reports WHERE open_line_id IS NOT NULL))",
-            "later",
-        ),
-        {"later": now + POSTPONE},
-    )
-    session.execute(stamps("UPDATE ka_due SET next_at = :never WHERE recycle = 1", "never"), {"never": NEVER})
-    if sql.postgres:
-        session.execute(text("ANALYZE ka_due"))  # the planner must know the batch is small
+        if sql.postgres:
+            session.execute(text("ANALYZE ka_due"))  # the planner must know the batch is small
+    return count
 
 
 def tally(session: Session) -> tuple[int, int]:
@@ -218,43 +234,50 @@ def _max_id(session: Session, table: str) -> int:
     return int(session.scalar(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")) or 0)
 
 
-def _enqueue_from(
-    session: Session, sql: Dialect, *, kind: str, field: str, source: str, now: datetime
-) -> None:
-    """One job per row of ``source`` (a query of ``id``), keyed ``kind:id``, payload ``{field: id}``."""
-    session.execute(
-        stamps(
-            "INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_at, created_at) "
-            f"SELECT :kind, :prefix || CAST(s.id AS VARCHAR(20)), {sql.json_object(field, 's.id')}, "
-            f"'{JobState.QUEUED.value}', 0, {JOB_MAX_ATTEMPTS}, :now, :now FROM ({source}) AS s "
-            "ORDER BY s.id ON CONFLICT (key) DO NOTHING",
-            "now",
-        ),
-        {"kind": kind, "prefix": f"{kind}:", "now": now},
+def _jobs_from(sql: Dialect, *, field: str, source: str) -> str:
+    """``INSERT INTO jobs``: one job per row of ``source`` (a query of ``id``), keyed ``:prefix || id``."""
+    return (
+        "INSERT INTO jobs (kind, key, payload, state, attempts, max_attempts, run_at, created_at) "
+        f"SELECT :kind, :prefix || CAST(s.id AS VARCHAR(20)), {sql.json_object(field, 's.id')}, "
+        f"'{JobState.QUEUED.value}', 0, {JOB_MAX_ATTEMPTS}, :now, :now FROM ({source}) AS s "
+        "ORDER BY s.id ON CONFLICT (key) DO NOTHING"
     )
+
+
+def _insert_with_jobs(
+    session: Session, sql: Dialect, *, insert: str, table: str, kind: str, field: str, now: datetime
+) -> int:
+    """Run ``insert`` (rows of ``table`` for the batch's lines) and enqueue one ``kind`` job per row written,
+    in the transaction; returns how many rows were written.
+
+    PostgreSQL: one statement (the jobs are made from the insert's ``RETURNING``). SQLite: the insert, then
+    the jobs of the rows above the table's highest id before it that belong to the batch's lines.
+    """
+    params = {"now": now, "kind": kind, "prefix": f"{kind}:"}
+    if sql.postgres:
+        statement = (
+            f"WITH written AS ({insert} RETURNING id), "
+            f"queued AS ({_jobs_from(sql, field=field, source='SELECT id FROM written')}) "
+            "SELECT COUNT(*) FROM written"
+        )
+        return int(session.execute(stamps(statement, "now"), params).scalar_one())
+    floor = _max_id(session, table)
+    count = int(session.execute(stamps(insert, "now"), params).rowcount)  # type: ignore[attr-defined]
+    if count:
+        source = f"SELECT id FROM {table} WHERE id > {floor} AND line_id IN (SELECT line_id FROM ka_due)"
+        session.execute(stamps(_jobs_from(sql, field=field, source=source), "now"), params)
+    return count
 
 
 def remind(session: Session, sql: Dialect, *, now: datetime) -> int:
     """Write the reminders not written yet, each with its message job; returns how many were written."""
-    floor = _max_id(session, "keepalive_reminders")
-    written = session.execute(
-        stamps(
-            "INSERT INTO keepalive_reminders (line_id, deadline_at, days_left, sent_at) "
-            "SELECT line_id, deadline_at, point, :now FROM ka_due "
-            "WHERE point IS NOT NULL AND recycle = 0 AND blocked = 0 ORDER BY line_id "
-            "ON CONFLICT (line_id, deadline_at, days_left) DO NOTHING",
-            "now",
-        ),
-        {"now": now},
-    )
-    count = int(written.rowcount)  # type: ignore[attr-defined]
-    if count:
-        _enqueue_from(
-            session, sql, kind=REMIND, field="reminder_id", now=now,
-            source=f"SELECT id FROM keepalive_reminders WHERE id > {floor} "
-            "AND line_id IN (SELECT line_id FROM ka_due)",
-        )  # fmt: skip
-    return count
+    return _insert_with_jobs(
+        session, sql, table="keepalive_reminders", kind=REMIND, field="reminder_id", now=now,
+        insert="INSERT INTO keepalive_reminders (line_id, deadline_at, days_left, sent_at) "
+        "SELECT line_id, deadline_at, point, :now FROM ka_due "
+        "WHERE point IS NOT NULL AND recycle = 0 AND blocked = 0 ORDER BY line_id "
+        "ON CONFLICT (line_id, deadline_at, days_left) DO NOTHING",
+    )  # fmt: skip
 
 
 def recycle(session: Session, sql: Dialect, *, now: datetime) -> list[int]:
@@ -281,19 +304,10 @@ def recycle(session: Session, sql: Dialect, *, now: datetime) -> list[int]:
         ),
         {"now": now},
     )
-    floor = _max_id(session, "number_recyclings")
-    session.execute(
-        stamps(
-            "INSERT INTO number_recyclings (msisdn, line_id, recycled_at) "
-            "SELECT msisdn, line_id, :now FROM ka_due WHERE recycle = 1 ORDER BY line_id",
-            "now",
-        ),
-        {"now": now},
-    )
-    _enqueue_from(
-        session, sql, kind=RECYCLE, field="recycling_id", now=now,
-        source=f"SELECT id FROM number_recyclings WHERE id > {floor} "
-        "AND line_id IN (SELECT line_id FROM ka_due WHERE recycle = 1)",
+    _insert_with_jobs(
+        session, sql, table="number_recyclings", kind=RECYCLE, field="recycling_id", now=now,
+        insert="INSERT INTO number_recyclings (msisdn, line_id, recycled_at) "
+        "SELECT msisdn, line_id, :now FROM ka_due WHERE recycle = 1 ORDER BY line_id",
     )  # fmt: skip
     record(
         session,
@@ -307,7 +321,7 @@ def recycle(session: Session, sql: Dialect, *, now: datetime) -> list[int]:
 
 
 def write_calendar(session: Session, sql: Dialect, *, now: datetime) -> None:
-    """Every due line's new deadline and next action; the recycled ones' state."""
+    """Every due line's new deadline and next action; the recycled ones' state: one ``UPDATE``."""
     recycled = LineStatus.RECYCLED.value
     if sql.postgres:
         statement = (
@@ -316,23 +330,13 @@ def write_calendar(session: Session, sql: Dialect, *, now: datetime) -> None:
             "recycled_at = CASE WHEN d.recycle = 1 THEN :now ELSE lines.recycled_at END "
             "FROM ka_due AS d WHERE lines.id = d.line_id"
         )
-    else:
-        # SQLite rewrites the entries of every index whose column is assigned, changed or not: the deadline
-        # (the same as before for nearly every due line) is written only where it differs.
+    else:  # SQLite walks ka_due in line order and looks each line up by its key
         statement = (
-            "UPDATE lines SET (next_action_at, status, recycled_at) = ("
-            "SELECT d.next_at, "
+            "UPDATE lines SET (deadline_at, next_action_at, status, recycled_at) = ("
+            "SELECT d.deadline_at, d.next_at, "
             f"CASE WHEN d.recycle = 1 THEN '{recycled}' ELSE lines.status END, "
             "CASE WHEN d.recycle = 1 THEN :now ELSE lines.recycled_at END "
             "FROM ka_due AS d WHERE d.line_id = lines.id) "
             "WHERE id IN (SELECT line_id FROM ka_due)"
-        )
-        session.execute(
-            text(
-                "UPDATE lines SET deadline_at = "
-                "(SELECT d.deadline_at FROM ka_due AS d WHERE d.line_id = lines.id) "
-                "WHERE id IN (SELECT line_id FROM ka_due) AND deadline_at IS NOT "
-                "(SELECT d.deadline_at FROM ka_due AS d WHERE d.line_id = lines.id)"
-            )
         )
     session.execute(stamps(statement, "now"), {"now": now})

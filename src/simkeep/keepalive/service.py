@@ -24,12 +24,14 @@ Policies (documented choices):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Engine, Table, select, update
 from sqlalchemy.orm import Session
 
 import simkeep.keepalive.templates as _templates  # noqa: F401 - registers the message templates
@@ -265,10 +267,9 @@ def sweep_batch(session: Session, *, now: datetime, limit: int = 20_000) -> Swee
     if counts.computed >= limit:
         return counts
     batch.prepare(session, sql)
-    counts.checked = batch.select_due(session, sql, now=now, limit=limit - counts.computed)
+    counts.checked = batch.select_due(session, sql, now=now, limit=limit - counts.computed, plans=plans)
     if not counts.checked:
         return counts
-    batch.decide(session, sql, now=now, plans=plans)
     due, postponed = batch.tally(session)
     counts.reminded = batch.remind(session, sql, now=now)
     counts.recycled = len(batch.recycle(session, sql, now=now))
@@ -277,30 +278,74 @@ def sweep_batch(session: Session, *, now: datetime, limit: int = 20_000) -> Swee
     return counts
 
 
+#: Sessions sweeping at once on PostgreSQL by default: the server works on both cores of a small machine,
+#: each session taking its own due lines (``SKIP LOCKED``). SQLite has one writer: one session.
+PG_WORKERS = 2
+
+
 def sweep(
     session: Session,
     *,
     now: datetime | None = None,
     batch_size: int = 20_000,
     after_batch: Callable[[SweepCounts], None] | None = None,
+    workers: int | None = None,
 ) -> SweepCounts:
     """The whole sweep for ``now``: pool aging, then batches, each committed as it goes.
 
     Resumable: a rerun after a crash continues with what is still due; reminders are never sent twice (the
     unique reminder row) and no line is recycled before its deadline (recomputed from its activity).
+
+    On PostgreSQL ``workers`` sessions (default :data:`PG_WORKERS`; ``session`` and new ones on its engine)
+    run batches side by side; the row locks of :func:`batch.select_due` give each due line to exactly one
+    of them. A worker stops when it finds nothing left; the first error stops the others after their
+    current batch and is raised (what was committed stays done, a rerun does the rest).
     """
     now = now or utcnow()
     total = SweepCounts()
     total.released = release_aged_numbers(session, now=now)
     session.commit()
-    while True:
-        counts = sweep_batch(session, now=now, limit=batch_size)
-        session.commit()
-        total.add(counts)
-        if after_batch is not None:
-            after_batch(total)
-        if counts.checked + counts.computed == 0:
-            return total
+    engine = session.get_bind()
+    # Helpers need connections of their own: a session bound to one connection (a test's) sweeps alone.
+    parallel = isinstance(engine, Engine) and engine.dialect.name == "postgresql"
+    count = (workers or PG_WORKERS) if parallel else 1
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def work(own: Session) -> None:
+        try:
+            while not failed.is_set():
+                counts = sweep_batch(own, now=now, limit=batch_size)
+                own.commit()
+                with lock:
+                    total.add(counts)
+                    if after_batch is not None:
+                        after_batch(total)
+                if counts.checked + counts.computed == 0:
+                    return
+        except BaseException:
+            failed.set()
+            own.rollback()
+            raise
+
+    if count <= 1:
+        work(session)
+        return total
+    with ThreadPoolExecutor(max_workers=count - 1, thread_name_prefix="keepalive-sweep") as pool:
+
+        def helper() -> None:
+            with Session(engine) as own:
+                work(own)
+
+        helpers = [pool.submit(helper) for _ in range(count - 1)]
+        try:
+            work(session)
+        finally:
+            for future in helpers:
+                future.exception()  # wait for every helper before raising
+    for future in helpers:
+        future.result()
+    return total
 
 
 # --- the jobs' work ---------------------------------------------------------------------------------------

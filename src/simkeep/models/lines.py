@@ -71,7 +71,8 @@ class Line(Base):
     activated_at: Mapped[datetime]
     last_activity_at: Mapped[datetime | None]
     #: When the number would be recycled without further activity (kept up to date with the activity).
-    deadline_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: Not indexed: nothing looks lines up by deadline, and the sweep rewrites it for every line it visits.
+    deadline_at: Mapped[datetime | None]
     #: When the keep-alive sweep next has something to do for this line (a reminder or the deadline).
     next_action_at: Mapped[datetime | None] = mapped_column(index=True)
     recycled_at: Mapped[datetime | None]
