@@ -43,6 +43,7 @@ class Served:
     token: str
     msisdn: str
     process: subprocess.Popen[bytes]
+    log: Path
 
     def stop(self) -> None:
         """Stop the server (its workers write their query log as they stop)."""
@@ -79,7 +80,7 @@ def served(
         "SIMKEEP_ENVIRONMENT": "test",
         "SIMKEEP_SECRET_KEY": TEST_SECRET,
         "SIMKEEP_DATABASE_URL": settings.database_url,
-        "SIMKEEP_LOG_LEVEL": "WARNING",
+        "SIMKEEP_LOG_LEVEL": "INFO",  # with uvicorn's access log, as the README's start command runs
         "SIMKEEP_MAX_REQUEST_BYTES": str(LIMIT),
     }
     log = tmp_path / "serve.log"
@@ -103,7 +104,7 @@ def served(
             token = httpx.post(base + "/oauth2/token", data=form, timeout=5).json()["access_token"]
         except httpx.TransportError:
             time.sleep(0.1)
-    server = Served("127.0.0.1", port, token, msisdn, process)
+    server = Served("127.0.0.1", port, token, msisdn, process, log)
     try:
         yield server
     finally:
@@ -222,6 +223,10 @@ class TestProtocol:
         finally:
             talk.close()
         served.stop()
+        logged = served.log.read_text(errors="replace")
+        assert f'"POST {CHECK} HTTP/1.1" 200' in logged  # uvicorn's access log line, as for any request
+        assert f'"POST {CHECK} HTTP/1.1" 400' in logged
+        assert "Logging error" not in logged
         with fresh_session_factory() as s:
             rows = s.execute(
                 select(ApiQuery.api, ApiQuery.msisdn, ApiQuery.status).order_by(ApiQuery.id)

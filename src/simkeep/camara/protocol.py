@@ -179,10 +179,11 @@ class CamaraHttpProtocol(HttpToolsProtocol):
             head.append(b"connection: close\r\n")
         head += [b"\r\n", reply.body]
         self.transport.write(b"".join(head))
-        if self.access_log:
+        if self.access_log:  # the arguments uvicorn's access formatter expects, in its order
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+            version = self.parser.get_http_version() if self.parser is not None else "1.1"
             self.access_logger.info(
-                '%s - "POST %s HTTP/1.1" %d', client, self.url.decode("latin-1"), reply.status
+                '%s - "%s %s HTTP/%s" %d', client, "POST", self.url.decode("latin-1"), version, reply.status
             )
         if not fast.keep_alive:
             self.transport.close()
