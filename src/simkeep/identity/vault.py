@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -101,6 +102,11 @@ class Vault:
     def current_key_id(self) -> str:
         """The id of the key that encrypts new files."""
         return self._current
+
+    def current_encrypt(self) -> Callable[[bytes, bytes, bytes | None], bytes]:
+        """The current key's AES-GCM ``encrypt(nonce, plaintext, aad)``, for bulk sealing that writes the
+        same form as :meth:`seal` (``simkeep.sims.secrets.seal_many``); the key itself stays inside."""
+        return self._ciphers[self._current].encrypt
 
     def seal(self, plaintext: bytes, *, reference: str) -> Sealed:
         """Encrypt ``plaintext`` under the current key, bound to ``reference``."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import phonenumbers
 from sqlalchemy import Connection, Engine
@@ -41,6 +41,7 @@ from simkeep.sims.importer import (
     check_file,
     copy_text,
     fast_iccid_problem,
+    gc_paused,
     in_chunks,
     load_batches,
     pg_reserve_ids,
@@ -218,6 +219,55 @@ def pg_stamp(_text: str, parsed: datetime) -> str:
     return parsed.isoformat()
 
 
+def utc_moment(text: str, parsed: datetime) -> str:
+    """:func:`sqlite_stamp`, to compare moments: one whose UTC falls off the calendar sorts first or last."""
+    try:
+        return sqlite_stamp(text, parsed)
+    except OverflowError:  # 0001-01-01T00:00:00+08:00 is before every moment the calendar holds in UTC
+        return "" if parsed.year == 1 else "~"  # "~" sorts after every digit
+
+
+_PLAIN_TIME = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})T([01][0-9]|2[0-3])(:[0-5][0-9]:[0-5][0-9])(?:Z|([+-])([01][0-9]|2[0-3]):00)"
+)
+
+
+@lru_cache(maxsize=16384)
+def _shifted_day(day: str, days: int) -> str | None:
+    """The date ``days`` after ``day`` (``YYYY-MM-DD``); None if ``day`` is no date or lies at the ends."""
+    try:
+        moment = date.fromisoformat(day)
+    except ValueError:
+        return None
+    if not 1 < moment.year < 9999:
+        return None
+    return (moment + timedelta(days=days)).isoformat()
+
+
+def utc_text(value: str) -> str | None:
+    """:func:`sqlite_stamp` of a plain timestamp (whole seconds, ``Z`` or a whole-hour offset), or None.
+
+    The common forms (``2024-05-01T08:30:00Z``, ``2024-05-01T08:30:00+08:00``) are converted with string
+    slicing and a cached date step instead of datetime objects, whose arithmetic, comparison and
+    formatting cost several microseconds a value; anything else is left to :func:`parse_timestamp`.
+    The text is naive UTC with microseconds, so it also sorts as the moments do.
+    """
+    found = _PLAIN_TIME.fullmatch(value)
+    if found is None:
+        return None
+    day, hour, rest, sign, offset = found.groups()
+    if _shifted_day(day, 0) is None:
+        return None
+    h = int(hour)
+    if sign is not None:
+        h = h - int(offset) if sign == "+" else h + int(offset)
+        if h < 0:
+            day, h = cast(str, _shifted_day(day, -1)), h + 24
+        elif h > 23:
+            day, h = cast(str, _shifted_day(day, 1)), h - 24
+    return f"{day} {h:02d}{rest}.000000"
+
+
 Stamp = Callable[[str, datetime], str]
 
 
@@ -234,10 +284,13 @@ class _Line(NamedTuple):
     last_activity_at: str | None
 
 
-def check_line(  # noqa: PLR0911, PLR0912 - one flat check per field reads better than a table of lambdas
-    values: list[str], key: bytes, latest: datetime, stamp: Stamp
+def check_line(  # noqa: PLR0911, PLR0912, PLR0915 - one flat check per field reads better than a table
+    values: list[str], key: bytes, latest: str, stamp: Stamp
 ) -> _Line | tuple[str, str]:
-    """Validate one row's fields; return the normalised line (times written by ``stamp``) or the problem."""
+    """Validate one row's fields; return the normalised line (times written by ``stamp``) or the problem.
+
+    ``latest`` is the latest acceptable moment, written as :func:`sqlite_stamp` writes one (naive UTC).
+    """
     (ref, name, doc_type, doc_number, email, phone, language, msisdn, plan, iccid, imsi, kind,
      activated, changed, activity) = values  # fmt: skip
     if not ref or len(ref) > 64 or not ref.isprintable():
@@ -280,7 +333,7 @@ def check_line(  # noqa: PLR0911, PLR0912 - one flat check per field reads bette
         return "imsi", problem
     if kind not in SIM_KINDS:
         return "sim_kind", "must be physical or esim"
-    stamps: list[datetime | None] = []
+    moments: list[str | None] = []  # naive UTC text, which sorts as the moments do
     texts: list[str | None] = []
     for column, value, required in (
         ("activated_at", activated, True),
@@ -290,17 +343,22 @@ def check_line(  # noqa: PLR0911, PLR0912 - one flat check per field reads bette
         if not value:
             if required:
                 return column, "required"
-            stamps.append(None)
+            moments.append(None)
             texts.append(None)
             continue
-        parsed = parse_timestamp(value)
-        if isinstance(parsed, str):
-            return column, parsed
-        if parsed > latest:
+        moment = utc_text(value)
+        if moment is not None:  # the text each writer wants, as stamp would write it
+            text = moment if stamp is sqlite_stamp else value[:19] + "+00:00" if value[19] == "Z" else value
+        else:
+            parsed = parse_timestamp(value)
+            if isinstance(parsed, str):
+                return column, parsed
+            text, moment = stamp(value, parsed), utc_moment(value, parsed)
+        if moment > latest:
             return column, "is in the future"
-        stamps.append(parsed)
-        texts.append(stamp(value, parsed))
-    activated_at, changed_at, _ = stamps
+        moments.append(moment)
+        texts.append(text)
+    activated_at, changed_at, _ = moments
     assert activated_at is not None
     if changed_at is not None and changed_at < activated_at:
         return "last_sim_change_at", "is before activated_at"
@@ -340,13 +398,16 @@ def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) ->
 
 def check_line_rows(path: Path, part: Part, *, key: bytes, postgres: bool) -> Iterator[Batch]:
     """Parse and validate the migration rows of ``part``; per chunk, a batch of good lines and errors."""
-    latest = utcnow() + _CLOCK_SKEW
+    moment = utcnow() + _CLOCK_SKEW
+    latest = sqlite_stamp("", moment)
     for _, rows in in_chunks(records(path, len(LINE_COLUMNS), part), part):
-        yield _line_batch(rows, key=key, latest=latest, postgres=postgres)
+        with gc_paused():
+            batch = _line_batch(rows, key=key, latest=latest, postgres=postgres)
+        yield batch
 
 
 def _line_batch(
-    rows: Iterable[tuple[int, list[str] | str]], *, key: bytes, latest: datetime, postgres: bool
+    rows: Iterable[tuple[int, list[str] | str]], *, key: bytes, latest: str, postgres: bool
 ) -> Batch:
     """One chunk's good lines with their subscribers, and the errors of its other rows."""
     stamp = pg_stamp if postgres else sqlite_stamp

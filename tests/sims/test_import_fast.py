@@ -1,0 +1,233 @@
+"""The stock import's fast paths (clean lines, batch sealing, direct COPY) give what the full way gives."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from simkeep.config import Settings
+from simkeep.identity.vault import Vault, get_vault
+from simkeep.network.adapter import SimAuth
+from simkeep.sims.importer import (
+    SIM_COLUMNS,
+    Part,
+    _stock_row,
+    clean_stock_line,
+    one_record,
+    records,
+)
+from simkeep.sims.secrets import open_auth, seal_many
+from tests import factories
+from tests.sims import ImportCli, import_cli
+
+STORES = {"BJ-XIDAN": 7, "SH-PUDONG": 9}
+HEADERS = [
+    SIM_COLUMNS,
+    (*SIM_COLUMNS, "auth_algorithm", "k", "opc"),
+    (*SIM_COLUMNS, "auth_algorithm", "k"),
+    (*SIM_COLUMNS, "auth_algorithm", "ki"),
+    (*SIM_COLUMNS, "auth_algorithm", "ki", "opc"),
+]
+HEX = "0123456789abcdef"
+
+
+def _key(rng: random.Random) -> str:
+    return "".join(rng.choice(HEX) for _ in range(32))
+
+
+def _mutate(rng: random.Random, value: str) -> str:
+    """``value`` slightly wrong (or not) in one of the ways files go wrong."""
+    i = rng.randrange(len(value)) if value else 0
+    damage = [
+        lambda: value[:-1],
+        lambda: value + rng.choice("0a "),
+        value.upper,
+        lambda: f" {value}",
+        lambda: f'"{value}"',
+        lambda: value[:i] + rng.choice('x9"\r') + value[i + 1 :],
+        lambda: "",
+    ]
+    return damage[rng.randrange(len(damage))]() if rng.random() < 0.5 else value
+
+
+def _line(rng: random.Random, columns: tuple[str, ...]) -> str:
+    """A stock line for ``columns``: mostly good, often with one or two fields damaged."""
+    n = rng.randrange(10**6)
+    iccid = factories.make_iccid(n) if rng.random() < 0.9 else factories.make_iccid(n)[:-1] + "0"
+    location = rng.choice(["warehouse", "warehouse", "store"])
+    store = rng.choice(list(STORES)) if location == "store" else ""
+    values = [iccid, factories.make_imsi(n), rng.choice(["physical", "esim"]), location, store]
+    values.append(rng.choice(["B1", "", "lot 7", "x" * 64, "x" * 65, "批次"]))
+    if len(columns) > len(SIM_COLUMNS):
+        algorithm = rng.choice(["milenage", "comp128v1", "comp128v3", ""])
+        k = _key(rng) if algorithm else ""
+        opc = _key(rng) if algorithm == "milenage" else ""
+        values += [algorithm, k] + ([opc] if "opc" in columns else [])
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        i = rng.randrange(len(values))
+        values[i] = _mutate(rng, values[i])
+    return ",".join(values) + rng.choice(["\n", "\n", "\r\n", ""])
+
+
+def _full_way(text: str, columns: tuple[str, ...]) -> Any:
+    """What the ordinary parse and checks make of a line (padding retried as the reader does)."""
+    raw = one_record(text, len(columns))
+    if not isinstance(raw, list):
+        return raw
+    key_column = columns[7] if len(columns) > len(SIM_COLUMNS) else ""
+    checked = _stock_row(raw, STORES, key_column, with_opc="opc" in columns)
+    if isinstance(checked, tuple) and any(value != value.strip() for value in raw):
+        checked = _stock_row([v.strip() for v in raw], STORES, key_column, with_opc="opc" in columns)
+    return checked
+
+
+class TestCleanStockLine:
+    """The fast path for plainly good stock lines accepts only what the full checks accept, as they do."""
+
+    @pytest.mark.parametrize("columns", HEADERS, ids=lambda c: ",".join(c[6:]) or "no-secrets")
+    def test_same_rows_as_the_full_checks_on_random_lines(self, columns: tuple[str, ...]) -> None:
+        """On random good and damaged lines, every line the fast path takes gets the full checks' row."""
+        rng = random.Random(20261130)
+        clean = clean_stock_line(columns, STORES)
+        taken = 0
+        for _ in range(20_000):
+            text = _line(rng, columns)
+            fast = clean(text)
+            if fast is not None:
+                taken += 1
+                assert list(fast) == _full_way(text, columns), text
+        assert taken > 5_000  # the fast path does carry the plain lines
+
+    def test_leaves_upper_case_keys_to_the_full_checks(self) -> None:
+        """Keys in upper case are good but stored in lower case: the fast path leaves them alone."""
+        columns = HEADERS[1]
+        sim = f"{factories.make_iccid(1)},{factories.make_imsi(1)},esim,warehouse,,B1"
+        text = f"{sim},milenage,{'A' * 32},{'b' * 32}\n"
+        assert clean_stock_line(columns, STORES)(text) is None
+        full = _full_way(text, columns)
+        assert full[6:] == ["milenage", ("a" * 32, "b" * 32)]
+
+
+class TestRecordsWithFastPath:
+    """``records`` with a fast path numbers and reports the other lines exactly as the CSV reader does."""
+
+    def test_same_records_for_the_lines_it_leaves(self, tmp_path: Path) -> None:
+        """Quoted, broken, blank and short lines come out with the same numbers and reasons either way."""
+        lines = [
+            "a,b,c",
+            '"a,1",b,c',
+            '"open,b,c',
+            "",
+            "a,b",
+            '"x"y,b,c',
+            "   ",
+            "a,b,c,d",
+            "keep,this,one",
+            '"last,"line',
+        ]
+        path = tmp_path / "f.csv"
+        path.write_text("h1,h2,h3\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        plain = list(records(path, 3))
+        fast = list(records(path, 3, clean=lambda text: ("fast",) if text.startswith("keep") else None))
+        assert [(n, r) for n, r in fast if r != ("fast",)] == [(n, r) for n, r in plain if n != 10]
+        assert (10, ("fast",)) in fast
+
+    def test_parts_read_only_their_chunks(self, tmp_path: Path) -> None:
+        """With two readers, each sees only the lines of its own chunks, fast or not."""
+        path = tmp_path / "f.csv"
+        path.write_text("h1,h2\n" + "".join(f"{n},x\n" for n in range(10)), encoding="utf-8")
+        seen = [
+            [
+                n
+                for n, _ in records(
+                    path, 2, Part(3, 4, index, 2), clean=lambda t: (t,) if t[0] in "02468" else None
+                )
+            ]
+            for index in (0, 1)
+        ]
+        assert seen == [[2, 3, 4, 8, 9, 10], [5, 6, 7, 11]]
+
+
+class TestSealMany:
+    """Batch sealing stores what :func:`seal_auth` stores: each value opens, bound to its own SIM."""
+
+    @pytest.fixture
+    def vault(self) -> Vault:
+        """A vault with a fixed test key."""
+        return Vault({"k1": bytes(range(32))})
+
+    def test_values_open_to_what_was_sealed(self, vault: Vault) -> None:
+        """Milenage and COMP128 secrets open, with ``open_auth``, to the keys given."""
+        secrets = [
+            (factories.make_iccid(n), f"{n:032x}", f"{n + 1:032x}" if n % 2 else None) for n in range(50)
+        ]
+        for (iccid, k, opc), sealed in zip(secrets, seal_many(vault, secrets), strict=True):
+            assert sealed.startswith("k1:")
+            algorithm = "milenage" if opc else "comp128v3"
+            assert open_auth(vault, iccid=iccid, algorithm=algorithm, sealed=sealed) == SimAuth(
+                algorithm=algorithm, k=k, opc=opc
+            )
+
+    def test_each_value_has_its_own_nonce_and_sim(self, vault: Vault) -> None:
+        """Two SIMs with the same keys get different nonces; a value moved to another SIM does not open."""
+        first, second = seal_many(vault, [("8986001", "a" * 32, None), ("8986002", "a" * 32, None)])
+        assert first.split(":")[1] != second.split(":")[1]
+        with pytest.raises(Exception, match="integrity"):
+            open_auth(vault, iccid="8986002", algorithm="comp128v1", sealed=first)
+
+    def test_nothing_to_seal(self, vault: Vault) -> None:
+        """An empty batch seals nothing."""
+        assert seal_many(vault, []) == []
+
+
+@pytest.fixture
+def cli(fresh: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """The command on a private database (SQLite, and PostgreSQL when configured)."""
+    yield from import_cli(fresh, monkeypatch, tmp_path)
+
+
+def _sims(cli: ImportCli) -> list[tuple[Any, ...]]:
+    with cli.engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT id, iccid, imsi, kind, status, location, store_id, batch, auth_algorithm, "
+                    "created_at = updated_at, auth_sealed IS NULL FROM sims ORDER BY id"
+                )
+            )
+        ]
+
+
+class TestWriters:
+    """A batch written at once (COPY straight into ``sims`` on PostgreSQL) and one written row by row after
+    a conflict store the same columns, with consecutive ids in file order."""
+
+    def test_direct_and_classified_batches_store_the_same_rows(self, cli: ImportCli) -> None:
+        """The second file overlaps the first, so its batch is classified; the rows look alike."""
+        header = ",".join((*SIM_COLUMNS, "auth_algorithm", "k", "opc"))
+
+        def stock_line(n: int) -> str:
+            sim = f"{factories.make_iccid(n)},{factories.make_imsi(n)},physical,warehouse,,B1"
+            return f"{sim},comp128v1,{n:032x},"
+
+        code, report = cli.report("sims", cli.write(header, [stock_line(n) for n in range(1, 4)]))
+        assert (code, report["imported"]) == (0, 3)
+        code, report = cli.report("sims", cli.write(header, [stock_line(n) for n in range(1, 7)]))
+        assert (code, report["imported"], report["already_present"]) == (0, 3, 3)
+        rows = _sims(cli)
+        assert [r[1] for r in rows] == [factories.make_iccid(n) for n in range(1, 7)]
+        assert {r[3:] for r in rows} == {
+            ("physical", "in_stock", "warehouse", None, "B1", "comp128v1", True, False)
+        }
+        ids = [r[0] for r in rows]
+        assert ids[:3] == list(range(ids[0], ids[0] + 3))
+        assert ids[3:] == list(range(ids[3], ids[3] + 3))
+        vault = get_vault(cli.settings)
+        with cli.engine.connect() as conn:
+            for iccid, sealed in conn.execute(text("SELECT iccid, auth_sealed FROM sims")):
+                assert open_auth(vault, iccid=iccid, algorithm="comp128v1", sealed=sealed).k is not None
