@@ -28,11 +28,9 @@ Built for throughput (figures: ``bench/activity_import.py``):
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -57,6 +55,7 @@ from simkeep.sims.importer import (
     check_file,
     copy_text,
     driver,
+    gc_paused,
     record_run,
 )
 
@@ -490,20 +489,6 @@ class ActivityWriter:
             )
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused: a batch is a million short-lived lists and tuples, whose
-    allocation would otherwise trigger collections that rescan every live batch object (they cost more than
-    the parsing itself). Nothing here makes reference cycles; reference counting frees the batches."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def import_activity(
     engine: Engine,
     settings: Settings,  # noqa: ARG001 - the importers share one signature
@@ -522,7 +507,7 @@ def import_activity(
     # transaction that inserts the events, under SQLite's write lock (lines are never deleted anyway).
     sqlite = engine.dialect.name == "sqlite"
     with (
-        _collector_paused(),
+        gc_paused(),  # a batch is a million short-lived lists and tuples, with no reference cycles
         engine.connect() as conn,
         bulk_connection(conn, own_references=sqlite),
         Session(bind=conn) as session,
