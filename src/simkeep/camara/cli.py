@@ -6,7 +6,6 @@ from typing import Any
 
 import typer
 
-from simkeep.camara import clients
 from simkeep.cli_support import JSON_OPTION, emit, fail, load_settings, open_session
 from simkeep.errors import DomainError
 from simkeep.models import RelyingParty
@@ -40,6 +39,8 @@ def create(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Register a client; its secret is printed this once and never stored."""
+    from simkeep.camara import clients  # with FastAPI's error types: only for these commands
+
     settings = load_settings()
     with open_session(settings) as session:
         try:
@@ -63,6 +64,8 @@ def create(
 @app.command("list")
 def list_(as_json: bool = JSON_OPTION) -> None:
     """Every client with its scopes, limits and state (never a secret)."""
+    from simkeep.camara import clients  # with FastAPI's error types: only for these commands
+
     settings = load_settings()
     with open_session(settings) as session:
         rows = [_row(c) for c in clients.list_clients(session)]
@@ -79,6 +82,8 @@ def disable(
     client_id: str = typer.Argument(..., help="The client's id."), as_json: bool = JSON_OPTION
 ) -> None:
     """Refuse the client's credentials and its tokens from now on."""
+    from simkeep.camara import clients  # with FastAPI's error types: only for these commands
+
     settings = load_settings()
     with open_session(settings) as session:
         try:
@@ -95,6 +100,8 @@ def rotate_secret(
     client_id: str = typer.Argument(..., help="The client's id."), as_json: bool = JSON_OPTION
 ) -> None:
     """Issue a new secret (printed once); the old secret and the tokens issued with it stop working."""
+    from simkeep.camara import clients  # with FastAPI's error types: only for these commands
+
     settings = load_settings()
     with open_session(settings) as session:
         try:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import unicodedata
+from typing import TYPE_CHECKING
 
 import typer
 
 from simkeep.cli_support import JSON_OPTION, emit, fail, load_settings, open_engine
-from simkeep.db import migrate
 from simkeep.db.engine import make_session_factory
-from simkeep.demo import dataset, people
+from simkeep.demo import people
 from simkeep.errors import DomainError
+
+if TYPE_CHECKING:
+    from simkeep.demo import dataset
 
 API_BASE = "http://127.0.0.1:8000"
 WARNING = (
@@ -22,6 +25,10 @@ WARNING = (
 
 def demo(as_json: bool = JSON_OPTION) -> None:
     """Load the demo dataset: stores, SIM stock, staff, holders and orders in many states (idempotent)."""
+    # Imported here: the dataset (with the image stack) and Alembic would slow every other command's start.
+    from simkeep.db import migrate
+    from simkeep.demo import dataset
+
     settings = load_settings()
     if settings.environment == "production":
         raise fail(

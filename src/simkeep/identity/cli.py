@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from simkeep.cli_support import JSON_OPTION, emit, load_settings, open_session
-from simkeep.identity import evidence
 
 app = typer.Typer(help="The evidence vault: document photos and selfies.", no_args_is_help=True)
 
@@ -13,6 +12,8 @@ app = typer.Typer(help="The evidence vault: document photos and selfies.", no_ar
 @app.command("purge")
 def purge(as_json: bool = JSON_OPTION) -> None:
     """Delete the photos of orders closed past the retention period, and uploads never used; verdicts stay."""
+    from simkeep.identity import evidence  # the image stack (numpy): only for this command
+
     settings = load_settings()
     with open_session(settings) as session:
         report = evidence.purge(session, settings)
