@@ -86,18 +86,23 @@ class BodyLimitMiddleware:
         await refuse_too_large(scope, send, max_bytes)
 
 
-async def refuse_too_large(scope: Scope, send: Send, max_bytes: int) -> None:
-    """Answer 413 with a problem document naming the limit."""
-    body = json.dumps(
+def too_large_problem(max_bytes: int, path: str) -> bytes:
+    """The 413 problem document naming the limit."""
+    return json.dumps(
         {
             "type": "https://simkeep.dev/problems/request-too-large",
             "title": "Request too large",
             "status": 413,
             "code": "REQUEST_TOO_LARGE",
             "detail": f"The request body is larger than {max_bytes} bytes.",
-            "instance": scope.get("path", ""),
+            "instance": path,
         }
     ).encode()
+
+
+async def refuse_too_large(scope: Scope, send: Send, max_bytes: int) -> None:
+    """Answer 413 with a problem document naming the limit."""
+    body = too_large_problem(max_bytes, scope.get("path", ""))
     await send(
         {
             "type": "http.response.start",

@@ -18,13 +18,9 @@ import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simkeep.body_limit import refuse_too_large
-from simkeep.camara.errors import CamaraError
-from simkeep.camara.operations import Operation, Reply, error_reply, respond
+from simkeep.camara.operations import Operation, Reply, failure_reply, respond
 from simkeep.camara.runtime import CamaraRuntime
 from simkeep.request_id import new_request_id
-
-log = structlog.get_logger("simkeep.camara")
-_INTERNAL = CamaraError("INTERNAL", "The server could not answer; try again.")
 
 
 class CamaraFastPath:
@@ -82,8 +78,7 @@ class CamaraFastPath:
             )
         except Exception:
             structlog.contextvars.bind_contextvars(request_id=rid.decode("latin-1"))
-            log.exception("camara.operation_failed", api=operation.api)
-            reply = error_reply(_INTERNAL, echo=None)
+            reply = failure_reply(operation)
         await _send(send, reply, rid)
 
 

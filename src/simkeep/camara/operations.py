@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -34,6 +35,8 @@ NUMBER_RECYCLING_CHECK = "/number-recycling/v0.2/check"
 _JSON = (b"content-type", b"application/json")
 
 
+log = structlog.get_logger("simkeep.camara")
+_INTERNAL = CamaraError("INTERNAL", "The server could not answer; try again.")
 _SWAPPED = '{"swapped":true}'
 _NOT_SWAPPED = '{"swapped":false}'
 
@@ -148,6 +151,13 @@ def _admit(
     require_scope(token, scopes)
     runtime.admit(state)
     correlator(correlator_header)
+
+
+def failure_reply(operation: Operation) -> Reply:
+    """500 INTERNAL for an unexpected failure behind the checks (logged with its traceback; the bank sees
+    no detail). Call from an ``except`` block."""
+    log.exception("camara.operation_failed", api=operation.api)
+    return error_reply(_INTERNAL, echo=None)
 
 
 def error_reply(error: CamaraError, *, echo: str | None) -> Reply:

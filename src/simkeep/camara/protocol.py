@@ -19,18 +19,13 @@ and in any process that registered none, every request takes uvicorn's path.
 
 from __future__ import annotations
 
-import json
-
-import structlog
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from simkeep.camara.errors import CamaraError
-from simkeep.camara.operations import Operation, Reply, error_reply, respond, respond_now
+from simkeep.body_limit import too_large_problem
+from simkeep.camara.operations import Operation, Reply, failure_reply, respond, respond_now
 from simkeep.camara.runtime import CamaraRuntime
 from simkeep.request_id import new_request_id
 
-log = structlog.get_logger("simkeep.camara")
-_INTERNAL = CamaraError("INTERNAL", "The server could not answer; try again.")
 _served: list[CamaraRuntime] = []
 
 
@@ -133,8 +128,7 @@ class CamaraHttpProtocol(HttpToolsProtocol):
                 body=body,
             )
         except Exception:
-            log.exception("camara.operation_failed", api=fast.operation.api)
-            reply = error_reply(_INTERNAL, echo=None)
+            reply = failure_reply(fast.operation)
         if reply is not None:
             self._finish(fast, reply, request_id)
             return
@@ -159,8 +153,7 @@ class CamaraHttpProtocol(HttpToolsProtocol):
                 body=body,
             )
         except Exception:
-            log.exception("camara.operation_failed", api=fast.operation.api)
-            reply = error_reply(_INTERNAL, echo=None)
+            reply = failure_reply(fast.operation)
         self._finish(fast, reply, request_id)
 
     def _finish(self, fast: _FastRequest, reply: Reply, request_id: bytes | None) -> None:
@@ -193,16 +186,7 @@ class CamaraHttpProtocol(HttpToolsProtocol):
         """Answer 413 (a problem document, as the app's body limit does) and close the connection: the rest
         of the body is not read."""
         fast.keep_alive = False
-        body = json.dumps(
-            {
-                "type": "https://simkeep.dev/problems/request-too-large",
-                "title": "Request too large",
-                "status": 413,
-                "code": "REQUEST_TOO_LARGE",
-                "detail": f"The request body is larger than {limit} bytes.",
-                "instance": self.url.decode("latin-1"),
-            }
-        ).encode()
+        body = too_large_problem(limit, self.url.decode("latin-1"))
         reply = Reply(413, [(b"content-type", b"application/problem+json")], body)
         self._finish(fast, reply, None)
 
