@@ -229,6 +229,22 @@ class TestTlsDelivery:
             sinks.post_event(trusting, f"https://127.0.0.1:{port}/events", {"id": "e-3"})
         assert got == []
 
+    @pytest.mark.parametrize("setting", ["camara_sink_ca_file", "camara_sink_client_cert_file"])
+    def test_a_missing_or_broken_tls_file_fails_the_delivery_clearly(
+        self, tls_receiver: tuple[str, Path, list[dict[str, str]]], tmp_path: Path, setting: str
+    ) -> None:
+        """A CA or client certificate file that is missing or not PEM fails the delivery with a reason (the
+        job queue retries it), and nothing reaches the sink."""
+        port, _, got = tls_receiver
+        broken = tmp_path / "broken.pem"
+        broken.write_text("not a certificate")
+        for path in (tmp_path / "missing.pem", broken):
+            configured = TESTING.model_copy(update={setting: str(path)})
+            with pytest.raises(sinks.DeliveryFailed) as failed:
+                sinks.post_event(configured, f"https://localhost:{port}/events", {"id": "e-6"})
+            assert "TLS settings could not be loaded" in str(failed.value)
+        assert got == []
+
     def test_mutual_tls_presents_the_configured_client_certificate(
         self, mtls_receiver: tuple[str, Path, list[dict[str, str]]], client_certificate: tuple[Path, Path]
     ) -> None:

@@ -159,8 +159,12 @@ def post_event(
         headers["Authorization"] = authorization
     body = json.dumps(event, separators=(",", ":")).encode()
     try:
+        verify = tls_context(settings)
+    except OSError as exc:  # a CA or certificate file missing, unreadable or not PEM (ssl.SSLError too)
+        raise DeliveryFailed(f"the sink TLS settings could not be loaded: {type(exc).__name__}") from exc
+    try:
         with httpx.Client(
-            timeout=settings.camara_sink_timeout_seconds, follow_redirects=False, verify=tls_context(settings)
+            timeout=settings.camara_sink_timeout_seconds, follow_redirects=False, verify=verify
         ) as client:
             response = client.post(url, content=body, headers=headers, extensions=extensions)
     except httpx.HTTPError as exc:
