@@ -2,11 +2,130 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import typer
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 from simkeep.cli_support import JSON_OPTION, emit, fail, load_settings, open_engine
 
-app = typer.Typer(help="simkeep: number-keeping SIM lines for mobile operators.", no_args_is_help=True)
+#: Sub-commands whose modules are imported only when one of them runs (or its own help is asked for):
+#: name -> (module, attribute: a Typer app or a command function, the short help ``simkeep --help`` shows).
+#: Importing them all would cost every command about a second (FastAPI, the face matcher, HTTP clients ...).
+#: tests/test_cli_lazy.py holds these help texts to the modules' own.
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": (
+        "simkeep.demo.cli",
+        "demo",
+        "Load the demo dataset: stores, SIM stock, staff, holders and orders in many states (idempotent).",
+    ),
+    "worker": (
+        "simkeep.jobs.cli",
+        "worker",
+        "Carry out queued and scheduled jobs until stopped (SIGTERM or Ctrl-C finish the current batch).",
+    ),
+    "audit": ("simkeep.audit.cli", "app", "The hash-chained audit log."),
+    "clients": ("simkeep.camara.cli", "app", "Relying parties of the CAMARA APIs (OAuth2 clients)."),
+    "esim": ("simkeep.esim.cli", "app", "eSIM profiles ordered from the SM-DP+ (ES2+)."),
+    "evidence": ("simkeep.identity.cli", "app", "The evidence vault: document photos and selfies."),
+    "jobs": ("simkeep.jobs.cli", "app", "The background job queue."),
+    "keepalive": (
+        "simkeep.keepalive.cli",
+        "app",
+        "Keeping numbers alive: activity, the daily sweep, undoing a recycling.",
+    ),
+    "lines": ("simkeep.lines.cli", "app", "Lines (phone numbers) and their holders."),
+    "network": ("simkeep.network.cli", "app", "The HLR: compare it with simkeep's record and repair it."),
+    "numbers": ("simkeep.keepalive.cli", "numbers_app", "The pool of recycled numbers."),
+    "notifications": (
+        "simkeep.notifications.cli",
+        "app",
+        "Notifications: SMS delivery receipts and test messages.",
+    ),
+    "orders": ("simkeep.replacements.cli", "app", "Replacement orders (补卡) and their fees."),
+    "sims": ("simkeep.sims.cli", "app", "SIM cards and SIM stock."),
+    "staff": ("simkeep.staff.cli", "app", "Stores and staff accounts."),
+}
+
+
+class LazyCommand(TyperCommand):
+    """Stands for a sub-command in listings (help, completion) until it is run: name and short help only."""
+
+    def __init__(self, name: str, module: str, attribute: str, help_text: str) -> None:
+        super().__init__(name, help=help_text, short_help=help_text)
+        self.module = module
+        self.attribute = attribute
+
+    def is_group(self) -> bool:
+        """Whether it is a group (a Typer app, named apart) rather than a command function (named as it)."""
+        return self.attribute != self.name
+
+    def load(self) -> Any:
+        """The real command: the module is imported now."""
+        target = getattr(importlib.import_module(self.module), self.attribute)
+        if isinstance(target, typer.Typer):
+            command: Any = typer.main.get_group(target)
+        else:
+            holder = typer.Typer(add_completion=False)
+            holder.command(self.name)(target)
+            command = typer.main.get_command(holder)
+        command.name = self.name
+        return command
+
+
+class LazyGroup(TyperGroup):
+    """The ``simkeep`` group: the sub-commands of :data:`LAZY_COMMANDS` are imported when they are run.
+
+    Listings (``simkeep --help``, shell completion) show their name and short help without importing them;
+    anything else that asks for one (running it, ``simkeep sims --help``) gets the real command.
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        eager = dict(self.commands)
+        lazy = {name: LazyCommand(name, *spec) for name, spec in LAZY_COMMANDS.items()}
+        # The order Typer lists them in: single commands first, then groups.
+        self.commands = {
+            **{n: c for n, c in eager.items() if not isinstance(c, TyperGroup)},
+            **{n: c for n, c in lazy.items() if not c.is_group()},
+            **{n: c for n, c in eager.items() if isinstance(c, TyperGroup)},
+            **{n: c for n, c in lazy.items() if c.is_group()},
+        }
+        self._listing = False
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:  # noqa: ARG002 - click's signature
+        """The command ``cmd_name``, imported now unless only its name and help are wanted."""
+        command = self.commands.get(cmd_name)
+        if isinstance(command, LazyCommand) and not self._listing:
+            command = self.commands[cmd_name] = command.load()
+        return command
+
+    @contextmanager
+    def _names_only(self) -> Iterator[None]:
+        listing, self._listing = self._listing, True
+        try:
+            yield
+        finally:
+            self._listing = listing
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The group's help, listing the sub-commands without importing them."""
+        with self._names_only():
+            super().format_help(ctx, formatter)
+
+    def shell_complete(self, ctx: Any, incomplete: str) -> Any:
+        """Completions of a sub-command's name, without importing the sub-commands."""
+        with self._names_only():
+            return super().shell_complete(ctx, incomplete)
+
+
+app = typer.Typer(
+    cls=LazyGroup, help="simkeep: number-keeping SIM lines for mobile operators.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -69,43 +188,6 @@ def serve(
         log_level=settings.log_level.lower(),
         http=CamaraHttpProtocol,  # uvicorn's httptools protocol, answering the CAMARA hot path itself
     )
-
-
-def _register_subcommands() -> None:
-    from simkeep.audit.cli import app as audit_app
-    from simkeep.camara.cli import app as clients_app
-    from simkeep.demo.cli import demo
-    from simkeep.esim.cli import app as esim_app
-    from simkeep.identity.cli import app as evidence_app
-    from simkeep.jobs.cli import app as jobs_app
-    from simkeep.jobs.cli import worker
-    from simkeep.keepalive.cli import app as keepalive_app
-    from simkeep.keepalive.cli import numbers_app
-    from simkeep.lines.cli import app as lines_app
-    from simkeep.network.cli import app as network_app
-    from simkeep.notifications.cli import app as notifications_app
-    from simkeep.replacements.cli import app as orders_app
-    from simkeep.sims.cli import app as sims_app
-    from simkeep.staff.cli import app as staff_app
-
-    app.add_typer(audit_app, name="audit")
-    app.add_typer(clients_app, name="clients")
-    app.add_typer(esim_app, name="esim")
-    app.add_typer(evidence_app, name="evidence")
-    app.add_typer(jobs_app, name="jobs")
-    app.add_typer(keepalive_app, name="keepalive")
-    app.add_typer(lines_app, name="lines")
-    app.add_typer(network_app, name="network")
-    app.add_typer(numbers_app, name="numbers")
-    app.add_typer(notifications_app, name="notifications")
-    app.add_typer(orders_app, name="orders")
-    app.add_typer(sims_app, name="sims")
-    app.add_typer(staff_app, name="staff")
-    app.command("demo")(demo)
-    app.command("worker")(worker)
-
-
-_register_subcommands()
 
 
 def main() -> None:

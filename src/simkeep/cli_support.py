@@ -1,25 +1,32 @@
-"""What every CLI command shares: settings, an engine, output as text or JSON."""
+"""What every CLI command shares: settings, an engine, output as text or JSON.
+
+Settings, SQLAlchemy and logging are imported by the functions that need them, not by this module: every
+command module imports it, and ``simkeep --help`` (or a mistyped command) should not pay for them.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
-from simkeep.config import Settings, get_settings
-from simkeep.db.engine import make_engine, make_session_factory
-from simkeep.logging import configure_logging
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from simkeep.config import Settings
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
 
 
 def load_settings() -> Settings:
     """Settings for a command, with logging configured."""
+    from simkeep.config import get_settings
+    from simkeep.logging import configure_logging
+
     settings = get_settings()
     configure_logging(settings)
     return settings
@@ -28,6 +35,8 @@ def load_settings() -> Settings:
 @contextmanager
 def open_engine(settings: Settings) -> Iterator[Engine]:
     """An engine for the configured database, disposed afterwards."""
+    from simkeep.db.engine import make_engine
+
     engine = make_engine(
         settings.database_url,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
@@ -42,6 +51,8 @@ def open_engine(settings: Settings) -> Iterator[Engine]:
 @contextmanager
 def open_session(settings: Settings) -> Iterator[Session]:
     """A session on the configured database; the command commits."""
+    from simkeep.db.engine import make_session_factory
+
     with open_engine(settings) as engine:
         session = make_session_factory(engine)()
         try:

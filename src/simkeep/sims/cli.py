@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import Engine
 
 from simkeep.cli_support import JSON_OPTION, emit, fail, load_settings, open_engine
-from simkeep.config import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from simkeep.config import Settings
     from simkeep.sims.importer import ImportResult
 
 app = typer.Typer(help="SIM cards and SIM stock.", no_args_is_help=True)
