@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     camara_query_flush_seconds: float = Field(default=1.0, gt=0)
     #: Queries held in memory at most; beyond it the oldest unwritten ones are dropped (and logged).
     camara_query_buffer_max: int = Field(default=200_000, ge=1)
+    #: Each API worker answers SIM Swap queries from its own copy of every line's facts, refreshed from the
+    #: database's change feed (simkeep.camara.facts); off, every check reads the database.
+    camara_facts_cache: bool = True
+    #: Lines a worker copies at most (each costs about 100 bytes per worker); with more, checks read the
+    #: database.
+    camara_facts_cache_max_lines: int = Field(default=5_000_000, ge=0)
+    #: How often each worker reads the change feed (a SIM change reaches every worker within this, plus the
+    #: time to read it; the freshness promise is one second).
+    camara_facts_poll_seconds: float = Field(default=0.25, gt=0, le=0.5)
     #: Days of SIM-change history the SIM Swap API may disclose (retrieve-date answers null beyond it).
     camara_sim_swap_monitored_days: int = Field(default=100, ge=1, le=3650)
     #: Subscriptions (sim-swap-subscriptions 0.3): allow event sinks over plain http to loopback addresses

@@ -213,7 +213,7 @@ class TestRecorderThread:
         recorder = QueryRecorder(fresh_session_factory, interval=0.05, max_buffer=100)
         recorder.start()
         try:
-            recorder.record(QueryRecord(pk, "sim-swap", "+8613800000001", "x", 200, datetime.now(UTC)))
+            recorder.record(QueryRecord(pk, "sim-swap", "+8613800000001", "x", 200, time.time_ns() // 1000))
             deadline = time.monotonic() + 5
             count = 0
             while time.monotonic() < deadline and count == 0:
@@ -222,10 +222,41 @@ class TestRecorderThread:
                     count = len(session.scalars(select(ApiQuery)).all())
             assert count == 1
         finally:
-            recorder.record(QueryRecord(pk, "sim-swap", None, "y", 200, datetime.now(UTC)))
+            recorder.record(QueryRecord(pk, "sim-swap", None, "y", 200, time.time_ns() // 1000))
             recorder.stop()
         with fresh_session_factory() as session:
             assert len(session.scalars(select(ApiQuery)).all()) == 2
+        del engine
+
+    def test_batch_keeps_every_field_exactly(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """The one-statement batch write keeps order, times to the microsecond, a missing number, non-ASCII
+        and quote characters, and cuts an answer at 200 characters."""
+        engine, settings = fresh
+        with fresh_session_factory() as session:
+            pk = clients.create_client(session, settings, name="Bank", scopes=["sim-swap"]).client.id
+            session.commit()
+        asked = [
+            datetime(2026, 2, 28, 23, 59, 59, 999_999, tzinfo=UTC),
+            datetime(2024, 2, 29, 0, 0, 0, 1, tzinfo=UTC),
+            datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
+        ]
+        answers = ['{"latestSimChange":"2026-01-01T00:00:00Z"}', '号码 "quoted" \\ \'', "x" * 250]
+        recorder = QueryRecorder(fresh_session_factory, interval=60, max_buffer=10)
+        for i, (when, answer) in enumerate(zip(asked, answers, strict=True)):
+            us = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            recorder.record(
+                QueryRecord(pk, "sim-swap.check", None if i == 1 else f"+861380000000{i}", answer, 200, us)
+            )
+        assert recorder.flush() == 3
+        with fresh_session_factory() as session:
+            rows = session.scalars(select(ApiQuery).order_by(ApiQuery.id)).all()
+            assert [(r.msisdn, r.answer, r.asked_at) for r in rows] == [
+                ("+8613800000000", answers[0], asked[0]),
+                (None, answers[1], asked[1]),
+                ("+8613800000002", "x" * 200, asked[2]),
+            ]
         del engine
 
     def test_failed_write_keeps_the_queries(self) -> None:
@@ -235,7 +266,7 @@ class TestRecorderThread:
             raise RuntimeError("database down")
 
         recorder = QueryRecorder(broken, interval=60, max_buffer=10)
-        recorder.record(QueryRecord(1, "sim-swap", None, "x", 200, datetime.now(UTC)))
+        recorder.record(QueryRecord(1, "sim-swap", None, "x", 200, time.time_ns() // 1000))
         assert recorder.flush() == 0
         assert recorder.pending() == 1
 

@@ -28,7 +28,7 @@ from simkeep.camara.errors import (
     oauth_response,
 )
 from simkeep.camara.protocol import serve_runtime
-from simkeep.camara.reader import reader_for
+from simkeep.camara.reader import facts_cache_for, reader_for
 from simkeep.camara.runtime import CamaraRuntime, ClientState
 from simkeep.config import Settings
 
@@ -41,6 +41,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = CamaraRuntime(app.state.settings, app.state.session_scope, heartbeat=owns_database)
     if owns_database:
         runtime.reader = reader_for(app.state.settings)
+        if app.state.settings.camara_facts_cache:
+            runtime.facts = facts_cache_for(app.state.settings)
+            runtime.facts.start()  # loads in its thread; until then checks read the database
         serve_runtime(runtime)  # simkeep serve's HTTP protocol answers the hot path with it
     app.state.camara_runtime = runtime
     runtime.recorder.start()
@@ -55,6 +58,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owns_database:
             serve_runtime(None)
         await run_in_threadpool(runtime.recorder.stop)
+        if runtime.facts is not None:
+            await run_in_threadpool(runtime.facts.stop)
+            runtime.facts.engine.dispose()
         if runtime.reader is not None:
             await runtime.reader.aclose()
 

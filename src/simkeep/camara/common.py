@@ -26,7 +26,8 @@ def correlator(value: str | None) -> str | None:
 def json_object(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object; INVALID_ARGUMENT otherwise."""
     try:
-        data = json.loads(body)
+        # UTF-8 (RFC 8259) decoded first: json.loads on bytes would sniff the encoding of every body.
+        data = json.loads(body.decode("utf-8") if body[:3] != b"\xef\xbb\xbf" else body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CamaraError("INVALID_ARGUMENT", "The request body is not valid JSON.") from exc
     if not isinstance(data, dict):

@@ -194,9 +194,11 @@ async def respond(
         )
         msisdn, params = operation.prepare(token, json_object(body))
         reader = runtime.reader
-        if operation.fast is not None and reader is not None:
-            facts = reader.swap_facts(msisdn) if reader.inline else await reader.aswap_facts(msisdn)
-            text = operation.fast(facts, params)
+        lookup = runtime.inline_lookup()
+        if operation.fast is not None and lookup is not None:
+            text = operation.fast(lookup(msisdn), params)
+        elif operation.fast is not None and reader is not None:
+            text = operation.fast(await reader.aswap_facts(msisdn), params)
         else:
             subject_number = msisdn
 
@@ -218,11 +220,12 @@ def respond_now(
     correlator_header: str | None,
     body: bytes,
 ) -> Reply | None:
-    """:func:`respond` without waiting, when nothing needs to wait: the worker reads inline (SQLite) and
-    knows the token's client already. None otherwise, having changed nothing (the caller then awaits
-    :func:`respond`). A refusal of the token itself is answered here too."""
-    reader = runtime.reader
-    if operation.fast is None or reader is None or not reader.inline:
+    """:func:`respond` without waiting, when nothing needs to wait: the worker can read the facts at once
+    (its fresh copy of the facts, or SQLite) and knows the token's client already. None otherwise, having
+    changed nothing (the caller then awaits :func:`respond`). A refusal of the token itself is answered
+    here too."""
+    lookup = runtime.inline_lookup()
+    if operation.fast is None or lookup is None:
         return None
     echo = echoed(correlator_header)
     state: ClientState | None = None
@@ -234,7 +237,7 @@ def respond_now(
         state = runtime.cached_client(token)
         _admit(runtime, operation.scopes, state, token, correlator_header)
         msisdn, params = operation.prepare(token, json_object(body))
-        text = operation.fast(reader.swap_facts(msisdn), params)
+        text = operation.fast(lookup(msisdn), params)
     except CamaraError as error:
         return _refused(runtime, operation, state, msisdn, error, echo=echo)
     return _answered(runtime, operation, state, msisdn, text, echo=echo)

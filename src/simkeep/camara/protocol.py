@@ -79,7 +79,11 @@ class CamaraHttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()  # a request is under way (pipelined in the same read, too)
         self.cycle = fast  # type: ignore[assignment]
         limit = fast.runtime.settings.max_request_bytes
-        declared = next((v for k, v in self.headers if k == b"content-length"), b"0")
+        declared = b"0"
+        for name, value in self.headers:
+            if name == b"content-length":
+                declared = value
+                break
         if not declared.isdigit() or int(declared) > limit:
             self._refuse_too_large(fast, limit)
         elif self.expect_100_continue:
@@ -162,9 +166,7 @@ class CamaraHttpProtocol(HttpToolsProtocol):
         if fast.disconnected or self.transport.is_closing():
             return
         rid = request_id or new_request_id().encode()
-        head = [STATUS_LINE[reply.status]]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
+        head = [STATUS_LINE[reply.status], _default_head(self.server_state.default_headers)]
         for name, value in reply.headers:
             head += [name, b": ", value, b"\r\n"]
         head += [b"content-length: ", str(len(reply.body)).encode(), b"\r\nx-request-id: ", rid, b"\r\n"]
@@ -189,6 +191,20 @@ class CamaraHttpProtocol(HttpToolsProtocol):
         body = too_large_problem(limit, self.url.decode("latin-1"))
         reply = Reply(413, [(b"content-type", b"application/problem+json")], body)
         self._finish(fast, reply, None)
+
+
+_default: tuple[object, bytes] = (None, b"")
+
+
+def _default_head(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (server, date) as bytes, joined once per list: uvicorn makes a new list
+    when the date changes, about once a second."""
+    global _default  # noqa: PLW0603 - a per-process cache of the last list seen
+    source, joined = _default
+    if source is not default_headers:
+        joined = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
+        _default = (default_headers, joined)
+    return joined
 
 
 def _headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, bytes | None]:

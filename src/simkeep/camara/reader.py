@@ -25,6 +25,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
+from simkeep.camara.facts import FactsCache
 from simkeep.camara.repository import SWAP_FACTS, SWAP_FACTS_MANY, SwapFacts
 from simkeep.config import Settings
 from simkeep.db.engine import normalise_url
@@ -214,3 +215,15 @@ def reader_for(settings: Settings) -> SwapReader:
     if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
         return PostgresSwapReader(engine, size=settings.db_pool_size)
     return SwapReader(engine)
+
+
+def facts_cache_for(settings: Settings) -> FactsCache:
+    """The worker's copy of the SIM Swap facts (:mod:`simkeep.camara.facts`), on an autocommit engine of its
+    own (its reads take no write lock on SQLite; a poll sees what committed before it)."""
+    url = make_url(normalise_url(settings.database_url))
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=1, pool_recycle=300)
+    return FactsCache(
+        engine,
+        poll_seconds=settings.camara_facts_poll_seconds,
+        max_lines=settings.camara_facts_cache_max_lines,
+    )

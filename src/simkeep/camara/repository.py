@@ -3,11 +3,12 @@ subscriptions and the API workers that share client rates."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, String, any_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import ARRAY, Select, String, any_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from simkeep.models import (
@@ -48,37 +49,51 @@ def answered_since(
 
 
 _QUERY_COLUMNS = ("client_id", "api", "msisdn", "answer", "status", "asked_at")
-_QUERY_COPY = "COPY api_queries (client_id, api, msisdn, answer, status, asked_at) FROM STDIN"
-_QUERY_INSERT = (
-    "INSERT INTO api_queries (client_id, api, msisdn, answer, status, asked_at) VALUES (?, ?, ?, ?, ?, ?)"
+#: One statement for the whole batch, its rows in one JSON parameter ``[[client, api, msisdn, answer, status,
+#: asked_us], ...]`` (asked_us: microseconds since the epoch, UTC): the database unpacks it, so the writer
+#: thread does no work per row but ``json.dumps`` and never hands the GIL back and forth with the event loop
+#: per row (the driver releases it around every step of an ``executemany``, which under load cost the event
+#: loop more than the inserts themselves). SQLite keeps times as SQLAlchemy writes them (UTC, no zone).
+_QUERY_INSERT_SQLITE = (
+    "INSERT INTO api_queries (client_id, api, msisdn, answer, status, asked_at) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "substr(json_extract(value, '$[3]'), 1, 200), json_extract(value, '$[4]'), "
+    "strftime('%Y-%m-%d %H:%M:%S', json_extract(value, '$[5]') / 1000000, 'unixepoch') "
+    "|| printf('.%06d', json_extract(value, '$[5]') % 1000000) "
+    "FROM json_each(?)"
 )
-QueryRow = tuple[int, str, str | None, str, int, datetime]
+_QUERY_INSERT_POSTGRES = (
+    "INSERT INTO api_queries (client_id, api, msisdn, answer, status, asked_at) "
+    "SELECT (e->>0)::integer, e->>1, e->>2, left(e->>3, 200), (e->>4)::integer, "
+    "timestamptz 'epoch' + (e->>5)::bigint * interval '1 microsecond' "
+    "FROM json_array_elements(CAST(%s AS json)) AS e"
+)
+#: (client_id, api, msisdn, answer, status, asked_us): asked_us is microseconds since the epoch (UTC).
+QueryRow = tuple[int, str, str | None, str, int, int]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def insert_queries(session: Session, rows: Sequence[QueryRow]) -> None:
-    """Write recorded queries ``(client_id, api, msisdn, answer, status, asked_at)`` in one go, through the
-    driver itself (thousands a second under load, so without SQLAlchemy's work per row): PostgreSQL's COPY,
-    SQLite's executemany with times as SQLAlchemy stores them (UTC, no zone)."""
+    """Write recorded queries ``(client_id, api, msisdn, answer, status, asked_us)`` in one statement (see
+    ``_QUERY_INSERT_SQLITE``); an answer is kept to its first 200 characters."""
     if not rows:
         return
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        raw: Any = connection.connection.dbapi_connection
-        with raw.cursor() as cursor, cursor.copy(_QUERY_COPY) as copy:
-            for row in rows:
-                copy.write_row(row)
-    elif connection.dialect.name == "sqlite":
-        connection.exec_driver_sql(
-            _QUERY_INSERT,
-            [(*row[:5], _sqlite_time(row[5])) for row in rows],
-        )
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(_QUERY_INSERT_SQLITE, (json.dumps(rows, ensure_ascii=False),))
+    elif connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(_QUERY_INSERT_POSTGRES, (json.dumps(rows, ensure_ascii=False),))
     else:
-        session.execute(insert(ApiQuery), [dict(zip(_QUERY_COLUMNS, row, strict=True)) for row in rows])
+        values = [
+            dict(zip(_QUERY_COLUMNS, (*row[:3], row[3][:200], row[4], _from_us(row[5])), strict=True))
+            for row in rows
+        ]
+        session.execute(insert(ApiQuery), values)
 
 
-def _sqlite_time(value: datetime) -> str:
-    """A time as SQLAlchemy writes it to SQLite for :class:`simkeep.db.base.UTCDateTime`."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+def _from_us(asked_us: int) -> datetime:
+    """An aware UTC time from microseconds since the epoch."""
+    return _EPOCH + timedelta(microseconds=asked_us)
 
 
 def line_by_msisdn(session: Session, msisdn: str) -> Line | None:
@@ -110,6 +125,18 @@ SWAP_FACTS_MANY = select(
     _LINES.activated_at,
     select(func.max(_CHANGES.changed_at)).where(_CHANGES.line_id == _LINES.id).scalar_subquery(),
 ).where(_LINES.msisdn == any_(bindparam("msisdns", type_=ARRAY(String))))
+
+
+def facts_of_all_lines() -> Select[Any]:
+    """:data:`SWAP_FACTS_MANY` for every line (each worker's copy, :mod:`simkeep.camara.facts`)."""
+    return select(
+        _LINES.msisdn,
+        _LINES.status,
+        _LINES.activated_at,
+        select(func.max(_CHANGES.changed_at)).where(_CHANGES.line_id == _LINES.id).scalar_subquery(),
+    )
+
+
 #: (line status, activation time, last SIM change or None).
 SwapFacts = tuple[str, datetime, datetime | None]
 

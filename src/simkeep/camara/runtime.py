@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,8 +30,10 @@ from sqlalchemy.orm import Session
 from simkeep.camara import repository
 from simkeep.camara.auth import AccessToken, verify_token
 from simkeep.camara.errors import CamaraError
+from simkeep.camara.facts import FactsCache
 from simkeep.camara.operations import Operation, operations_for
 from simkeep.camara.reader import SwapReader
+from simkeep.camara.repository import SwapFacts
 from simkeep.config import Settings
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
@@ -86,7 +88,9 @@ class QueryRecord(NamedTuple):
     msisdn: str | None
     answer: str
     status: int
-    asked_at: datetime
+    #: When it was asked: microseconds since the epoch, UTC (``time.time_ns() // 1000``; cheaper than a
+    #: datetime on the hot path).
+    asked_us: int
 
 
 class QueryRecorder:
@@ -127,9 +131,7 @@ class QueryRecorder:
                 batch.append(self._buffer.popleft())
             if not batch:
                 return 0
-            rows: list[repository.QueryRow] = [
-                (q.client_pk, q.api, q.msisdn, q.answer[:200], q.status, q.asked_at) for q in batch
-            ]
+            rows: Sequence[repository.QueryRow] = batch  # a QueryRecord is a QueryRow
             try:
                 with self._scope() as session:
                     repository.insert_queries(session, rows)
@@ -184,6 +186,20 @@ class CamaraRuntime:
         self.operations: dict[str, Operation] = operations_for(settings)
         #: The SIM Swap hot path's own read connections (set by the app's lifespan when it owns the database).
         self.reader: SwapReader | None = None
+        #: This worker's copy of every line's SIM Swap facts (set by the lifespan when it owns the database).
+        self.facts: FactsCache | None = None
+
+    def inline_lookup(self) -> Callable[[str], SwapFacts | None] | None:
+        """A way to read a number's SIM Swap facts at once, on the event loop: the worker's copy of the facts
+        when it is loaded and fresh, else the SQLite reader; None when only a wait would do (PostgreSQL
+        before the copy is ready)."""
+        facts = self.facts
+        if facts is not None and facts.ready:
+            return facts.get
+        reader = self.reader
+        if reader is not None and reader.inline:
+            return reader.swap_facts
+        return None
 
     def heartbeat(self, *, now: datetime | None = None) -> int:
         """Tell the other workers this one is alive and count the live ones (seen within three ticks)."""
@@ -342,7 +358,7 @@ class CamaraRuntime:
 
     def record(self, state: ClientState, *, api: str, msisdn: str | None, answer: str, status: int) -> None:
         """Buffer one query for ``api_queries``."""
-        self.recorder.record(QueryRecord(state.pk, api, msisdn, answer, status, datetime.now(UTC)))
+        self.recorder.record(QueryRecord(state.pk, api, msisdn, answer, status, time.time_ns() // 1000))
 
 
 def lifespan_runtime(settings: Settings, scope: SessionScope) -> Iterator[CamaraRuntime]:

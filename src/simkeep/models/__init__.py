@@ -3,7 +3,7 @@
 from simkeep.models.audit import AuditEntry
 from simkeep.models.auth import AuthToken, TokenKind
 from simkeep.models.billing import Fee, Payment, PaymentKind, PaymentMethod
-from simkeep.models.camara import CamaraSubscription, CamaraWorker, SubscriptionStatus
+from simkeep.models.camara import CamaraChange, CamaraSubscription, CamaraWorker, SubscriptionStatus
 from simkeep.models.esim import EsimProfile, EsimProfileState, EsimProgressEvent
 from simkeep.models.identity import EvidenceFile, IdentityCheck, Notification, OneTimeCode
 from simkeep.models.jobs import Job, JobSchedule, JobState
@@ -31,6 +31,7 @@ __all__ = [
     "ApiQuery",
     "AuditEntry",
     "AuthToken",
+    "CamaraChange",
     "CamaraSubscription",
     "CamaraWorker",
     "Channel",

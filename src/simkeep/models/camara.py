@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
@@ -66,3 +66,21 @@ class CamaraWorker(Base):
 
     worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class CamaraChange(Base):
+    """The change feed of the SIM Swap facts: a number whose line's facts changed (a new line; its status,
+    number or activation; a SIM change; a deletion), written by database triggers in the changing
+    transaction (migration 0008). Every API worker polls it to keep its copy of the facts fresh
+    (:mod:`simkeep.camara.facts`); rows older than ten minutes are pruned.
+    """
+
+    __tablename__ = "camara_changes"
+    # SQLite AUTOINCREMENT: an id is never reused after pruning, so "rows after the last id seen" holds.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's documented class attribute
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    msisdn: Mapped[str] = mapped_column(String(16))
+    #: PostgreSQL: the writing transaction's id (pg_current_xact_id); NULL on SQLite.
+    xid: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp(), index=True)

@@ -1,0 +1,295 @@
+"""Each API worker's copy of the SIM Swap facts of every line, kept fresh from the database's change feed.
+
+The SIM Swap check is asked on every login and payment of a bank's customers, so its answer must cost next
+to nothing; a database lookup per check (an indexed read, a read transaction, its locks) was the largest
+single cost of the check under load. Each worker therefore holds, for every line, the three facts the
+answer needs (status, activation time, last SIM change) in one dict, a few tens of bytes per line
+(``SIMKEEP_CAMARA_FACTS_CACHE_MAX_LINES`` bounds it; above it the worker reads the database per check as
+before).
+
+Freshness: triggers on ``lines`` and ``sim_changes`` (migration 0008) write the number of every line whose
+facts change (a new line, a status, number or activation change, a SIM change, a deletion) to
+``camara_changes`` in the same transaction. Every worker polls that feed every
+``SIMKEEP_CAMARA_FACTS_POLL_SECONDS`` (default 0.25 s) and re-reads the facts of the numbers it names, so a
+SIM change is in every worker's copy well within a second of its activation committing.
+
+- SQLite serialises writers, so feed rows become visible in the order of their ids (AUTOINCREMENT: never
+  reused): a poll reads the rows after the last id it saw.
+- PostgreSQL assigns ids before commit, so a row with a smaller id can become visible after one with a
+  larger id. Each row carries its transaction id; a poll reads every row whose transaction id is at least
+  the oldest transaction still running at the previous poll (``pg_snapshot_xmin``), which holds every
+  transaction that had not committed then, and skips the rows it has already applied.
+
+Until the first full load is done (a few seconds for a million lines, in the feed's thread) and whenever
+the feed cannot be read for longer than :data:`STALE_AFTER`, the cache says it is not ready and checks read
+the database per call, so an answer is never older than the freshness bound. Rows older than
+:data:`RETENTION` are pruned from the feed by the workers; a worker that fell that far behind loads anew.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, text
+
+from simkeep.camara.repository import SWAP_FACTS_MANY, SwapFacts, facts_of_all_lines
+from simkeep.models import LineStatus
+
+log = structlog.get_logger("simkeep.camara")
+
+#: Feed rows kept this long (a worker that could not poll for longer reloads everything).
+RETENTION = timedelta(minutes=10)
+#: A copy not refreshed for this long is not used (checks read the database until a poll succeeds).
+STALE_AFTER = 0.9
+#: How often a worker prunes the feed.
+PRUNE_EVERY = 60.0
+#: Numbers re-read per statement.
+CHUNK = 500
+
+_XMIN = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+_PRUNE = text("DELETE FROM camara_changes WHERE changed_at < :cutoff")
+_STATUSES = tuple(status.value for status in LineStatus)
+_STATUS_CODE = {status: code for code, status in enumerate(_STATUSES)}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_BITS = 53  # microseconds since 1970 fit in 53 bits until the year 2255
+_MASK = (1 << _BITS) - 1
+_STATUS_BITS = 3
+
+
+def key_of(msisdn: str) -> int | str:
+    """The dict key of a number: its digits as an int for an E.164 number (half the memory of the string),
+    the string itself otherwise (exact matching either way)."""
+    digits = msisdn[1:]
+    if msisdn[:1] == "+" and digits.isdigit() and digits[:1] != "0" and digits.isascii():
+        return int(digits)
+    return msisdn
+
+
+def _us(value: datetime | str) -> int:
+    """Microseconds since the epoch of a stored time (SQLite's text in UTC, or an aware datetime)."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _US
+
+
+def pack(status: str, activated: datetime | str, changed: datetime | str | None) -> int | SwapFacts:
+    """The facts of one line in one int (status code, activation and last change in microseconds); the
+    facts themselves when they do not fit (a status or time simkeep does not write)."""
+    code = _STATUS_CODE.get(status)
+    act = _us(activated)
+    last = 0 if changed is None else _us(changed) + 1
+    if code is None or not (0 <= act <= _MASK and 0 <= last <= _MASK):
+        return _facts(status, activated, changed)
+    return code | act << _STATUS_BITS | last << (_STATUS_BITS + _BITS)
+
+
+def _facts(status: str, activated: datetime | str, changed: datetime | str | None) -> SwapFacts:
+    return status, _EPOCH + _us(activated) * _US, None if changed is None else _EPOCH + _us(changed) * _US
+
+
+def unpack(value: int | SwapFacts) -> SwapFacts:
+    """The facts of a packed value (as :data:`~simkeep.camara.repository.SwapFacts`)."""
+    if not isinstance(value, int):
+        return value
+    last = value >> (_STATUS_BITS + _BITS)
+    return (
+        _STATUSES[value & 7],
+        _EPOCH + ((value >> _STATUS_BITS) & _MASK) * _US,
+        None if last == 0 else _EPOCH + (last - 1) * _US,
+    )
+
+
+class FactsCache:
+    """The worker's copy of every line's SIM Swap facts (see the module)."""
+
+    def __init__(self, engine: Engine, *, poll_seconds: float, max_lines: int) -> None:
+        self.engine = engine
+        self.poll_seconds = poll_seconds
+        self.max_lines = max_lines
+        self.dialect = engine.dialect.name
+        self._facts: dict[int | str, int | SwapFacts] = {}
+        self._loaded = False
+        #: monotonic time of the last successful load or poll.
+        self._fresh_at = 0.0
+        self._last_id = 0  # SQLite: the last feed id applied
+        self._xmin = 0  # PostgreSQL: the oldest transaction running at the last poll
+        self._applied: set[int] = set()  # PostgreSQL: feed ids applied that may show again
+        self._pruned_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Why the cache is off (too many lines), if it is.
+        self.disabled: str | None = None
+        many = SWAP_FACTS_MANY.compile(dialect=engine.dialect)
+        self._many_sql = str(many)
+        self._all_sql = str(facts_of_all_lines().compile(dialect=engine.dialect))
+
+    # --- answering -----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`get` may answer now: loaded, and refreshed within :data:`STALE_AFTER`."""
+        return self._loaded and time.monotonic() - self._fresh_at < STALE_AFTER
+
+    def get(self, msisdn: str) -> SwapFacts | None:
+        """The facts of the line holding ``msisdn``, or None when no line holds it (a dict lookup either
+        way: an unknown number costs what a known one does)."""
+        value = self._facts.get(key_of(msisdn))
+        return None if value is None else unpack(value)
+
+    def __len__(self) -> int:
+        return len(self._facts)
+
+    # --- loading and polling -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read every line's facts anew (the feed position first, so nothing committed meanwhile is
+        missed: the next poll applies it)."""
+        with self.engine.connect() as conn:
+            count = int(conn.execute(text("SELECT count(*) FROM lines")).scalar_one())
+            if count > self.max_lines:
+                self.disabled = f"{count} lines, more than camara_facts_cache_max_lines={self.max_lines}"
+                self._loaded = False
+                return
+            self.disabled = None
+            position = self._position(conn)
+            raw: Any = conn.connection.dbapi_connection
+            cursor: Any = raw.cursor()
+            facts: dict[int | str, int | SwapFacts] = {}
+            try:
+                if self.dialect == "postgresql":  # row by row from the server: no whole result in memory
+                    for msisdn, status, activated, changed in cursor.stream(self._all_sql):
+                        facts[key_of(msisdn)] = pack(str(status), activated, changed)
+                else:
+                    cursor.execute(self._all_sql)
+                    while rows := cursor.fetchmany(10_000):
+                        for msisdn, status, activated, changed in rows:
+                            facts[key_of(msisdn)] = pack(str(status), activated, changed)
+            finally:
+                cursor.close()
+        self._facts = facts
+        self._last_id, self._xmin = position
+        self._applied = set()
+        self._loaded = True
+        self._fresh_at = time.monotonic()
+        self.poll()
+
+    def _position(self, conn: Any) -> tuple[int, int]:
+        """Where the feed stands now: (last id, oldest running transaction)."""
+        if self.dialect == "postgresql":
+            xmin = conn.execute(_XMIN).scalar_one()
+            return 0, int(xmin)
+        last = conn.execute(text("SELECT coalesce(max(id), 0) FROM camara_changes")).scalar_one()
+        return int(last), 0
+
+    def poll(self) -> int:
+        """Apply what the feed holds since the last poll; returns how many numbers were re-read."""
+        started = time.monotonic()
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                next_xmin = self._position(conn)[1]
+                rows = conn.execute(
+                    text("SELECT id, msisdn FROM camara_changes WHERE xid >= :xmin"), {"xmin": self._xmin}
+                ).all()
+                fresh = [(row[0], row[1]) for row in rows if row[0] not in self._applied]
+                changed = {msisdn for _, msisdn in fresh}
+                self._reread(conn, changed)
+                self._applied = {row[0] for row in rows}
+                self._xmin = next_xmin
+            else:
+                rows = conn.execute(
+                    text("SELECT id, msisdn FROM camara_changes WHERE id > :last ORDER BY id"),
+                    {"last": self._last_id},
+                ).all()
+                changed = {row[1] for row in rows}
+                self._reread(conn, changed)
+                if rows:
+                    self._last_id = int(rows[-1][0])
+        self._fresh_at = started
+        return len(changed)
+
+    def _reread(self, conn: Any, msisdns: Iterable[str]) -> None:
+        """Read the facts of these numbers again (a number no line holds any more leaves the copy)."""
+        pending = sorted(msisdns)
+        for start in range(0, len(pending), CHUNK):
+            chunk = pending[start : start + CHUNK]
+            found = {row[0]: row for row in self._read(conn, chunk)}
+            for msisdn in chunk:
+                row = found.get(msisdn)
+                if row is None:
+                    self._facts.pop(key_of(msisdn), None)
+                else:
+                    self._facts[key_of(msisdn)] = pack(str(row[1]), row[2], row[3])
+
+    def _read(self, conn: Any, chunk: Sequence[str]) -> Sequence[Any]:
+        cursor: Any = conn.connection.dbapi_connection.cursor()
+        try:
+            if self.dialect == "postgresql":
+                cursor.execute(self._many_sql, {"msisdns": list(chunk)})
+            else:
+                marks = ", ".join("?" * len(chunk))
+                cursor.execute(self._all_sql + f" WHERE lines.msisdn IN ({marks})", tuple(chunk))
+            rows: Sequence[Any] = cursor.fetchall()
+            return rows
+        finally:
+            cursor.close()
+
+    def prune(self, *, now: datetime | None = None) -> int:
+        """Delete feed rows older than :data:`RETENTION`; returns how many."""
+        cutoff = (now or datetime.now(UTC)) - RETENTION
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                param: Any = cutoff.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+            else:
+                param = cutoff
+            result: Any = conn.execute(
+                text("DELETE FROM camara_changes WHERE changed_at < :cutoff"), {"cutoff": param}
+            )
+            return int(result.rowcount or 0)
+
+    # --- the feed's thread ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load in the background, then poll every ``poll_seconds`` until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._run, name="camara-facts", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:
+                log.exception("camara.facts_poll_failed")
+                self._stop.wait(1.0)
+                continue
+            self._stop.wait(self.poll_seconds)
+
+    def _tick(self) -> None:
+        behind = time.monotonic() - self._fresh_at > RETENTION.total_seconds() / 2
+        if not self._loaded or behind:
+            started = time.monotonic()
+            self.load()
+            if self.disabled:
+                log.warning("camara.facts_cache_off", reason=self.disabled)
+                self._stop.wait(60.0)  # look again later: lines may have been removed
+                return
+            log.info(
+                "camara.facts_loaded", lines=len(self._facts), seconds=round(time.monotonic() - started, 2)
+            )
+            return
+        self.poll()
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY:
+            self._pruned_at = time.monotonic()
+            self.prune()

@@ -1,0 +1,395 @@
+"""Each API worker's copy of the SIM Swap facts (simkeep.camara.facts) and the change feed keeping it fresh.
+
+Every test runs on SQLite and PostgreSQL with real commits: the copy must always say what the database's
+own lookup (``repository.swap_facts``) says once a poll has run, whoever changed the line and however.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from simkeep.camara import facts as facts_module
+from simkeep.camara import repository
+from simkeep.camara.facts import FactsCache, key_of, pack, unpack
+from simkeep.camara.reader import facts_cache_for
+from simkeep.camara.runtime import CamaraRuntime
+from simkeep.config import Settings
+from simkeep.models import CamaraChange, Line, LineStatus, SimChange, SimChangeChannel
+from tests import factories
+
+
+@pytest.fixture
+def cache(fresh: tuple[Engine, Settings]) -> Iterator[FactsCache]:
+    """A cache on the test's private database (not started: the tests load and poll it themselves)."""
+    made = facts_cache_for(fresh[1])
+    try:
+        yield made
+    finally:
+        made.stop()
+        made.engine.dispose()
+
+
+def _line(session_factory: Callable[[], Session], settings: Settings) -> tuple[int, str]:
+    """A committed holder's line: (id, msisdn)."""
+    with session_factory() as s:
+        line = factories.holder(s, settings).line
+        s.commit()
+        return line.id, line.msisdn
+
+
+def _truth(session_factory: Callable[[], Session], msisdn: str) -> repository.SwapFacts | None:
+    with session_factory() as s:
+        return repository.swap_facts(s, msisdn)
+
+
+def _change(session_factory: Callable[[], Session], line_id: int, when: datetime) -> None:
+    """A SIM change of the line (the new SIM is the line's own current one: only the time matters here)."""
+    with session_factory() as s:
+        line = s.get(Line, line_id)
+        assert line is not None
+        s.add(
+            SimChange(
+                line_id=line_id,
+                old_sim_id=None,
+                new_sim_id=line.sim_id,
+                changed_at=when,
+                channel=SimChangeChannel.STORE,
+            )
+        )
+        s.commit()
+
+
+def _later(*, hours: int) -> datetime:
+    """A time after every SIM change the factories make (they change SIMs now)."""
+    return datetime.now(UTC).replace(microsecond=654321) + timedelta(hours=hours)
+
+
+def _feed_rows(session_factory: Callable[[], Session]) -> int:
+    with session_factory() as s:
+        return int(s.scalar(select(func.count()).select_from(CamaraChange)) or 0)
+
+
+class TestPacking:
+    """The packed form of a line's facts gives back exactly what was packed."""
+
+    def test_round_trip_to_the_microsecond(self) -> None:
+        rng = random.Random(7)
+        for _ in range(2000):
+            activated = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randrange(10**15))
+            changed = (
+                None if rng.random() < 0.3 else activated + timedelta(microseconds=rng.randrange(10**13))
+            )
+            status = rng.choice([s.value for s in LineStatus])
+            assert unpack(pack(status, activated, changed)) == (status, activated, changed)
+
+    def test_sqlite_text_and_naive_times_are_utc(self) -> None:
+        packed = pack("active", "2024-02-29 23:59:59.000001", "2026-11-30 12:00:00")
+        assert unpack(packed) == (
+            "active",
+            datetime(2024, 2, 29, 23, 59, 59, 1, tzinfo=UTC),
+            datetime(2026, 11, 30, 12, tzinfo=UTC),
+        )
+
+    def test_what_does_not_fit_is_kept_as_it_is(self) -> None:
+        """A status simkeep does not write, or a time before 1970, is kept unpacked (and still answered)."""
+        old = datetime(1969, 12, 31, tzinfo=UTC)
+        assert unpack(pack("frozen", old, None)) == ("frozen", old, None)
+        assert unpack(pack("active", old, None)) == ("active", old, None)
+
+    def test_keys_are_exact(self) -> None:
+        """E.164 numbers become ints; anything else stays a string, so no two numbers share a key."""
+        assert key_of("+8613800000001") == 8613800000001
+        assert key_of("8613800000001") == "8613800000001"
+        assert key_of("+08613800000001") == "+08613800000001"
+        assert key_of("+86138０００") == "+86138０００"  # full-width digits are not ASCII digits
+        assert key_of("") == ""
+
+
+class TestLoadAndPoll:
+    """The copy says what the database says, after a load and after every kind of change and a poll."""
+
+    def test_load_matches_the_database(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        settings = fresh[1]
+        made = [_line(fresh_session_factory, settings) for _ in range(4)]
+        _change(fresh_session_factory, made[1][0], datetime(2026, 11, 1, 8, 30, 0, 123456, tzinfo=UTC))
+        with fresh_session_factory() as s:
+            s.execute(update(Line).where(Line.id == made[2][0]).values(status=LineStatus.SUSPENDED))
+            s.execute(update(Line).where(Line.id == made[3][0]).values(status=LineStatus.RECYCLED))
+            s.commit()
+        cache.load()
+        assert cache.ready
+        assert len(cache) == 4
+        for _, msisdn in made:
+            assert cache.get(msisdn) == _truth(fresh_session_factory, msisdn) is not None
+        assert cache.get("+8613999999999") is None
+
+    def test_every_kind_of_change_reaches_the_copy(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """New line, SIM change (new, edited, removed), status, activation and number changes."""
+        settings = fresh[1]
+        first_id, first = _line(fresh_session_factory, settings)
+        cache.load()
+        before = cache.get(first)
+
+        second_id, second = _line(fresh_session_factory, settings)  # a new line
+        assert cache.get(second) is None
+        assert cache.poll() == 1
+        assert cache.get(second) == _truth(fresh_session_factory, second) is not None
+
+        when = _later(hours=1)
+        _change(fresh_session_factory, first_id, when)  # a SIM change
+        assert cache.get(first) == before
+        cache.poll()
+        facts = cache.get(first)
+        assert facts is not None and facts[2] == when
+        with fresh_session_factory() as s:  # the change corrected, then removed
+            s.execute(
+                update(SimChange)
+                .where(SimChange.line_id == first_id)
+                .values(changed_at=when.replace(hour=10))
+            )
+            s.commit()
+        cache.poll()
+        assert cache.get(first) == _truth(fresh_session_factory, first)
+        with fresh_session_factory() as s:
+            s.execute(SimChange.__table__.delete().where(SimChange.line_id == first_id))
+            s.commit()
+        cache.poll()
+        assert cache.get(first) == _truth(fresh_session_factory, first)
+        assert cache.get(first)[2] is None  # type: ignore[index]
+
+        with fresh_session_factory() as s:  # suspended, then re-activated at another time
+            s.execute(update(Line).where(Line.id == second_id).values(status=LineStatus.SUSPENDED))
+            s.commit()
+        cache.poll()
+        assert cache.get(second) == _truth(fresh_session_factory, second)
+        assert cache.get(second)[0] == "suspended"  # type: ignore[index]
+        with fresh_session_factory() as s:
+            s.execute(
+                update(Line)
+                .where(Line.id == second_id)
+                .values(status=LineStatus.ACTIVE, activated_at=datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+            )
+            s.commit()
+        cache.poll()
+        assert cache.get(second) == _truth(fresh_session_factory, second)
+        assert cache.get(second)[1] == datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)  # type: ignore[index]
+
+        with fresh_session_factory() as s:  # the number moves: the old one is unknown, the new one known
+            s.execute(update(Line).where(Line.id == second_id).values(msisdn="+8613700000077"))
+            s.commit()
+        cache.poll()
+        assert cache.get(second) is None
+        assert cache.get("+8613700000077") == _truth(fresh_session_factory, "+8613700000077") is not None
+
+    def test_other_line_updates_write_nothing_to_the_feed(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """Activity and keep-alive updates (last_activity_at, next_action_at) and rewriting a fact with the
+        same value leave the feed alone: the daily sweep over millions of lines pays nothing for it."""
+        settings = fresh[1]
+        line_id, msisdn = _line(fresh_session_factory, settings)
+        rows = _feed_rows(fresh_session_factory)
+        with fresh_session_factory() as s:
+            line = s.get(Line, line_id)
+            assert line is not None
+            s.execute(
+                update(Line)
+                .where(Line.id == line_id)
+                .values(
+                    last_activity_at=datetime.now(UTC),
+                    next_action_at=datetime.now(UTC),
+                    status=line.status,
+                    msisdn=msisdn,
+                )
+            )
+            s.commit()
+        assert _feed_rows(fresh_session_factory) == rows
+
+    def test_a_poll_with_nothing_new_rereads_nothing(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        _line(fresh_session_factory, fresh[1])
+        cache.load()
+        assert cache.poll() == 0
+        assert cache.poll() == 0
+
+    def test_a_rolled_back_change_never_shows(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        line_id, msisdn = _line(fresh_session_factory, fresh[1])
+        cache.load()
+        before = cache.get(msisdn)
+        with fresh_session_factory() as s:
+            s.execute(update(Line).where(Line.id == line_id).values(status=LineStatus.RECYCLED))
+            s.rollback()
+        cache.poll()
+        assert cache.get(msisdn) == before == _truth(fresh_session_factory, msisdn)
+
+    def test_a_transaction_committing_after_a_later_one_is_not_missed(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """A writes its feed row first but commits last; a poll runs between B's and A's commits. On
+        PostgreSQL A's row has the smaller id; the next poll still applies it. (On SQLite the second writer
+        waits for the first: the same sequence runs one after the other.)"""
+        settings = fresh[1]
+        a_id, a_number = _line(fresh_session_factory, settings)
+        b_id, b_number = _line(fresh_session_factory, settings)
+        cache.load()
+        when = _later(hours=2)
+        if fresh[0].dialect.name == "postgresql":
+            slow = fresh_session_factory()
+            try:
+                line = slow.get(Line, a_id)
+                assert line is not None
+                slow.add(
+                    SimChange(
+                        line_id=a_id, new_sim_id=line.sim_id, changed_at=when, channel=SimChangeChannel.STORE
+                    )
+                )
+                slow.flush()  # A's feed row is written (smaller id), not committed
+                _change(fresh_session_factory, b_id, when)  # B commits
+                cache.poll()
+                assert cache.get(b_number)[2] == when  # type: ignore[index]
+                assert cache.get(a_number)[2] != when  # type: ignore[index]
+                slow.commit()
+            finally:
+                slow.close()
+        else:
+            _change(fresh_session_factory, b_id, when)
+            cache.poll()
+            _change(fresh_session_factory, a_id, when)
+        cache.poll()
+        assert cache.get(a_number)[2] == when  # type: ignore[index]
+        assert cache.get(b_number)[2] == when  # type: ignore[index]
+
+    def test_changes_while_loading_are_applied(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:  # fmt: skip
+        """The feed position is taken before the lines are read, so a change committed during the load is
+        applied by the poll that ends it."""
+        settings = fresh[1]
+        line_id, msisdn = _line(fresh_session_factory, settings)
+        when = _later(hours=3)
+        real_position = FactsCache._position
+
+        def position_then_change(self: FactsCache, conn: object) -> tuple[int, int]:
+            found = real_position(self, conn)
+            done = threading.Event()
+
+            def commit_change() -> None:  # another connection, while the load goes on
+                _change(fresh_session_factory, line_id, when)
+                done.set()
+
+            threading.Thread(target=commit_change).start()
+            assert done.wait(30)
+            return found
+
+        monkeypatch.setattr(FactsCache, "_position", position_then_change)
+        cache.load()
+        assert cache.get(msisdn)[2] == when  # type: ignore[index]
+
+
+class TestReadiness:
+    """The copy answers only while it is fresh; otherwise checks read the database."""
+
+    def test_not_ready_before_the_load_or_when_stale(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:  # fmt: skip
+        _line(fresh_session_factory, fresh[1])
+        assert not cache.ready
+        cache.load()
+        assert cache.ready
+        cache._fresh_at -= facts_module.STALE_AFTER  # no poll succeeded for STALE_AFTER
+        assert not cache.ready
+        cache.poll()
+        assert cache.ready
+
+    def test_the_runtime_reads_the_database_while_the_copy_is_not_ready(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        settings = fresh[1]
+        line_id, msisdn = _line(fresh_session_factory, settings)
+        runtime = CamaraRuntime(settings, fresh_session_factory, heartbeat=False)
+        runtime.facts = cache
+        assert runtime.inline_lookup() is None  # PostgreSQL or not: no reader, no copy yet
+        cache.load()
+        lookup = runtime.inline_lookup()
+        assert lookup is not None and lookup(msisdn) == _truth(fresh_session_factory, msisdn)
+        _change(fresh_session_factory, line_id, _later(hours=4))
+        cache._fresh_at -= facts_module.STALE_AFTER
+        assert runtime.inline_lookup() is None  # stale: the caller reads the database
+
+    def test_too_many_lines_turns_the_copy_off(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        settings = fresh[1].model_copy(update={"camara_facts_cache_max_lines": 1})
+        _line(fresh_session_factory, settings)
+        _line(fresh_session_factory, settings)
+        made = facts_cache_for(settings)
+        try:
+            made.load()
+            assert not made.ready
+            assert made.disabled is not None and "2 lines" in made.disabled
+        finally:
+            made.engine.dispose()
+
+    def test_the_thread_loads_then_polls(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """Started, the cache loads and then follows the feed on its own (asserted on outcome, not time)."""
+        settings = fresh[1]
+        line_id, msisdn = _line(fresh_session_factory, settings)
+        cache.poll_seconds = 0.01
+        cache.start()
+        _wait(lambda: cache.ready)
+        when = _later(hours=5)
+        _change(fresh_session_factory, line_id, when)
+        _wait(lambda: (cache.get(msisdn) or ("", None, None))[2] == when)
+
+
+class TestPruning:
+    def test_old_feed_rows_are_pruned(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        _line(fresh_session_factory, fresh[1])
+        rows = _feed_rows(fresh_session_factory)
+        assert rows >= 1
+        assert cache.prune() == 0
+        assert cache.prune(now=datetime.now(UTC) + facts_module.RETENTION + timedelta(minutes=1)) == rows
+        assert _feed_rows(fresh_session_factory) == 0
+
+    def test_ids_are_not_reused_after_pruning(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """Pruning the newest row does not let the next change take its id (SQLite AUTOINCREMENT), so a
+        poll after the last id seen still finds it."""
+        settings = fresh[1]
+        _line(fresh_session_factory, settings)
+        cache.load()
+        cache.prune(now=datetime.now(UTC) + facts_module.RETENTION + timedelta(minutes=1))
+        _, msisdn = _line(fresh_session_factory, settings)
+        assert cache.poll() == 1
+        assert cache.get(msisdn) is not None
+
+
+def _wait(condition: Callable[[], bool]) -> None:
+    """Until the condition holds (a generous bound only against a hang)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
