@@ -162,7 +162,7 @@ def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> l
         }
         server, worker, base = start_service(env, options.workers, workdir, backend)
         try:
-            wait_ready(server, base + "/healthz", workdir / f"serve-{backend}.log")
+            wait_ready(server, base, workdir / f"serve-{backend}.log")
             form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
             token = httpx.post(base + "/oauth2/token", data=form, timeout=10).json()["access_token"]
             script = workdir / f"check-{backend}.lua"

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -125,9 +125,17 @@ def create_app(
         app.add_middleware(CamaraFastPath, max_bytes=settings.max_request_bytes)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok", "version": __version__}
+    def healthz(request: Request) -> dict[str, str]:
+        """Liveness: the process answers. ``camaraFacts`` says how this worker answers SIM Swap checks:
+        from its copy of the lines' facts (``ready``), from the database while the copy is ``loading`` or
+        ``stale``, or always from the database (``off``)."""
+        runtime = getattr(request.app.state, "camara_runtime", None)
+        facts = runtime.facts if runtime is not None else None
+        return {
+            "status": "ok",
+            "version": __version__,
+            "camaraFacts": facts.state if facts is not None else "off",
+        }
 
     from simkeep.api import include_routers
     from simkeep.web.routes import include_pages

@@ -309,13 +309,13 @@ class TestReadiness:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:  # fmt: skip
         _line(fresh_session_factory, fresh[1])
-        assert not cache.ready
+        assert (cache.ready, cache.state) == (False, "loading")
         cache.load()
-        assert cache.ready
+        assert (cache.ready, cache.state) == (True, "ready")
         cache._fresh_at -= facts_module.STALE_AFTER  # no poll succeeded for STALE_AFTER
-        assert not cache.ready
+        assert (cache.ready, cache.state) == (False, "stale")
         cache.poll()
-        assert cache.ready
+        assert (cache.ready, cache.state) == (True, "ready")
 
     def test_the_runtime_reads_the_database_while_the_copy_is_not_ready(
         self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
@@ -341,7 +341,7 @@ class TestReadiness:
         made = facts_cache_for(settings)
         try:
             made.load()
-            assert not made.ready
+            assert (made.ready, made.state) == (False, "off")
             assert made.disabled is not None and "2 lines" in made.disabled
         finally:
             made.engine.dispose()

@@ -97,6 +97,16 @@ def workers(
                 process.wait()
 
 
+def _facts_state(url: str) -> str:
+    """How the worker answers checks (/healthz), once it is past loading its copy of the facts."""
+    deadline = time.monotonic() + 60
+    while True:
+        state: str = httpx.get(url + "/healthz", timeout=10).json()["camaraFacts"]
+        if state != "loading" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
 def _check(url: str, token: str, msisdn: str) -> bool:
     """One check on a new connection (no keep-alive carried over)."""
     response = httpx.post(
@@ -131,6 +141,8 @@ class TestFreshness:
             s.commit()
             client_id, secret = issued.client.client_id, issued.secret
         copy = "facts-copy" in request.node.callspec.id
+        for url in workers:  # each worker says how it answers (one worker per process here)
+            assert _facts_state(url) == ("ready" if copy else "off")
         if copy:  # the new line, too, is in every worker's copy within a second
             time.sleep(1.0)
         form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}

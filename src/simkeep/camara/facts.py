@@ -137,6 +137,15 @@ class FactsCache:
         """Whether :meth:`get` may answer now: loaded, and refreshed within :data:`STALE_AFTER`."""
         return self._loaded and time.monotonic() - self._fresh_at < STALE_AFTER
 
+    @property
+    def state(self) -> str:
+        """``ready``, ``loading`` (not loaded yet), ``stale`` (no recent poll) or ``off`` (too many lines)."""
+        if self.disabled:
+            return "off"
+        if not self._loaded:
+            return "loading"
+        return "ready" if self.ready else "stale"
+
     def get(self, msisdn: str) -> SwapFacts | None:
         """The facts of the line holding ``msisdn``, or None when no line holds it (a dict lookup either
         way: an unknown number costs what a known one does)."""
