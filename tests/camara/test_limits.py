@@ -259,6 +259,29 @@ class TestRecorderThread:
             ]
         del engine
 
+    def test_a_batch_larger_than_a_chunk_is_written_whole_and_in_order(
+        self,
+        fresh: tuple[Engine, Settings],
+        fresh_session_factory: Callable[[], Session],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from simkeep.camara import repository
+
+        monkeypatch.setattr(repository, "QUERY_CHUNK", 3)
+        engine, settings = fresh
+        with fresh_session_factory() as session:
+            pk = clients.create_client(session, settings, name="Bank", scopes=["sim-swap"]).client.id
+            session.commit()
+        recorder = QueryRecorder(fresh_session_factory, interval=60, max_buffer=100)
+        start = time.time_ns() // 1000
+        for i in range(10):
+            recorder.record(QueryRecord(pk, "sim-swap.check", f"+86138000000{i:02d}", "x", 200, start + i))
+        assert recorder.flush() == 10
+        with fresh_session_factory() as session:
+            numbers = session.scalars(select(ApiQuery.msisdn).order_by(ApiQuery.id)).all()
+        assert numbers == [f"+86138000000{i:02d}" for i in range(10)]
+        del engine
+
     def test_failed_write_keeps_the_queries(self) -> None:
         """When the database refuses the write, the queries stay buffered for the next flush."""
 
