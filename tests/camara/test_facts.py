@@ -195,8 +195,8 @@ class TestLoadAndPoll:
     def test_other_line_updates_write_nothing_to_the_feed(
         self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
     ) -> None:
-        """Activity and keep-alive updates (last_activity_at, next_action_at) and rewriting a fact with the
-        same value leave the feed alone: the daily sweep over millions of lines pays nothing for it."""
+        """Activity updates (last_activity_at) and rewriting a fact with the same value leave the feed
+        alone: the activity import and the daily sweep over millions of lines pay nothing for it."""
         settings = fresh[1]
         line_id, msisdn = _line(fresh_session_factory, settings)
         rows = _feed_rows(fresh_session_factory)
@@ -208,7 +208,7 @@ class TestLoadAndPoll:
                 .where(Line.id == line_id)
                 .values(
                     last_activity_at=datetime.now(UTC),
-                    next_action_at=datetime.now(UTC),
+                    updated_at=datetime.now(UTC),
                     status=line.status,
                     msisdn=msisdn,
                 )
