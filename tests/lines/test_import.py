@@ -743,15 +743,19 @@ class TestBulkConnection:
                 assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
 
     def test_sqlite_connection_is_put_back(self, cli: ImportCli) -> None:
-        """The import's connection returns to the pool with foreign keys on and the usual page cache."""
+        """The import's connection returns to the pool with foreign keys on, the usual page cache and
+        temporary storage, and without the import's temporary tables."""
         if cli.engine.dialect.name != "sqlite":
             pytest.skip("SQLite connection settings")
+        pragmas = ("foreign_keys", "cache_size", "temp_store")
         with cli.engine.connect() as conn:
-            before = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("foreign_keys", "cache_size")]
+            before = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in pragmas]
         import_lines(cli.engine, cli.settings, cli.write(HEADER, [line_row(1)]), parallel=False)
         with cli.engine.connect() as conn:
-            after = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("foreign_keys", "cache_size")]
-        assert after == before == [1, before[1]]
+            after = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in pragmas]
+            temp_tables = conn.exec_driver_sql("SELECT name FROM sqlite_temp_master").fetchall()
+        assert after == before == [1, before[1], before[2]]
+        assert temp_tables == []
 
     def test_same_outcome_with_the_checks_on(self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch) -> None:
         """Where the checks cannot be skipped (a PostgreSQL role lacking the privilege) all is the same."""

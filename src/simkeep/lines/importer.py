@@ -480,34 +480,46 @@ def _j(i: int) -> str:
 
 
 _NOW = ":now, :now"
-_SQLITE_SUBS = (
+#: SQLite: each batch's rows are parsed out of their JSON once, into temporary tables (in memory, see
+#: :func:`~simkeep.sims.importer.bulk_connection`), and every insert reads them from there: parsing a batch's
+#: JSON costs about as much as one insert, and the lines feed four of them.
+_SQLITE_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS sk_import_subs (k INTEGER PRIMARY KEY, ref, real_name, document_type, "
+    "hmac, last4, country, email, phone, language)",
+    "CREATE TEMP TABLE IF NOT EXISTS sk_import_lines (k INTEGER PRIMARY KEY, sub_k, ref, msisdn, plan, "
+    "iccid, imsi, kind, activated_at, last_activity_at, changed_at)",
+    "DELETE FROM sk_import_subs",
+    "DELETE FROM sk_import_lines",
+)
+_SQLITE_LOAD_SUBS = (
+    f"INSERT INTO sk_import_subs SELECT j.key, {', '.join(_j(i) for i in range(9))} FROM json_each(?) AS j"
+)
+_SQLITE_LOAD_LINES = (
+    f"INSERT INTO sk_import_lines SELECT j.key, {', '.join(_j(i) for i in range(10))} FROM json_each(?) AS j"
+)
+_SQLITE_INSERTS = (
     "INSERT INTO subscribers (id, external_ref, real_name, document_type, document_number_hmac, "
     "document_number_last4, document_country, contact_email, contact_phone, language, created_at, "
-    f"updated_at) SELECT :sb + j.key, {', '.join(_j(i) for i in range(9))}, {_NOW} FROM json_each(:subs) "
-    "AS j WHERE j.key NOT IN (SELECT value FROM json_each(:skip))"
-)
-_SQLITE_SIMS = (
+    "updated_at) SELECT :sb + k, ref, real_name, document_type, hmac, last4, country, email, phone, "
+    f"language, {_NOW} FROM sk_import_subs",
     "INSERT INTO sims (id, iccid, imsi, kind, status, location, store_id, batch, created_at, updated_at) "
-    f"SELECT :mb + j.key, {_j(4)}, {_j(5)}, {_j(6)}, 'active', 'warehouse', NULL, 'import', {_NOW} "
-    "FROM json_each(:lines) AS j"
-)
-_SQLITE_LINES = (
+    f"SELECT :mb + k, iccid, imsi, kind, 'active', 'warehouse', NULL, 'import', {_NOW} FROM sk_import_lines",
     "INSERT INTO lines (id, msisdn, subscriber_id, plan_id, status, sim_id, sim_change_lock, activated_at, "
-    f"last_activity_at, created_at, updated_at) SELECT :lb + j.key, {_j(2)}, {{sub}}, "
-    f"(SELECT p.id FROM plans AS p WHERE p.code = {_j(3)}), 'active', :mb + j.key, 0, {_j(7)}, {_j(8)}, "
-    f"{_NOW} FROM json_each(:lines) AS j"
-)
-_SQLITE_CHANGES = (
+    "last_activity_at, created_at, updated_at) SELECT :lb + sl.k, sl.msisdn, {sub}, "
+    "(SELECT p.id FROM plans AS p WHERE p.code = sl.plan), 'active', :mb + sl.k, 0, sl.activated_at, "
+    f"sl.last_activity_at, {_NOW} FROM sk_import_lines AS sl",
     "INSERT INTO sim_changes (id, line_id, new_sim_id, changed_at, channel) "
-    f"SELECT :cb + j.key, :lb + j.key, :mb + j.key, {_j(9)}, 'import' FROM json_each(:lines) AS j"
-)
-_SQLITE_HLR = (
+    "SELECT :cb + k, :lb + k, :mb + k, changed_at, 'import' FROM sk_import_lines",
     "INSERT INTO embedded_hlr_subscribers (imsi, msisdn, network_access_mode, updated_at) "
-    f"SELECT {_j(5)}, {_j(2)}, 'cs+ps', :now FROM json_each(:lines) AS j"
+    "SELECT imsi, msisdn, 'cs+ps', :now FROM sk_import_lines",
 )
-_SQLITE_SUB_ARITH = f":sb + {_j(0)}"
-_SQLITE_SUB_LOOKUP = f"(SELECT s.id FROM subscribers AS s WHERE s.external_ref = {_j(1)})"
-_SQLITE_PROBE = "SELECT j.value, {cols} FROM json_each(?) AS j CROSS JOIN {table} WHERE {match} = j.value"
+_SQLITE_SUB_ARITH = ":sb + sl.sub_k"
+_SQLITE_SUB_LOOKUP = "(SELECT s.id FROM subscribers AS s WHERE s.external_ref = sl.ref)"
+_JSON_SET = "(SELECT value FROM json_each(?))"
+_EXISTING_SUBS = (
+    "SELECT st.k, s.document_number_hmac = st.hmac FROM sk_import_subs AS st "
+    "JOIN subscribers AS s ON s.external_ref = st.ref"
+)
 
 _PG_STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS sk_import_subs (k integer, ref text, real_name text, document_type "
@@ -540,7 +552,7 @@ _PG_INSERTS = (
 )
 _PG_SUB_ARITH = "%(sb)s + sl.sub_k"
 _PG_SUB_LOOKUP = "(SELECT s.id FROM subscribers AS s WHERE s.external_ref = sl.ref)"
-_PG_PROBES = (
+_PROBES = (  # positions of staged lines that existing rows refuse (both databases)
     "SELECT sl.k, l.id, COALESCE(s.iccid = sl.iccid, false) FROM sk_import_lines AS sl "
     "JOIN lines AS l ON l.msisdn = sl.msisdn LEFT JOIN sims AS s ON s.id = l.sim_id",
     "SELECT sl.k, s.id FROM sk_import_lines AS sl JOIN sims AS s ON s.iccid = sl.iccid",
@@ -632,74 +644,57 @@ class LineWriter:
         extra: LinesExtra = batch.extra
         now = sqlite_now()
         self._ensure_plans(cur, extra.plans, now)
-        cur.execute(
-            f"SELECT j.key, s.document_number_hmac = {_j(3)} FROM json_each(?) AS j "
-            f"CROSS JOIN subscribers AS s WHERE s.external_ref = {_j(0)}",
-            (extra.subscribers,),
-        )
+        for sql in _SQLITE_STAGE:
+            cur.execute(sql)
+        cur.execute(_SQLITE_LOAD_SUBS, (extra.subscribers,))
+        cur.execute(_SQLITE_LOAD_LINES, (batch.payload,))
+        cur.execute(_EXISTING_SUBS)
         existing = {int(k): bool(same) for k, same in cur}
-        p: dict[str, Any] = {"now": now, "subs": extra.subscribers, "lines": batch.payload}
+        errors: list[RowError] = []
+        if not all(existing.values()):
+            bad = json.dumps([k for k, same in existing.items() if not same])
+            cur.execute(f"SELECT k FROM sk_import_lines WHERE sub_k IN {_JSON_SET}", (bad,))
+            errors = [RowError(batch.lines[k], "document_number", _OTHER_DOCUMENT) for (k,) in cur.fetchall()]
+            cur.execute(f"DELETE FROM sk_import_lines WHERE sub_k IN {_JSON_SET}", (bad,))
+        if existing:
+            cur.execute(f"DELETE FROM sk_import_subs WHERE k IN {_JSON_SET}", (json.dumps(list(existing)),))
+        p: dict[str, Any] = {"now": now}
         for name, table in (("sb", "subscribers"), ("mb", "sims"), ("lb", "lines"), ("cb", "sim_changes")):
             p[name] = sqlite_next_id(cur, table)
-        p["skip"] = json.dumps(sorted(existing))
-        lines, errors = batch.lines, []
-        rows: list[list[Any]] | None = None
-        if not all(existing.values()):
-            rows = json.loads(batch.payload)
-            keep = [k for k, row in enumerate(rows) if existing.get(row[0], True)]
-            errors = [RowError(lines[k], "document_number", _OTHER_DOCUMENT) for k in range(len(rows))
-                      if not existing.get(rows[k][0], True)]  # fmt: skip
-            rows, lines = [rows[k] for k in keep], array("i", (lines[k] for k in keep))
-            p["lines"] = json.dumps(rows, ensure_ascii=False)
+        n = len(batch.lines)
+        drop: set[int] = set()
+        present, more = 0, list[RowError]()
         cur.execute("SAVEPOINT sk_batch")
         try:
             self._insert_sqlite(cur, p, lookup=bool(existing))
-            present = 0
         except sqlite3.IntegrityError:
             cur.execute("ROLLBACK TO sk_batch")
-            rows = json.loads(p["lines"]) if rows is None else rows
-            drop, present, more = self._classify(lines, self._probe_sqlite(cur, rows))
-            errors += more
-            keep = [k for k in range(len(rows)) if k not in drop]
-            used = {rows[k][0] for k in keep}
-            subs = json.loads(extra.subscribers)
-            p["skip"] = json.dumps([k for k in range(len(subs)) if k not in used or k in existing])
-            p["lines"] = json.dumps([rows[k] for k in keep], ensure_ascii=False)
-            lines = array("i", (lines[k] for k in keep))
-            if keep:
-                self._insert_sqlite(cur, p, lookup=True)
+            drop, present, more = self._classify(batch.lines, self._probe(cur))
+            cur.execute(f"DELETE FROM sk_import_lines WHERE k IN {_JSON_SET}", (json.dumps(sorted(drop)),))
+            cur.execute("DELETE FROM sk_import_subs WHERE k NOT IN (SELECT sub_k FROM sk_import_lines)")
+            self._insert_sqlite(cur, p, lookup=True)
         cur.execute("RELEASE sk_batch")
-        if lines:
-            self.line_ledger.add(p["lb"], lines)
-            self.sim_ledger.add(p["mb"], lines)
-        return len(lines), present, errors
+        self.line_ledger.add(p["lb"], batch.lines)  # ids are base + position: a refused row leaves a gap
+        self.sim_ledger.add(p["mb"], batch.lines)
+        return n - len(errors) - len(drop), present, errors + more
 
     @staticmethod
     def _insert_sqlite(cur: Any, p: dict[str, Any], *, lookup: bool) -> None:
-        cur.execute(_SQLITE_SUBS, p)
-        cur.execute(_SQLITE_SIMS, p)
-        cur.execute(_SQLITE_LINES.format(sub=_SQLITE_SUB_LOOKUP if lookup else _SQLITE_SUB_ARITH), p)
-        cur.execute(_SQLITE_CHANGES, p)
-        cur.execute(_SQLITE_HLR, p)
+        for sql in _SQLITE_INSERTS:
+            cur.execute(sql.replace("{sub}", _SQLITE_SUB_LOOKUP if lookup else _SQLITE_SUB_ARITH), p)
 
     @staticmethod
-    def _probe_sqlite(cur: Any, rows: list[list[Any]]) -> _Found:
-        def probe(column: int, table: str, match: str, cols: str) -> list[tuple[int, Any, Any]]:
-            at = {row[column]: k for k, row in enumerate(rows)}
-            sql = _SQLITE_PROBE.format(cols=cols, table=table, match=match)
-            cur.execute(sql, (json.dumps(list(at), ensure_ascii=False),))
-            return [(at[v], a, b) for v, a, b in cur]
-
-        msisdn = probe(2, "lines AS l LEFT JOIN sims AS s ON s.id = l.sim_id", "l.msisdn", "l.id, s.iccid")
-        iccid = probe(4, "sims AS s", "s.iccid", "s.id, NULL")
-        imsi = probe(5, "sims AS s", "s.imsi", "s.id, s.iccid")
-        hlr = probe(5, "embedded_hlr_subscribers AS h", "h.imsi", "NULL, NULL")
-        hlr += probe(2, "embedded_hlr_subscribers AS h", "h.msisdn", "NULL, NULL")
+    def _probe(cur: Any) -> _Found:
+        """The existing rows that refuse staged lines (both databases: the same SQL)."""
+        found = []
+        for sql in _PROBES:
+            cur.execute(sql)
+            found.append(cur.fetchall())
         return _Found(
-            {k: (lid, other == rows[k][4]) for k, lid, other in msisdn},
-            {k: sid for k, sid, _ in iccid},
-            {k: sid for k, sid, other in imsi if other != rows[k][4]},
-            {k for k, _, _ in hlr},
+            {k: (lid, bool(same)) for k, lid, same in found[0]},
+            dict(found[1]),
+            dict(found[2]),
+            {k for (k,) in found[3]},
         )
 
     def _write_pg(self, cur: Any, batch: Batch) -> tuple[int, int, list[RowError]]:
@@ -717,10 +712,7 @@ class LineWriter:
         with cur.copy("COPY sk_import_lines FROM STDIN") as copy:
             copy.write(batch.payload)
         _index_joins(cur, on=True)
-        cur.execute(
-            "SELECT st.k, s.document_number_hmac = st.hmac FROM sk_import_subs AS st "
-            "JOIN subscribers AS s ON s.external_ref = st.ref"
-        )
+        cur.execute(_EXISTING_SUBS)
         existing = dict(cur.fetchall())
         errors: list[RowError] = []
         if not all(existing.values()):
@@ -746,20 +738,9 @@ class LineWriter:
         except psycopg.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT sk_batch")
         _index_joins(cur, on=True)
-        found = []
-        for sql in _PG_PROBES:
-            cur.execute(sql)
-            found.append(cur.fetchall())
+        found = self._probe(cur)
         _index_joins(cur, on=False)
-        drop, present, more = self._classify(
-            batch.lines,
-            _Found(
-                {k: (lid, same) for k, lid, same in found[0]},
-                dict(found[1]),
-                dict(found[2]),
-                {k for (k,) in found[3]},
-            ),
-        )
+        drop, present, more = self._classify(batch.lines, found)
         cur.execute("DELETE FROM sk_import_lines WHERE k = ANY(%s)", (sorted(drop),))
         cur.execute(
             "DELETE FROM sk_import_subs AS ss WHERE NOT EXISTS "

@@ -516,11 +516,12 @@ SQLITE_IMPORT_CACHE_KIB = 256 * 1024
 def bulk_connection(conn: Connection, *, own_references: bool) -> Iterator[bool]:
     """Set an import's connection up for bulk writes and put it back as it was; yields ``own_references``.
 
-    SQLite gets a large page cache. With ``own_references`` (the writer makes or finds every row its rows
-    refer to, in the same transaction, with the tables locked against other writers) the database's own
-    re-check of each foreign key is skipped: ``foreign_keys`` off on SQLite, the ``replica`` session role
-    around the inserts on PostgreSQL (as ``pg_restore --disable-triggers`` does). PostgreSQL allows that
-    role only to superusers or roles granted it; elsewhere the checks run and this yields False.
+    SQLite gets a large page cache and keeps temporary tables in memory (they are dropped afterwards). With
+    ``own_references`` (the writer makes or finds every row its rows refer to, in the same transaction,
+    with the tables locked against other writers) the database's own re-check of each foreign key is
+    skipped: ``foreign_keys`` off on SQLite, the ``replica`` session role around the inserts on PostgreSQL
+    (as ``pg_restore --disable-triggers`` does). PostgreSQL allows that role only to superusers or roles
+    granted it; elsewhere the checks run and this yields False.
     """
     raw = driver(conn)
     if conn.dialect.name != "sqlite":
@@ -528,7 +529,9 @@ def bulk_connection(conn: Connection, *, own_references: bool) -> Iterator[bool]
         return
     cache = raw.execute("PRAGMA cache_size").fetchone()[0]
     keys = raw.execute("PRAGMA foreign_keys").fetchone()[0]
+    temp = raw.execute("PRAGMA temp_store").fetchone()[0]
     raw.execute(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}")
+    raw.execute("PRAGMA temp_store = MEMORY")
     if own_references:
         raw.execute("PRAGMA foreign_keys = OFF")
     try:
@@ -536,6 +539,7 @@ def bulk_connection(conn: Connection, *, own_references: bool) -> Iterator[bool]
     finally:
         raw.execute(f"PRAGMA cache_size = {int(cache)}")
         raw.execute(f"PRAGMA foreign_keys = {int(keys)}")
+        raw.execute(f"PRAGMA temp_store = {int(temp)}")  # which drops the import's temporary tables
 
 
 def _may_skip_pg_checks(conn: Connection) -> bool:
