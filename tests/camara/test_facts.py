@@ -297,7 +297,18 @@ class TestLoadAndPoll:
             return found
 
         monkeypatch.setattr(FactsCache, "_position", position_then_change)
+        seen_ready_before_poll: list[bool] = []
+        real_poll = FactsCache.poll
+
+        def poll_after_a_long_load(self: FactsCache) -> int:
+            self._fresh_at -= facts_module.STALE_AFTER  # as if the load had taken that long
+            seen_ready_before_poll.append(self.ready)
+            return real_poll(self)
+
+        monkeypatch.setattr(FactsCache, "poll", poll_after_a_long_load)
         cache.load()
+        assert seen_ready_before_poll == [False]  # not used until the poll that applies the change
+        assert cache.ready
         assert cache.get(msisdn)[2] == when  # type: ignore[index]
 
 

@@ -167,6 +167,7 @@ class FactsCache:
                 self._loaded = False
                 return
             self.disabled = None
+            positioned_at = time.monotonic()  # the copy holds every commit before this moment
             position = self._position(conn)
             raw: Any = conn.connection.dbapi_connection
             cursor: Any = raw.cursor()
@@ -185,8 +186,8 @@ class FactsCache:
         self._facts = facts
         self._last_id, self._xmin = position
         self._applied = set()
+        self._fresh_at = positioned_at  # a load longer than STALE_AFTER is not used before its first poll
         self._loaded = True
-        self._fresh_at = time.monotonic()
         self.poll()
 
     def _position(self, conn: Any) -> tuple[int, int]:
