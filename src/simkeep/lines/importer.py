@@ -376,22 +376,23 @@ def check_line(  # noqa: PLR0911, PLR0912, PLR0915 - one flat check per field re
 class LinesExtra(NamedTuple):
     """What a lines batch carries besides its lines: its subscribers and the plan codes it names."""
 
-    subscribers: str  # JSON rows (SQLite) or COPY text (PostgreSQL)
+    subscribers: Any  # rows (SQLite) or COPY text (PostgreSQL)
     plans: frozenset[str]
 
 
-def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) -> tuple[str, str]:
+def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) -> tuple[Any, Any]:
+    """A batch's subscribers (by position, ``k`` first) and lines: as they are (SQLite) or COPY text."""
     if not postgres:
-        return json.dumps(subs, ensure_ascii=False), json.dumps(lines, ensure_ascii=False)
+        return [(k, *s) for k, s in enumerate(subs)], lines
     sub_text = "".join(
         f"{k}\t{copy_text(s[0])}\t{copy_text(s[1])}\t{s[2]}\t{s[3]}\t{s[4]}\t{s[5]}\t"
         f"{NULL if s[6] is None else copy_text(s[6])}\t{NULL if s[7] is None else s[7]}\t{s[8]}\n"
         for k, s in enumerate(subs)
     )
     line_text = "".join(
-        f"{k}\t{r[0]}\t{copy_text(r[1])}\t{r[2]}\t{copy_text(r[3])}\t{r[4]}\t{r[5]}\t{r[6]}\t"
-        f"{r[7]}\t{NULL if r[8] is None else r[8]}\t{r[9]}\n"
-        for k, r in enumerate(lines)
+        f"{r[0]}\t{r[1]}\t{copy_text(r[2])}\t{r[3]}\t{copy_text(r[4])}\t{r[5]}\t{r[6]}\t{r[7]}\t"
+        f"{r[8]}\t{NULL if r[9] is None else r[9]}\t{r[10]}\n"
+        for r in lines
     )
     return sub_text, line_text
 
@@ -412,7 +413,9 @@ def _line_batch(
     """One chunk's good lines with their subscribers, and the errors of its other rows."""
     stamp = pg_stamp if postgres else sqlite_stamp
     subs: list[list[Any]] = []  # ref, real_name, document_type, hmac, last4, country, email, phone, language
-    lines: list[list[Any]] = []  # sub_k, ref, msisdn, plan, iccid, imsi, kind, activated, activity, changed
+    lines: list[
+        list[Any]
+    ] = []  # k, sub_k, ref, msisdn, plan, iccid, imsi, kind, activated, activity, changed
     numbers: array[int] = array("i")
     errors: list[RowError] = []
     refs: dict[str, int] = {}
@@ -438,7 +441,7 @@ def _line_batch(
     order = sorted(range(len(subs)), key=lambda k: subs[k][3])  # index locality for the hash column
     position = {old: new for new, old in enumerate(order)}
     for row in lines:
-        row[0] = position[row[0]]
+        row[1] = position[row[1]]
     sub_payload, line_payload = _serialise([subs[k] for k in order], lines, postgres)
     return Batch(count, errors, numbers, line_payload, LinesExtra(sub_payload, frozenset(plans)))
 
@@ -466,7 +469,7 @@ def _admit(  # noqa: PLR0917 - a hot-path helper called once per row; keywords w
         return "document_number", "the subscriber_ref is used by an earlier line with another document"
     seen[msisdn] = seen[iccid] = seen[imsi] = line_no
     lines.append(
-        [sub_k, row.ref, row.msisdn, row.plan, row.iccid, row.imsi, row.kind, row.activated_at,
+        [len(lines), sub_k, row.ref, row.msisdn, row.plan, row.iccid, row.imsi, row.kind, row.activated_at,
          row.last_activity_at, row.changed_at]
     )  # fmt: skip
     return None
@@ -475,14 +478,10 @@ def _admit(  # noqa: PLR0917 - a hot-path helper called once per row; keywords w
 # --- the writer -------------------------------------------------------------------------------------------
 
 
-def _j(i: int) -> str:
-    return f"json_extract(j.value, '$[{i}]')"
-
-
 _NOW = ":now, :now"
-#: SQLite: each batch's rows are parsed out of their JSON once, into temporary tables (in memory, see
-#: :func:`~simkeep.sims.importer.bulk_connection`), and every insert reads them from there: parsing a batch's
-#: JSON costs about as much as one insert, and the lines feed four of them.
+#: SQLite: a batch's rows (sent by the reader as they are) are loaded once into temporary tables (in memory,
+#: see :func:`~simkeep.sims.importer.bulk_connection`) and every insert reads them from there: the lines feed
+#: four inserts, and reading rows out of JSON costs each of them about as much as the insert itself.
 _SQLITE_STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS sk_import_subs (k INTEGER PRIMARY KEY, ref, real_name, document_type, "
     "hmac, last4, country, email, phone, language)",
@@ -491,12 +490,8 @@ _SQLITE_STAGE = (
     "DELETE FROM sk_import_subs",
     "DELETE FROM sk_import_lines",
 )
-_SQLITE_LOAD_SUBS = (
-    f"INSERT INTO sk_import_subs SELECT j.key, {', '.join(_j(i) for i in range(9))} FROM json_each(?) AS j"
-)
-_SQLITE_LOAD_LINES = (
-    f"INSERT INTO sk_import_lines SELECT j.key, {', '.join(_j(i) for i in range(10))} FROM json_each(?) AS j"
-)
+_SQLITE_LOAD_SUBS = f"INSERT INTO sk_import_subs VALUES ({', '.join('?' * 10)})"
+_SQLITE_LOAD_LINES = f"INSERT INTO sk_import_lines VALUES ({', '.join('?' * 11)})"
 _SQLITE_INSERTS = (
     "INSERT INTO subscribers (id, external_ref, real_name, document_type, document_number_hmac, "
     "document_number_last4, document_country, contact_email, contact_phone, language, created_at, "
@@ -646,8 +641,8 @@ class LineWriter:
         self._ensure_plans(cur, extra.plans, now)
         for sql in _SQLITE_STAGE:
             cur.execute(sql)
-        cur.execute(_SQLITE_LOAD_SUBS, (extra.subscribers,))
-        cur.execute(_SQLITE_LOAD_LINES, (batch.payload,))
+        cur.executemany(_SQLITE_LOAD_SUBS, extra.subscribers)
+        cur.executemany(_SQLITE_LOAD_LINES, batch.payload)
         cur.execute(_EXISTING_SUBS)
         existing = {int(k): bool(same) for k, same in cur}
         errors: list[RowError] = []
