@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from simkeep.camara import facts as facts_module
@@ -372,26 +372,38 @@ class TestReadiness:
 
 
 class TestPruning:
-    def test_old_feed_rows_are_pruned(
-        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
-    ) -> None:
-        _line(fresh_session_factory, fresh[1])
+    def test_old_feed_rows_are_pruned_but_the_newest(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:  # fmt: skip
+        """Rows older than the retention go, oldest first and in several batches; recent ones stay; the
+        newest row always stays (it keeps ids growing)."""
+        monkeypatch.setattr(facts_module, "_OLDEST", text(str(facts_module._OLDEST).replace("1000", "2")))
+        for _ in range(5):
+            _line(fresh_session_factory, fresh[1])
         rows = _feed_rows(fresh_session_factory)
-        assert rows >= 1
+        assert rows >= 5
         assert cache.prune() == 0
-        assert cache.prune(now=datetime.now(UTC) + facts_module.RETENTION + timedelta(minutes=1)) == rows
-        assert _feed_rows(fresh_session_factory) == 0
+        later = datetime.now(UTC) + facts_module.RETENTION + timedelta(minutes=1)
+        assert cache.prune(now=later) == rows - 1
+        assert _feed_rows(fresh_session_factory) == 1
+        assert cache.prune(now=later) == 0
 
     def test_ids_are_not_reused_after_pruning(
         self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
     ) -> None:
-        """Pruning the newest row does not let the next change take its id (SQLite AUTOINCREMENT), so a
-        poll after the last id seen still finds it."""
+        """After pruning everything it may, the next change still gets a larger id than any seen, so a poll
+        after the last id seen finds it."""
         settings = fresh[1]
         _line(fresh_session_factory, settings)
+        _line(fresh_session_factory, settings)
         cache.load()
+        with fresh_session_factory() as s:
+            newest = s.scalar(select(func.max(CamaraChange.id)))
         cache.prune(now=datetime.now(UTC) + facts_module.RETENTION + timedelta(minutes=1))
         _, msisdn = _line(fresh_session_factory, settings)
+        with fresh_session_factory() as s:
+            assert s.scalar(select(func.max(CamaraChange.id))) > newest  # type: ignore[operator]
         assert cache.poll() == 1
         assert cache.get(msisdn) is not None
 

@@ -13,8 +13,8 @@ facts change (a new line, a status, number or activation change, a SIM change, a
 ``SIMKEEP_CAMARA_FACTS_POLL_SECONDS`` (default 0.25 s) and re-reads the facts of the numbers it names, so a
 SIM change is in every worker's copy well within a second of its activation committing.
 
-- SQLite serialises writers, so feed rows become visible in the order of their ids (AUTOINCREMENT: never
-  reused): a poll reads the rows after the last id it saw.
+- SQLite serialises writers, so feed rows become visible in the order of their ids (never reused: pruning
+  keeps the newest row): a poll reads the rows after the last id it saw.
 - PostgreSQL assigns ids before commit, so a row with a smaller id can become visible after one with a
   larger id. Each row carries its transaction id; a poll reads every row whose transaction id is at least
   the oldest transaction still running at the previous poll (``pg_snapshot_xmin``), which holds every
@@ -52,7 +52,9 @@ PRUNE_EVERY = 60.0
 CHUNK = 500
 
 _XMIN = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-_PRUNE = text("DELETE FROM camara_changes WHERE changed_at < :cutoff")
+_OLDEST = text(
+    "SELECT id, changed_at FROM camara_changes WHERE id > :after AND id < :newest ORDER BY id LIMIT 1000"
+)
 _STATUSES = tuple(status.value for status in LineStatus)
 _STATUS_CODE = {status: code for code, status in enumerate(_STATUSES)}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -251,17 +253,29 @@ class FactsCache:
             cursor.close()
 
     def prune(self, *, now: datetime | None = None) -> int:
-        """Delete feed rows older than :data:`RETENTION`; returns how many."""
-        cutoff = (now or datetime.now(UTC)) - RETENTION
+        """Delete feed rows older than :data:`RETENTION`, oldest first, in id order (no index on the time:
+        the triggers write one row per change, and every index on the feed would cost each of them); the
+        newest row always stays, so ids keep growing. Returns how many rows went."""
+        cutoff = _us(((now or datetime.now(UTC)) - RETENTION).astimezone(UTC))
+        deleted = 0
         with self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                param: Any = cutoff.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-            else:
-                param = cutoff
-            result: Any = conn.execute(
-                text("DELETE FROM camara_changes WHERE changed_at < :cutoff"), {"cutoff": param}
-            )
-            return int(result.rowcount or 0)
+            newest = conn.execute(text("SELECT max(id) FROM camara_changes")).scalar()
+            after = 0
+            while newest is not None:
+                rows = conn.execute(_OLDEST, {"after": after, "newest": newest}).all()
+                boundary = None
+                for row_id, changed_at in rows:
+                    if _us(changed_at) >= cutoff:
+                        break
+                    boundary = row_id
+                if boundary is None:
+                    break
+                result: Any = conn.execute(text("DELETE FROM camara_changes WHERE id <= :b"), {"b": boundary})
+                deleted += int(result.rowcount or 0)
+                if boundary != rows[-1][0]:  # a recent row ends the old ones
+                    break
+                after = boundary
+        return deleted
 
     # --- the feed's thread ---------------------------------------------------------------------------
 

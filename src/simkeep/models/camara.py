@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, func
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
@@ -76,11 +76,20 @@ class CamaraChange(Base):
     """
 
     __tablename__ = "camara_changes"
-    # SQLite AUTOINCREMENT: an id is never reused after pruning, so "rows after the last id seen" holds.
-    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's documented class attribute
+    # Only PostgreSQL fills xid (SQLite's pollers go by id): the partial index costs SQLite nothing per row.
+    __table_args__ = (
+        Index(
+            "ix_camara_changes_xid",
+            "xid",
+            postgresql_where=text("xid IS NOT NULL"),
+            sqlite_where=text("xid IS NOT NULL"),
+        ),
+    )
 
+    #: Grows with every change; pruning never removes the newest row, so an id is never handed out twice
+    #: (SQLite reuses the largest rowid only once it is deleted) and "rows after the last id seen" holds.
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
     msisdn: Mapped[str] = mapped_column(String(16))
     #: PostgreSQL: the writing transaction's id (pg_current_xact_id); NULL on SQLite.
-    xid: Mapped[int | None] = mapped_column(BigInteger, index=True)
-    changed_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp(), index=True)
+    xid: Mapped[int | None] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())

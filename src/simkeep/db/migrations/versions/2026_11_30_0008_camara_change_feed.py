@@ -140,11 +140,15 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_camara_changes")),
-        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("camara_changes", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_camara_changes_changed_at"), ["changed_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_camara_changes_xid"), ["xid"], unique=False)
+        batch_op.create_index(
+            "ix_camara_changes_xid",
+            ["xid"],
+            unique=False,
+            postgresql_where=sa.text("xid IS NOT NULL"),
+            sqlite_where=sa.text("xid IS NOT NULL"),
+        )
     statements = POSTGRES_TRIGGERS if op.get_bind().dialect.name == "postgresql" else SQLITE_TRIGGERS
     for statement in statements:
         op.execute(statement)
@@ -155,6 +159,5 @@ def downgrade() -> None:
     for statement in statements:
         op.execute(statement)
     with op.batch_alter_table("camara_changes", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_camara_changes_xid"))
-        batch_op.drop_index(batch_op.f("ix_camara_changes_changed_at"))
+        batch_op.drop_index("ix_camara_changes_xid")
     op.drop_table("camara_changes")
