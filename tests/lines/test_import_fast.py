@@ -7,8 +7,18 @@ import random
 
 import pytest
 
-from simkeep.lines.importer import parse_timestamp, pg_stamp, sqlite_stamp, utc_moment, utc_text
-from simkeep.sims.importer import gc_paused
+from simkeep.lines.importer import (
+    LINE_COLUMNS,
+    _number_descs,
+    _number_pattern,
+    _plain_fields,
+    parse_timestamp,
+    pg_stamp,
+    sqlite_stamp,
+    utc_moment,
+    utc_text,
+)
+from simkeep.sims.importer import gc_paused, one_record
 
 
 def _timestamp(rng: random.Random) -> str:
@@ -104,3 +114,55 @@ class TestGcPaused:
             assert not gc.isenabled()
         finally:
             gc.enable()
+
+
+class TestPlainFields:
+    """``_plain_fields`` splits a line as the CSV reader does, and leaves every other line to it."""
+
+    def test_same_values_as_the_csv_reader_on_random_lines(self) -> None:
+        """On random lines of commas, quotes, spaces and line ends, what it splits the reader splits alike."""
+        rng = random.Random(20261130)
+        split = 0
+        for _ in range(20_000):
+            fields = rng.choice([14, 15, 15, 15, 16])
+            values = ["".join(rng.choice("ab 1,\t") for _ in range(rng.randrange(4))) for _ in range(fields)]
+            if rng.random() < 0.2:
+                values[rng.randrange(fields)] += rng.choice(['"', "\r", '""'])
+            text = ",".join(values) + rng.choice(["\n", "\r\n", ""])
+            fast = _plain_fields(text)
+            if fast is not None:
+                split += 1
+                assert fast == one_record(text, len(LINE_COLUMNS)), text
+        assert split > 200
+
+    def test_leaves_quoted_and_crlf_lines_to_the_reader(self) -> None:
+        """A quote or a carriage return anywhere, or a wrong number of values, takes the reader's way."""
+        plain = ",".join(["v"] * len(LINE_COLUMNS))
+        assert _plain_fields(plain + "\n") == ["v"] * len(LINE_COLUMNS)
+        for text in (plain + "\r\n", '"' + plain + '"\n', plain + ",v\n", "\n"):
+            assert _plain_fields(text) is None
+
+
+class TestNumberPattern:
+    """``_number_pattern`` is the per-length union of the number descriptions it replaces."""
+
+    def test_same_verdict_as_the_descriptions(self) -> None:
+        """On random national numbers of many calling codes, one pattern says what the descriptions say."""
+        rng = random.Random(20261130)
+        for _ in range(50_000):
+            code = rng.choice([1, 7, 33, 44, 49, 81, 86, 91, 375, 852, 886])
+            national = str(rng.randrange(1, 10)) + "".join(
+                str(rng.randrange(10)) for _ in range(rng.randrange(14))
+            )
+            descs, pattern = _number_descs(code), _number_pattern(code, len(national))
+            assert (descs is None) == (pattern is None)
+            if descs is not None and pattern is not None:
+                general, types = descs
+                expected = all(
+                    (not lengths or len(national) in lengths) and regex.fullmatch(national) is not None
+                    for lengths, regex in [general]
+                ) and any(
+                    (not lengths or len(national) in lengths) and regex.fullmatch(national)
+                    for lengths, regex in types
+                )
+                assert (pattern.fullmatch(national) is not None) == expected, (code, national)

@@ -161,6 +161,29 @@ def _matches(national: str, desc: _NumberDesc) -> bool:
     return (not lengths or len(national) in lengths) and pattern.fullmatch(national) is not None
 
 
+_MATCHES_NOTHING = re.compile(r"(?!)")
+
+
+@lru_cache(maxsize=4096)
+def _number_pattern(code: int, length: int) -> re.Pattern[str] | None:
+    """:func:`_number_descs` for national numbers of ``length`` digits, as one pattern; None as there.
+
+    A number is valid when it matches the general description and one of the number types whose possible
+    lengths allow ``length``: a look-ahead for the first, an alternation of the second, one regex call.
+    """
+    descs = _number_descs(code)
+    if descs is None:
+        return None
+    (lengths, general), types = descs
+    alternatives = [f"(?:{p.pattern})" for allowed, p in types if not allowed or length in allowed]
+    if (lengths and length not in lengths) or not alternatives:
+        return _MATCHES_NOTHING
+    try:
+        return re.compile(rf"(?=(?:{general.pattern})\Z)(?:{'|'.join(alternatives)})")
+    except re.error:  # pragma: no cover - metadata no single regex can hold: test them one by one
+        return None
+
+
 def fast_msisdn_problem(msisdn: str) -> str | None:
     """:func:`simkeep.identifiers.msisdn_problem` without its costly parse on the numbers it accepts.
 
@@ -172,6 +195,9 @@ def fast_msisdn_problem(msisdn: str) -> str | None:
         code = _calling_code(msisdn[1:4])
         if code is not None:
             national = msisdn[1 + len(str(code)) :]
+            pattern = _number_pattern(code, len(national)) if national[:1] not in {"", "0"} else None
+            if pattern is not None:
+                return None if pattern.fullmatch(national) else msisdn_problem(msisdn)
             descs = _number_descs(code) if national[:1] not in {"", "0"} else None
             if descs is not None:
                 general, types = descs
@@ -258,13 +284,13 @@ def utc_text(value: str) -> str | None:
     day, hour, rest, sign, offset = found.groups()
     if _shifted_day(day, 0) is None:
         return None
-    h = int(hour)
-    if sign is not None:
-        h = h - int(offset) if sign == "+" else h + int(offset)
-        if h < 0:
-            day, h = cast(str, _shifted_day(day, -1)), h + 24
-        elif h > 23:
-            day, h = cast(str, _shifted_day(day, 1)), h - 24
+    if sign is None:  # already UTC
+        return f"{day} {hour}{rest}.000000"
+    h = int(hour) - int(offset) if sign == "+" else int(hour) + int(offset)
+    if h < 0:
+        day, h = cast(str, _shifted_day(day, -1)), h + 24
+    elif h > 23:
+        day, h = cast(str, _shifted_day(day, 1)), h - 24
     return f"{day} {h:02d}{rest}.000000"
 
 
@@ -397,11 +423,26 @@ def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) ->
     return sub_text, line_text
 
 
+def _plain_fields(text: str) -> list[str] | None:
+    """A line's values if it holds no quote and no carriage return (split as the CSV reader would), or None.
+
+    The fast path (:data:`~simkeep.sims.importer.Clean`) past the CSV reader for ordinary lines; any other
+    line, and one with the wrong number of values, is left to the reader, which says what is wrong.
+    """
+    if '"' in text or "\r" in text:
+        return None
+    values = (text[:-1] if text[-1:] == "\n" else text).split(",")
+    return values if len(values) == _LINE_FIELDS else None
+
+
+_LINE_FIELDS = len(LINE_COLUMNS)
+
+
 def check_line_rows(path: Path, part: Part, *, key: bytes, postgres: bool) -> Iterator[Batch]:
     """Parse and validate the migration rows of ``part``; per chunk, a batch of good lines and errors."""
     moment = utcnow() + _CLOCK_SKEW
     latest = sqlite_stamp("", moment)
-    for _, rows in in_chunks(records(path, len(LINE_COLUMNS), part), part):
+    for _, rows in in_chunks(records(path, len(LINE_COLUMNS), part, clean=_plain_fields), part):
         with gc_paused():
             batch = _line_batch(rows, key=key, latest=latest, postgres=postgres)
         yield batch
