@@ -273,6 +273,35 @@ class TestLoadAndPoll:
         assert cache.get(a_number)[2] == when  # type: ignore[index]
         assert cache.get(b_number)[2] == when  # type: ignore[index]
 
+    def test_a_transaction_left_open_does_not_make_polls_read_more(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """A transaction left open (holding back PostgreSQL's oldest running transaction) does not make every
+        poll read again what was applied: the second poll after three changes reads no row; the open
+        transaction's own change still shows once it commits."""
+        settings = fresh[1]
+        held_id, held_number = _line(fresh_session_factory, settings)
+        others = [_line(fresh_session_factory, settings) for _ in range(3)]
+        cache.load()
+        when = _later(hours=6)
+        held = fresh_session_factory()
+        try:
+            if fresh[0].dialect.name == "postgresql":  # SQLite allows one writer: nothing to hold open
+                held.execute(update(Line).where(Line.id == held_id).values(status=LineStatus.SUSPENDED))
+                held.flush()
+            for line_id, _ in others:
+                _change(fresh_session_factory, line_id, when)
+            cache.poll()
+            assert cache.fetched == 3
+            assert cache.poll() == 0
+            assert cache.fetched == 0
+            held.commit()
+        finally:
+            held.close()
+        cache.poll()
+        assert cache.get(held_number) == _truth(fresh_session_factory, held_number)
+        assert all(cache.get(number)[2] == when for _, number in others)  # type: ignore[index]
+
     def test_changes_while_loading_are_applied(
         self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session],
         monkeypatch: pytest.MonkeyPatch,

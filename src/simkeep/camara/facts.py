@@ -16,9 +16,11 @@ SIM change is in every worker's copy well within a second of its activation comm
 - SQLite serialises writers, so feed rows become visible in the order of their ids (never reused: pruning
   keeps the newest row): a poll reads the rows after the last id it saw.
 - PostgreSQL assigns ids before commit, so a row with a smaller id can become visible after one with a
-  larger id. Each row carries its transaction id; a poll reads every row whose transaction id is at least
-  the oldest transaction still running at the previous poll (``pg_snapshot_xmin``), which holds every
-  transaction that had not committed then, and skips the rows it has already applied.
+  larger id. Each row carries its transaction id, and each poll takes a snapshot first
+  (``pg_current_snapshot``): every transaction below its ``xmax`` and not in its in-progress list had
+  ended before the poll's read, so the read saw its rows. The next poll therefore reads only the rows of
+  transactions that were in progress then or started since (``xid = ANY(xip) OR xid >= xmax``), skipping
+  rows it already applied. A transaction left open for hours costs each poll nothing but its own id.
 
 Until the first full load is done (a few seconds for a million lines, in the feed's thread) and whenever
 the feed cannot be read for longer than :data:`STALE_AFTER`, the cache says it is not ready and checks read
@@ -51,7 +53,11 @@ PRUNE_EVERY = 60.0
 #: Numbers re-read per statement.
 CHUNK = 500
 
-_XMIN = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+_SNAPSHOT = text(
+    "SELECT pg_snapshot_xmax(s)::text::bigint, "
+    "ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x) FROM pg_current_snapshot() AS s"
+)
+_SINCE_SNAPSHOT = text("SELECT id, msisdn FROM camara_changes WHERE xid >= :xmax OR xid = ANY(:xip)")
 _OLDEST = text(
     "SELECT id, changed_at FROM camara_changes WHERE id > :after AND id < :newest ORDER BY id LIMIT 1000"
 )
@@ -121,8 +127,10 @@ class FactsCache:
         #: monotonic time of the last successful load or poll.
         self._fresh_at = 0.0
         self._last_id = 0  # SQLite: the last feed id applied
-        self._xmin = 0  # PostgreSQL: the oldest transaction running at the last poll
+        self._snapshot: tuple[int, list[int]] = (0, [])  # PostgreSQL: (xmax, in progress) at the last poll
         self._applied: set[int] = set()  # PostgreSQL: feed ids applied that may show again
+        #: Feed rows the last poll read (tests: a poll reads only what it must).
+        self.fetched = 0
         self._pruned_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -186,34 +194,32 @@ class FactsCache:
             finally:
                 cursor.close()
         self._facts = facts
-        self._last_id, self._xmin = position
+        self._last_id, self._snapshot = position
         self._applied = set()
         self._fresh_at = positioned_at  # a load longer than STALE_AFTER is not used before its first poll
         self._loaded = True
         self.poll()
 
-    def _position(self, conn: Any) -> tuple[int, int]:
-        """Where the feed stands now: (last id, oldest running transaction)."""
+    def _position(self, conn: Any) -> tuple[int, tuple[int, list[int]]]:
+        """Where the feed stands now: SQLite's last id, or PostgreSQL's snapshot (xmax, in progress)."""
         if self.dialect == "postgresql":
-            xmin = conn.execute(_XMIN).scalar_one()
-            return 0, int(xmin)
+            xmax, xip = conn.execute(_SNAPSHOT).one()
+            return 0, (int(xmax), [int(x) for x in xip])
         last = conn.execute(text("SELECT coalesce(max(id), 0) FROM camara_changes")).scalar_one()
-        return int(last), 0
+        return int(last), (0, [])
 
     def poll(self) -> int:
         """Apply what the feed holds since the last poll; returns how many numbers were re-read."""
         started = time.monotonic()
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
-                next_xmin = self._position(conn)[1]
-                rows = conn.execute(
-                    text("SELECT id, msisdn FROM camara_changes WHERE xid >= :xmin"), {"xmin": self._xmin}
-                ).all()
-                fresh = [(row[0], row[1]) for row in rows if row[0] not in self._applied]
-                changed = {msisdn for _, msisdn in fresh}
+                snapshot = self._position(conn)[1]  # before the read: the next poll starts from here
+                xmax, xip = self._snapshot
+                rows = conn.execute(_SINCE_SNAPSHOT, {"xmax": xmax, "xip": xip}).all()
+                changed = {row[1] for row in rows if row[0] not in self._applied}
                 self._reread(conn, changed)
                 self._applied = {row[0] for row in rows}
-                self._xmin = next_xmin
+                self._snapshot = snapshot
             else:
                 rows = conn.execute(
                     text("SELECT id, msisdn FROM camara_changes WHERE id > :last ORDER BY id"),
@@ -223,6 +229,7 @@ class FactsCache:
                 self._reread(conn, changed)
                 if rows:
                     self._last_id = int(rows[-1][0])
+        self.fetched = len(rows)
         self._fresh_at = started
         return len(changed)
 
