@@ -187,6 +187,7 @@ def serve(
         workers=workers,
         log_level=settings.log_level.lower(),
         http=CamaraHttpProtocol,  # uvicorn's httptools protocol, answering the CAMARA hot path itself
+        timeout_keep_alive=settings.http_keepalive_seconds,
     )
 
 

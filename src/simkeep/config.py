@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = 30_000
     db_pool_size: int = 10
     max_request_bytes: int = 1_000_000
+    #: How long `simkeep serve` keeps an idle HTTP keep-alive connection open (behind a load balancer, set
+    #: it above the balancer's own idle timeout, so the server never closes a connection the balancer
+    #: reuses).
+    http_keepalive_seconds: int = Field(default=5, ge=1, le=3600)
 
     # Policies (DOMAIN.md section 4); all configurable per operator.
     currency: str = "CNY"

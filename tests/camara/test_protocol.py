@@ -32,6 +32,7 @@ CHECK = "/sim-swap/v2/check"
 RETRIEVE = "/sim-swap/v2/retrieve-date"
 LIMIT = 4096
 UNKNOWN = "+8613999999999"
+KEEPALIVE = 3
 
 
 @dataclass
@@ -82,6 +83,7 @@ def served(
         "SIMKEEP_DATABASE_URL": settings.database_url,
         "SIMKEEP_LOG_LEVEL": "INFO",  # with uvicorn's access log, as the README's start command runs
         "SIMKEEP_MAX_REQUEST_BYTES": str(LIMIT),
+        "SIMKEEP_HTTP_KEEPALIVE_SECONDS": str(KEEPALIVE),
     }
     log = tmp_path / "serve.log"
     simkeep = str(Path(sys.executable).parent / "simkeep")
@@ -235,6 +237,30 @@ class TestProtocol:
             ("sim-swap.check", served.msisdn, 200),
             ("sim-swap.check", None, 400),
         ]
+
+    def test_keep_alive_timeout_closes_idle_connections_only(self, served: Served) -> None:
+        """With SIMKEEP_HTTP_KEEPALIVE_SECONDS=3, a connection asking every second (checks and app
+        requests) stays open well past 3 s; once idle, the server closes it, not before the timeout.
+        Asserted on behaviour with wide margins (the close may come a little after the timeout)."""
+        talk = Conversation(served)
+        try:
+            started = time.monotonic()
+            for i in range(6):
+                if i % 2:
+                    talk.send(_request("/healthz", b"", token=None))
+                else:
+                    talk.send(_request(CHECK, _check_body(served.msisdn), token=served.token))
+                assert talk.response()[0] == 200
+                time.sleep(1.0)
+            assert time.monotonic() - started > KEEPALIVE + 2
+            talk.send(_request(CHECK, _check_body(served.msisdn), token=served.token))
+            assert talk.response()[0] == 200
+            idle_since = time.monotonic()
+            talk.sock.settimeout(KEEPALIVE * 10)
+            assert talk.closed()
+            assert time.monotonic() - idle_since >= KEEPALIVE - 0.5
+        finally:
+            talk.close()
 
     def test_pipelined_requests_are_answered_in_their_order(self, served: Served) -> None:
         """Five requests in one write (hot path, app, hot path, hot path, the hot path with a query string

@@ -19,6 +19,8 @@ and in any process that registered none, every request takes uvicorn's path.
 
 from __future__ import annotations
 
+from asyncio import TimerHandle
+
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from simkeep.body_limit import too_large_problem
@@ -66,9 +68,56 @@ class _FastRequest:
 
 
 class CamaraHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol answering the CAMARA query operations itself (see the module)."""
+    """uvicorn's httptools protocol answering the CAMARA query operations itself (see the module).
+
+    Keep-alive: uvicorn arms a timer after every response and cancels it when the next request's bytes
+    arrive (about 2 microseconds a request, a few per cent of a check). Here one timer per idle period
+    does: a response notes when the connection became idle and arms the timer only if none is armed; when
+    it fires, it closes the connection if it has been idle for the whole timeout, re-arms for the rest if
+    a request came and went meanwhile, and stands down while a request is in progress (its response arms
+    it again). An idle connection closes after the same timeout as with uvicorn.
+    """
 
     _fast: _FastRequest | None = None
+    #: loop time since when the connection is idle (None: a request is arriving or in progress).
+    _idle_since: float | None = None
+    _keepalive: TimerHandle | None = None
+
+    def _unset_keepalive_if_required(self) -> None:
+        """Bytes arrived or the connection closes: not idle (an armed timer stays; see the class)."""
+        self._idle_since = None
+        super()._unset_keepalive_if_required()
+
+    def on_response_complete(self) -> None:
+        """As uvicorn's, but the keep-alive timer armed once per idle period (see the class)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_since = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self._keepalive is None:
+            self._keepalive = self.loop.call_later(self.timeout_keep_alive, self._keepalive_due)
+
+    def _keepalive_due(self) -> None:
+        self._keepalive = None
+        if self._idle_since is None or self.transport.is_closing():
+            return  # busy (the response re-arms) or gone
+        remaining = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if remaining > 0:
+            self._keepalive = self.loop.call_later(remaining, self._keepalive_due)
+            return
+        self.timeout_keep_alive_handler()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        super().connection_lost(exc)
 
     def on_headers_complete(self) -> None:
         fast = self._take(served_runtime())
