@@ -57,7 +57,11 @@ def drop(engine: Engine, backend: str) -> None:
 
 
 def make_lines(engine: Engine, n: int, now: datetime) -> None:
-    """N live lines with their keep-alive calendar, as yesterday's sweep left it."""
+    """N live lines with their keep-alive calendar (``line_calendar``), as yesterday's sweep left it.
+
+    Line ``i`` was last active ``i % 181`` days ago: the lines due today are spread evenly over the tables
+    (one line in about 36), not gathered in a corner of them.
+    """
     with Session(engine) as session:
         plan = Plan(code="keep", name="Number keeper")
         sub = Subscriber(
@@ -74,36 +78,49 @@ def make_lines(engine: Engine, n: int, now: datetime) -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
             b = base.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+            series = "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < :n), " \
+                     "t AS (SELECT i, i % 181 AS d FROM s) "  # fmt: skip
             conn.execute(
                 text(
-                    "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < :n), "
-                    "t AS (SELECT i, i % 181 AS d FROM s) "
-                    "INSERT INTO lines (id, msisdn, subscriber_id, plan_id, status, sim_change_lock, "
-                    "activated_at, "
-                    "last_activity_at, deadline_at, next_action_at, created_at, updated_at) "
+                    f"{series}INSERT INTO lines (id, msisdn, subscriber_id, plan_id, status, "
+                    "sim_change_lock, activated_at, last_activity_at, deadline_at, created_at, updated_at) "
                     "SELECT i + 1, '+86130' || printf('%08d', i), :sub, :plan, 'active', 0, "
                     "datetime(:b, '-' || (d + 400) || ' days') || '.000000', "
                     "datetime(:b, '-' || d || ' days') || '.000000', "
-                    f"datetime(:b, '+' || (180 - d) || ' days') || '.000000', "
-                    f"datetime(:b, '+' || ({_NEXT}) || ' days') || '.000000', :b, :b FROM t"
+                    "datetime(:b, '+' || (180 - d) || ' days') || '.000000', :b, :b FROM t"
                 ),
                 {"n": n, "sub": sub_id, "plan": plan_id, "b": b},
             )
-        else:
-            conn.execute(text("SET LOCAL synchronous_commit = off"))
             conn.execute(
                 text(
-                    "INSERT INTO lines (msisdn, subscriber_id, plan_id, status, sim_change_lock, "
-                    "activated_at, "
-                    "last_activity_at, deadline_at, next_action_at, created_at, updated_at) "
-                    "SELECT '+86130' || lpad(i::text, 8, '0'), :sub, :plan, 'active', false, "
+                    f"{series}INSERT INTO line_calendar (line_id, plan_id, since, next_action_at) "
+                    "SELECT i + 1, :plan, datetime(:b, '-' || d || ' days') || '.000000', "
+                    f"datetime(:b, '+' || ({_NEXT}) || ' days') || '.000000' FROM t"
+                ),
+                {"n": n, "b": b, "plan": plan_id},
+            )
+        else:
+            conn.execute(text("SET LOCAL synchronous_commit = off"))
+            series = "FROM (SELECT i, i % 181 AS d FROM generate_series(0, :n - 1) AS i) AS t"
+            conn.execute(
+                text(
+                    "INSERT INTO lines (id, msisdn, subscriber_id, plan_id, status, sim_change_lock, "
+                    "activated_at, last_activity_at, deadline_at, created_at, updated_at) "
+                    "SELECT i + 1, '+86130' || lpad(i::text, 8, '0'), :sub, :plan, 'active', false, "
                     "CAST(:b AS timestamptz) - (d + 400) * interval '1 day', "
                     "CAST(:b AS timestamptz) - d * interval '1 day', "
-                    "CAST(:b AS timestamptz) + (180 - d) * interval '1 day', "
-                    f"CAST(:b AS timestamptz) + ({_NEXT}) * interval '1 day', :b, :b "
-                    "FROM (SELECT i, i % 181 AS d FROM generate_series(0, :n - 1) AS i) AS t"
+                    f"CAST(:b AS timestamptz) + (180 - d) * interval '1 day', :b, :b {series}"
                 ),
                 {"n": n, "sub": sub_id, "plan": plan_id, "b": base},
+            )
+            conn.execute(text("SELECT setval(pg_get_serial_sequence('lines', 'id'), :n)"), {"n": n})
+            conn.execute(
+                text(
+                    "INSERT INTO line_calendar (line_id, plan_id, since, next_action_at) "
+                    "SELECT i + 1, :plan, CAST(:b AS timestamptz) - d * interval '1 day', "
+                    f"CAST(:b AS timestamptz) + ({_NEXT}) * interval '1 day' {series}"
+                ),
+                {"n": n, "b": base, "plan": plan_id},
             )
     with engine.begin() as conn:
         conn.execute(text("ANALYZE"))

@@ -12,6 +12,7 @@ from simkeep.config import Settings
 from simkeep.keepalive import schedule, service
 from simkeep.keepalive.importer import import_activity
 from simkeep.models import KeepAliveReminder, Line, LineStatus, Plan
+from simkeep.models.keepalive import LineCalendar
 from tests import factories
 
 NOW = datetime(2028, 3, 1, 0, 0, 0, 250_000, tzinfo=UTC)  # just after a leap day
@@ -31,7 +32,7 @@ def _lines(db: Session, settings: Settings, offsets: list[timedelta]) -> list[Li
     for offset in offsets:
         h = factories.holder(db, settings)
         h.line.activated_at = h.line.last_activity_at = NOW - offset
-        h.line.deadline_at = h.line.next_action_at = None
+        h.line.deadline_at = None  # the sweep computes the calendar
         made.append(h.line)
     db.flush()
     return made
@@ -48,7 +49,7 @@ class TestSetBasedCalendar:
         db.expire_all()
         for line in lines:
             deadline = schedule.deadline_of(line.last_activity_at, 180)  # type: ignore[arg-type]
-            assert (line.deadline_at, line.next_action_at) == (
+            assert (line.deadline_at, service.next_action_of(db, line.id)) == (
                 deadline,
                 schedule.next_action(deadline, POINTS, NOW),
             ), line.last_activity_at
@@ -58,7 +59,11 @@ class TestSetBasedCalendar:
         lines = _lines(db, settings, OFFSETS)
         for line in lines:
             line.deadline_at = schedule.deadline_of(line.last_activity_at, 180)  # type: ignore[arg-type]
-            line.next_action_at = NOW - DAY  # all due
+        db.flush()
+        for line in lines:
+            since = line.last_activity_at
+            assert since is not None
+            db.add(LineCalendar(line_id=line.id, plan_id=line.plan_id, since=since, next_action_at=NOW - DAY))
         db.flush()
         service.sweep_batch(db, now=NOW, limit=1000)
         db.expire_all()
@@ -72,7 +77,7 @@ class TestSetBasedCalendar:
                 continue
             point = schedule.crossed_point(deadline, POINTS, NOW)
             assert [(r.days_left, r.deadline_at) for r in sent] == ([(point, deadline)] if point else [])
-            assert line.next_action_at == schedule.next_after(deadline, POINTS, NOW)
+            assert service.next_action_of(db, line.id) == schedule.next_after(deadline, POINTS, NOW)
             assert line.deadline_at == deadline
 
     def test_plan_without_points_goes_to_the_deadline(self, db: Session, settings: Settings) -> None:
@@ -84,7 +89,7 @@ class TestSetBasedCalendar:
         db.flush()
         assert service.sweep_batch(db, now=NOW).reminded == 0
         db.expire_all()
-        assert line.next_action_at == NOW - 100 * DAY + 180 * DAY
+        assert service.next_action_of(db, line.id) == NOW - 100 * DAY + 180 * DAY
 
 
 SINCE = datetime(2025, 1, 1, tzinfo=UTC)
@@ -99,6 +104,13 @@ class TestImportClock:
         with Session(engine) as db:
             h = factories.holder(db, settings)
             h.line.activated_at = h.line.last_activity_at = SINCE
+            h.line.deadline_at = SINCE + 180 * DAY
+            db.flush()
+            db.add(
+                LineCalendar(
+                    line_id=h.line.id, plan_id=h.line.plan_id, since=SINCE, next_action_at=SINCE + 120 * DAY
+                )
+            )
             db.commit()
             line_id, msisdn = h.line.id, h.msisdn
         newest = datetime(2026, 11, 2, 3, 4, 5, 678_901, tzinfo=UTC)
@@ -116,7 +128,8 @@ class TestImportClock:
             assert line is not None
             assert line.last_activity_at == newest
             assert line.deadline_at == newest + 180 * DAY
-            assert line.next_action_at == newest + 120 * DAY  # no point crossed yet: the 60-day point next
+            # No point crossed yet: the 60-day point next.
+            assert service.next_action_of(db, line.id) == newest + 120 * DAY
 
     def test_duplicate_id_never_moves_a_clock(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
         """An event id stored before, now claimed for another line and a later time, moves nothing."""

@@ -47,7 +47,7 @@ def _line(db: Session, settings: Settings, *, since: datetime = T0) -> factories
     h = factories.holder(db, settings)
     h.line.activated_at = since
     h.line.last_activity_at = since
-    h.line.deadline_at = h.line.next_action_at = None
+    h.line.deadline_at = None  # the sweep computes the calendar
     db.flush()
     return h
 

@@ -55,7 +55,7 @@ def _lines(engine: Engine, settings: Settings, since: list[datetime]) -> list[in
         for moment in since:
             h = factories.holder(db, settings)
             h.line.activated_at = h.line.last_activity_at = moment
-            h.line.deadline_at = h.line.next_action_at = None
+            h.line.deadline_at = None  # the sweep computes the calendar
             ids.append(h.line.id)
         db.commit()
     return ids

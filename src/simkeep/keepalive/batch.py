@@ -1,9 +1,14 @@
 """One batch of the daily sweep, set-based: a handful of SQL statements per batch, no Python loop over lines.
 
-The batch's due lines (``next_action_at <= now``, read in the order of that index) are copied into a
-temporary table ``ka_due`` by one ``INSERT ... SELECT`` that also computes, per plan (a ``CASE`` on the
-plan id), the deadline, whether the line is past it, the nearest reminder point crossed and the next action
-time: the batch's rows are written once, not rewritten by one ``UPDATE`` per decision.
+The sweep's calendar lives in ``line_calendar (line_id, next_action_at)``, a narrow table of its own (one
+row per live line whose deadline is computed), not in ``lines``: rewriting a due line's next action then
+touches a small row and two small indexes, and the wide ``lines`` row (with all its indexes) is written only
+for the lines that are recycled.
+
+The batch's due lines (``next_action_at <= now``, read in the order of that index, each joined to its line)
+are copied into a temporary table ``ka_due`` by one ``INSERT ... SELECT`` that also computes, per plan (a
+``CASE`` on the plan id), the deadline, whether the line is past it, the nearest reminder point crossed and
+the next action time: the batch's rows are written once, not rewritten by one ``UPDATE`` per decision.
 The reminder points are compared as thresholds computed once in Python (``point P is crossed`` is
 ``since <= now - (inactivity - P) days``), so the only date arithmetic in SQL is "timestamp plus whole
 days", exact on both databases. Then, for the whole batch at once:
@@ -15,7 +20,14 @@ days", exact on both databases. Then, for the whole batch at once:
   ``next_action_at = now + 1 day``;
 - recycling: SIMs retired, numbers quarantined in the pool (upsert), history rows, one
   ``keepalive.recycle`` job per recycling, one audit entry listing the batch's recycled lines;
-- one ``UPDATE`` of ``lines`` from ``ka_due`` writes every line's new calendar (and the recycled state).
+- one ``UPDATE`` of ``line_calendar`` writes the live lines' next action, the recycled lines' calendar
+  rows are deleted, and one ``UPDATE`` of ``lines`` marks the recycled lines (and corrects a deadline that
+  disagrees with the line's activity, which the keep-alive writers never leave).
+
+Lock order on PostgreSQL, everywhere in keep-alive: a line's calendar row before its ``lines`` row. The
+sweep locks the due calendar rows (``SKIP LOCKED``), then the ``lines`` rows of the lines it recycles;
+recording activity locks the calendar row, then the line. Lines whose calendar is not computed yet
+(``lines.deadline_at IS NULL``, a partial index) are taken by their ``lines`` row (``SKIP LOCKED``).
 
 The results equal those of :mod:`simkeep.keepalive.schedule`'s pure functions (the tests pin them down).
 """
@@ -24,6 +36,8 @@ The results equal those of :mod:`simkeep.keepalive.schedule`'s pure functions (t
 # value that varies (times, ids, limits) is a bound parameter.
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,14 +57,15 @@ _STAMP = UTCDateTime()
 
 _DUE_SQLITE = """
 CREATE TEMP TABLE IF NOT EXISTS ka_due (
-    line_id INTEGER PRIMARY KEY, plan_id INTEGER NOT NULL, since TEXT NOT NULL, msisdn TEXT NOT NULL,
+    line_id INTEGER PRIMARY KEY, plan_id INTEGER NOT NULL, since TEXT NOT NULL, msisdn TEXT,
     sim_id INTEGER, deadline_at TEXT, point INTEGER, next_at TEXT, available_at TEXT,
     recycle INTEGER NOT NULL DEFAULT 0, blocked INTEGER NOT NULL DEFAULT 0)
 """
+_NEW_SQLITE = "CREATE TEMP TABLE IF NOT EXISTS ka_new (line_id INTEGER PRIMARY KEY, since TEXT NOT NULL)"
 _DUE_POSTGRES = """
 CREATE TEMP TABLE IF NOT EXISTS ka_due (
     line_id integer PRIMARY KEY, plan_id integer NOT NULL, since timestamptz NOT NULL,
-    msisdn varchar(16) NOT NULL, sim_id integer, deadline_at timestamptz, point integer,
+    msisdn varchar(16), sim_id integer, deadline_at timestamptz, point integer,
     next_at timestamptz, available_at timestamptz,
     recycle integer NOT NULL DEFAULT 0, blocked integer NOT NULL DEFAULT 0)
 """
@@ -74,6 +89,25 @@ class Dialect:
         """A one-key JSON object ``{name: column}``."""
         function = "json_build_object" if self.postgres else "json_object"
         return f"{function}('{name}', {column})"
+
+
+@contextmanager
+def nested_loops(session: Session, sql: Dialect) -> Iterator[None]:
+    """On PostgreSQL, joins of the batch's few thousand rows with the big tables by key lookups.
+
+    Left to itself the planner often merge-joins ``ka_due`` with ``lines`` or ``line_calendar`` by walking
+    the big table's primary key index from its start (the batch's lines are spread over the whole table):
+    millions of index entries read for a few thousand rows. Merge and hash joins are turned off for the
+    batch's statements (``SET LOCAL``: restored afterwards, or by the rollback after an error).
+    """
+    if not sql.postgres:
+        yield
+        return
+    for name in ("enable_mergejoin", "enable_hashjoin"):
+        session.execute(text(f"SET LOCAL {name} = off"))
+    yield
+    for name in ("enable_mergejoin", "enable_hashjoin"):
+        session.execute(text(f"SET LOCAL {name} TO DEFAULT"))
 
 
 def stamps(statement: str, *names: str) -> Any:
@@ -136,24 +170,65 @@ def first_action(sql: Dialect, policy: Any, since: str) -> str:
 def compute_missing(
     session: Session, sql: Dialect, *, now: datetime, limit: int, plans: dict[int, Any]
 ) -> int:
-    """Compute the calendar of up to ``limit`` live lines that have none yet, per plan; returns how many."""
+    """Compute the calendar of up to ``limit`` live lines that have none yet, per plan; returns how many.
+
+    Such a line has ``deadline_at IS NULL`` (a new line, or its plan changed): it gets its deadline and its
+    ``line_calendar`` row (replacing a stale one).
+    """
     done = 0
     since = "COALESCE(last_activity_at, activated_at)"
+    pick = (
+        f"SELECT id, {since} AS since FROM lines WHERE deadline_at IS NULL "
+        f"AND status != '{LineStatus.RECYCLED.value}' AND plan_id = :plan LIMIT :limit"
+    )
+    upsert = (
+        " ON CONFLICT (line_id) DO UPDATE SET plan_id = excluded.plan_id, since = excluded.since, "
+        "next_action_at = excluded.next_action_at"
+    )
     for plan_id, policy in sorted(plans.items()):
         if done >= limit:
             break
-        params = thresholds(policy, now)
-        result = session.execute(
-            stamps(
-                f"UPDATE lines SET deadline_at = {sql.plus_days(since, policy.inactivity_days)}, "
-                f"next_action_at = {first_action(sql, policy, since)} WHERE id IN (SELECT id FROM lines "
-                f"WHERE next_action_at IS NULL AND status != '{LineStatus.RECYCLED.value}' "
-                f"AND plan_id = :plan LIMIT :limit{' FOR UPDATE SKIP LOCKED' if sql.postgres else ''})",
-                *params,
-            ),
-            {**params, "plan": plan_id, "limit": limit - done},
-        )
-        done += int(result.rowcount)  # type: ignore[attr-defined]
+        params = {**thresholds(policy, now), "plan": plan_id, "limit": limit - done}
+        names = [name for name in params if name not in {"plan", "limit"}]
+        deadline = sql.plus_days("p.since", policy.inactivity_days)
+        if sql.postgres:  # one statement: lock (skipping lines another sweep session took), date, calendar
+            count = session.execute(
+                stamps(
+                    f"WITH p AS ({pick} FOR UPDATE SKIP LOCKED), "
+                    f"dated AS (UPDATE lines SET deadline_at = {deadline} FROM p WHERE lines.id = p.id "
+                    "RETURNING p.id, p.since), "
+                    "cal AS (INSERT INTO line_calendar (line_id, plan_id, since, next_action_at) "
+                    f"SELECT id, :plan, since, {first_action(sql, policy, 'since')} FROM dated "
+                    f"ORDER BY id{upsert}) "
+                    "SELECT COUNT(*) FROM dated",
+                    *names,
+                ),
+                params,
+            ).scalar_one()
+        else:
+            session.execute(text(_NEW_SQLITE))
+            session.execute(text("DELETE FROM ka_new"))
+            count = session.execute(
+                text(f"INSERT INTO ka_new (line_id, since) {pick}"), {"plan": plan_id, "limit": limit - done}
+            ).rowcount  # type: ignore[attr-defined]
+            if count:
+                session.execute(
+                    stamps(
+                        "INSERT INTO line_calendar (line_id, plan_id, since, next_action_at) "
+                        f"SELECT line_id, :plan, since, {first_action(sql, policy, 'since')} FROM ka_new "
+                        "WHERE true "
+                        f"ORDER BY line_id{upsert}",
+                        *names,
+                    ),
+                    params,
+                )
+                session.execute(
+                    text(
+                        f"UPDATE lines SET deadline_at = {sql.plus_days(since, policy.inactivity_days)} "
+                        "WHERE id IN (SELECT line_id FROM ka_new)"
+                    )
+                )
+        done += int(count)
     return done
 
 
@@ -165,9 +240,10 @@ def select_due(session: Session, sql: Dialect, *, now: datetime, limit: int, pla
     crossed, the next action and whether it is recycled; then an open replacement order or loss report
     postpones the recycling by a day (policy).
 
-    On PostgreSQL the lines are locked (``SKIP LOCKED``): two sweeps (or two workers of one sweep) at once
-    share the work instead of both recycling the same line, and a concurrent usage event waits for the batch
-    (or the batch for it). SQLite's write lock serialises them.
+    On PostgreSQL the due calendar rows are locked (``SKIP LOCKED``): two sweeps (or two workers of one
+    sweep) at once share the work instead of both recycling the same line, and a concurrent usage event
+    waits for the batch (or the batch for it); then the ``lines`` rows of the lines to recycle. SQLite's
+    write lock serialises them.
     """
     params: dict[str, Any] = {"now": now, "limit": limit, "never": NEVER}
     deadlines, points, nexts, fates, availables = [], [], [], [], []
@@ -192,12 +268,13 @@ def select_due(session: Session, sql: Dialect, *, now: datetime, limit: int, pla
     # Stored in line order, so that the statements that follow visit the lines' pages in order.
     result = session.execute(
         stamps(
-            "INSERT INTO ka_due (line_id, plan_id, since, msisdn, sim_id, deadline_at, point, next_at, "
-            f"available_at, recycle) SELECT id, plan_id, since, msisdn, sim_id, {by_plan(deadlines)}, "
-            f"{by_plan(points)}, {by_plan(nexts)}, {by_plan(availables)}, COALESCE({by_plan(fates)}, 0) "
-            "FROM (SELECT id, plan_id, COALESCE(last_activity_at, activated_at) AS since, msisdn, sim_id "
-            f"FROM lines WHERE next_action_at <= :now ORDER BY next_action_at LIMIT :limit{lock}) AS due "
-            "ORDER BY id",
+            "INSERT INTO ka_due (line_id, plan_id, since, deadline_at, point, next_at, available_at, "
+            "recycle) "
+            f"SELECT line_id, plan_id, since, {by_plan(deadlines)}, {by_plan(points)}, {by_plan(nexts)}, "
+            f"{by_plan(availables)}, COALESCE({by_plan(fates)}, 0) "
+            "FROM (SELECT line_id, plan_id, since FROM line_calendar "
+            f"WHERE next_action_at <= :now ORDER BY next_action_at LIMIT :limit{lock}) AS due "
+            "ORDER BY line_id",
             *(name for name in params if name != "limit"),
         ),
         params,
@@ -216,6 +293,13 @@ def select_due(session: Session, sql: Dialect, *, now: datetime, limit: int, pla
         )
         if sql.postgres:
             session.execute(text("ANALYZE ka_due"))  # the planner must know the batch is small
+        # The number and SIM of the lines to recycle: the only ones whose lines row the batch reads.
+        session.execute(
+            text(
+                "UPDATE ka_due SET (msisdn, sim_id) = (SELECT l.msisdn, l.sim_id FROM lines AS l "
+                "WHERE l.id = ka_due.line_id) WHERE recycle = 1"
+            )
+        )
     return count
 
 
@@ -321,22 +405,33 @@ def recycle(session: Session, sql: Dialect, *, now: datetime) -> list[int]:
 
 
 def write_calendar(session: Session, sql: Dialect, *, now: datetime) -> None:
-    """Every due line's new deadline and next action; the recycled ones' state: one ``UPDATE``."""
+    """The live due lines' next action (``line_calendar``), the recycled ones' state (``lines``)."""
     recycled = LineStatus.RECYCLED.value
     if sql.postgres:
-        statement = (
-            "UPDATE lines SET deadline_at = d.deadline_at, next_action_at = d.next_at, "
-            f"status = CASE WHEN d.recycle = 1 THEN '{recycled}' ELSE lines.status END, "
-            "recycled_at = CASE WHEN d.recycle = 1 THEN :now ELSE lines.recycled_at END "
-            "FROM ka_due AS d WHERE lines.id = d.line_id"
+        session.execute(
+            text(
+                "UPDATE line_calendar SET next_action_at = d.next_at FROM ka_due AS d "
+                "WHERE line_calendar.line_id = d.line_id AND d.recycle = 0"
+            )
         )
-    else:  # SQLite walks ka_due in line order and looks each line up by its key
-        statement = (
-            "UPDATE lines SET (deadline_at, next_action_at, status, recycled_at) = ("
-            "SELECT d.deadline_at, d.next_at, "
-            f"CASE WHEN d.recycle = 1 THEN '{recycled}' ELSE lines.status END, "
-            "CASE WHEN d.recycle = 1 THEN :now ELSE lines.recycled_at END "
-            "FROM ka_due AS d WHERE d.line_id = lines.id) "
-            "WHERE id IN (SELECT line_id FROM ka_due)"
+        lines = (
+            f"UPDATE lines SET status = '{recycled}', recycled_at = :now, deadline_at = d.deadline_at "
+            "FROM ka_due AS d WHERE lines.id = d.line_id AND d.recycle = 1"
         )
-    session.execute(stamps(statement, "now"), {"now": now})
+    else:  # SQLite walks ka_due in line order and looks each row up by its key
+        session.execute(
+            text(
+                "UPDATE line_calendar SET next_action_at = "
+                "(SELECT d.next_at FROM ka_due AS d WHERE d.line_id = line_calendar.line_id) "
+                "WHERE line_id IN (SELECT line_id FROM ka_due WHERE recycle = 0)"
+            )
+        )
+        lines = (
+            f"UPDATE lines SET status = '{recycled}', recycled_at = :now, deadline_at = "
+            "(SELECT d.deadline_at FROM ka_due AS d WHERE d.line_id = lines.id) "
+            "WHERE id IN (SELECT line_id FROM ka_due WHERE recycle = 1)"
+        )
+    session.execute(
+        text("DELETE FROM line_calendar WHERE line_id IN (SELECT line_id FROM ka_due WHERE recycle = 1)")
+    )
+    session.execute(stamps(lines, "now"), {"now": now})

@@ -20,8 +20,9 @@ Built for throughput (figures: ``bench/activity_import.py``):
   temporary table then ``INSERT ... SELECT`` on PostgreSQL): a duplicate, within the file or from an earlier
   run, is counted as already present and never moves a clock. Each line's newest counting event of the batch
   (noted while checking, or, when the batch held duplicates, taken in SQL from the events it did insert) goes
-  into a temporary table, and one ``UPDATE ... FROM`` per plan moves those lines' clocks forward (never
-  back), with their deadline and next sweep time computed in SQL as the API computes them.
+  into a temporary table; per plan, one upsert writes those lines' next sweep time (``line_calendar``) and
+  one ``UPDATE ... FROM`` moves their clocks forward (never back) with their deadline, computed in SQL as
+  the API computes them.
 """
 
 # ruff: noqa: S608 - SQL text is assembled from constants and the plans' integers; values are bound parameters.
@@ -473,19 +474,45 @@ class ActivityWriter:
                 cursor.close()
         if sql.postgres:
             session.execute(text("ANALYZE ka_moves"))
-        for plan_id in session.scalars(text("SELECT DISTINCT plan_id FROM ka_moves")).all():
-            policy = self.plans[int(plan_id)]
+        moved = "(l.last_activity_at IS NULL OR l.last_activity_at < m.at)"
+        plan_ids = [int(p) for p in session.scalars(text("SELECT DISTINCT plan_id FROM ka_moves ORDER BY 1"))]
+        if sql.postgres:
+            # Lines whose calendar the sweep has not computed yet are locked first, as the sweep locks them
+            # (by their lines row) before writing their calendar row; the others' calendar rows come before
+            # their lines rows (the keep-alive lock order). So an import and a sweep never wait on each
+            # other in a circle.
+            session.execute(
+                text(
+                    "SELECT id FROM lines WHERE id IN (SELECT line_id FROM ka_moves) AND deadline_at IS NULL "
+                    "ORDER BY id FOR UPDATE"
+                )
+            )
+        # The moved live lines' sweep calendar, for every plan before any line is written.
+        for plan_id in plan_ids:
+            policy = self.plans[plan_id]
             params = thresholds(policy, now)
             session.execute(
                 stamps(
-                    "UPDATE lines SET last_activity_at = m.at, "
-                    f"deadline_at = {sql.plus_days('m.at', policy.inactivity_days)}, "
-                    f"next_action_at = {first_action(sql, policy, 'm.at')} FROM ka_moves AS m "
-                    "WHERE lines.id = m.line_id AND m.plan_id = :plan "
-                    "AND (lines.last_activity_at IS NULL OR lines.last_activity_at < m.at)",
+                    "INSERT INTO line_calendar (line_id, plan_id, since, next_action_at) "
+                    f"SELECT m.line_id, m.plan_id, m.at, {first_action(sql, policy, 'm.at')} "
+                    f"FROM ka_moves AS m JOIN lines AS l ON l.id = m.line_id WHERE m.plan_id = :plan "
+                    f"AND {moved} AND l.status != '{LineStatus.RECYCLED.value}' ORDER BY m.line_id "
+                    "ON CONFLICT (line_id) DO UPDATE SET plan_id = excluded.plan_id, since = excluded.since, "
+                    "next_action_at = excluded.next_action_at",
                     *params,
                 ),
-                {**params, "plan": int(plan_id)},
+                {**params, "plan": plan_id},
+            )
+        for plan_id in plan_ids:
+            policy = self.plans[plan_id]
+            session.execute(
+                text(
+                    "UPDATE lines SET last_activity_at = m.at, "
+                    f"deadline_at = {sql.plus_days('m.at', policy.inactivity_days)} "
+                    "FROM ka_moves AS m WHERE lines.id = m.line_id AND m.plan_id = :plan "
+                    "AND (lines.last_activity_at IS NULL OR lines.last_activity_at < m.at)"
+                ),
+                {"plan": plan_id},
             )
 
 

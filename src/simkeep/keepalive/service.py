@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, select, update
+from sqlalchemy import Engine, Table, delete, select, update
 from sqlalchemy.orm import Session
 
 import simkeep.keepalive.templates as _templates  # noqa: F401 - registers the message templates
@@ -67,12 +67,14 @@ from simkeep.models import (
     UsageEvent,
     UsageKind,
 )
+from simkeep.models.keepalive import LineCalendar
 from simkeep.network import operations
 
 CLOCK_SKEW = timedelta(minutes=5)
 LINES = cast(Table, Line.__table__)
 POOL = cast(Table, PoolNumber.__table__)
 SIMS = cast(Table, Sim.__table__)
+CALENDAR = cast(Table, LineCalendar.__table__)
 
 
 def _insert(session: Session) -> Any:
@@ -112,6 +114,22 @@ class PlanPolicy:
         """``(deadline_at, next_action_at)`` for a line last active (or activated) at ``since``."""
         deadline = schedule.deadline_of(since, self.inactivity_days)
         return deadline, schedule.next_action(deadline, self.points, now)
+
+
+def set_calendar(session: Session, line: Line, policy: PlanPolicy, *, since: datetime, now: datetime) -> None:
+    """Give ``line`` (live, flushed) the deadline of an activity at ``since`` and its sweep calendar row."""
+    line.deadline_at, next_action_at = policy.calendar(since, now)
+    row = {"plan_id": line.plan_id, "since": since, "next_action_at": next_action_at}
+    session.execute(
+        _insert(session)(LineCalendar)
+        .values(line_id=line.id, **row)
+        .on_conflict_do_update(index_elements=["line_id"], set_=row)
+    )
+
+
+def next_action_of(session: Session, line_id: int) -> datetime | None:
+    """When the sweep next looks at the line (``None``: recycled, or its calendar is not computed yet)."""
+    return session.scalar(select(LineCalendar.next_action_at).where(LineCalendar.line_id == line_id))
 
 
 def policies(session: Session) -> dict[int, PlanPolicy]:
@@ -178,9 +196,14 @@ def record_usage(
     if len(checked) == 2:
         raise UsageEventInvalid(f"{checked[0]}: {checked[1]}", field=checked[0])
     eid, number, usage, stamp = checked
-    line = session.scalar(select(Line).where(Line.msisdn == number).with_for_update())
-    if line is None:
+    line_id = session.scalar(select(Line.id).where(Line.msisdn == number))
+    if line_id is None:
         raise LineNotFound("No such line.")
+    # The keep-alive lock order: the calendar row (the sweep holds it while it works on the line), then the
+    # line.
+    session.execute(select(CALENDAR.c.line_id).where(CALENDAR.c.line_id == line_id).with_for_update())
+    line = session.get(Line, line_id, with_for_update=True, populate_existing=True)
+    assert line is not None
     if line.status == LineStatus.RECYCLED:
         raise LineRecycled("This number was recycled.")
     plan = session.get(Plan, line.plan_id)
@@ -197,8 +220,8 @@ def record_usage(
     ).first()
     since = line.last_activity_at or line.activated_at
     if inserted is not None and counted and stamp > since:
-        line.last_activity_at = stamp
-        line.deadline_at, line.next_action_at = policy.calendar(stamp, now)
+        line.last_activity_at = since = stamp
+        set_calendar(session, line, policy, since=stamp, now=now)
         session.flush()
     deadline = line.deadline_at or schedule.deadline_of(since, policy.inactivity_days)
     return RecordedEvent(
@@ -208,10 +231,13 @@ def record_usage(
 
 def reschedule_plan(session: Session, *, plan_id: int) -> int:
     """After a plan's figures changed: its live lines are recomputed by the next sweep; returns how many."""
+    session.execute(  # calendar rows first: the keep-alive lock order
+        delete(CALENDAR).where(CALENDAR.c.line_id.in_(select(LINES.c.id).where(LINES.c.plan_id == plan_id)))
+    )
     result = session.execute(
         update(LINES)
         .where(LINES.c.plan_id == plan_id, LINES.c.status != LineStatus.RECYCLED.value)
-        .values(deadline_at=None, next_action_at=None)
+        .values(deadline_at=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -260,9 +286,16 @@ def sweep_batch(session: Session, *, now: datetime, limit: int = 20_000) -> Swee
     Set-based (:mod:`simkeep.keepalive.batch`): a dozen statements whatever the batch size. Returns the
     counts; ``checked + computed == 0`` means nothing is left to do for ``now``.
     """
-    counts = SweepCounts(batches=1)
     plans = policies(session)
     sql = batch.Dialect(session)
+    with batch.nested_loops(session, sql):
+        return _sweep_batch(session, sql, plans, now=now, limit=limit)
+
+
+def _sweep_batch(
+    session: Session, sql: batch.Dialect, plans: dict[int, PlanPolicy], *, now: datetime, limit: int
+) -> SweepCounts:
+    counts = SweepCounts(batches=1)
     counts.computed = batch.compute_missing(session, sql, now=now, limit=limit, plans=plans)
     if counts.computed >= limit:
         return counts
@@ -461,7 +494,7 @@ def restore_line(
     line.status = LineStatus.ACTIVE
     line.recycled_at = None
     line.last_activity_at = now  # the undo restarts the inactivity window
-    line.deadline_at, line.next_action_at = PlanPolicy.of(plan).calendar(now, now)
+    set_calendar(session, line, PlanPolicy.of(plan), since=now, now=now)
     subscriber = session.get(Subscriber, line.subscriber_id)
     assert subscriber is not None
     notify(session, settings, subscriber=subscriber, line=line, template="keepalive_restored")
@@ -511,9 +544,9 @@ def assign_number(
         msisdn=number, subscriber_id=subscriber_id, plan_id=plan.id, status=LineStatus.ACTIVE,
         sim_id=sim.id if sim else None, activated_at=now, last_activity_at=None,
     )  # fmt: skip
-    line.deadline_at, line.next_action_at = PlanPolicy.of(plan).calendar(now, now)
     session.add(line)
     session.flush()
+    set_calendar(session, line, PlanPolicy.of(plan), since=now, now=now)
     if sim is not None:
         operations.schedule(
             session, settings, kind=NetworkOpKind.MOVE, line_id=line.id, msisdn=number, new_imsi=sim.imsi,

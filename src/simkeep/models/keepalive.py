@@ -37,6 +37,25 @@ class UsageEvent(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LineCalendar(Base):
+    """What the keep-alive sweep needs of a live line: its plan, its last activity (or activation) and when
+    the sweep next has something to do for it (a reminder point or the deadline).
+
+    A narrow table of its own: the sweep reads and rewrites the due lines' rows here, and touches the wide
+    ``lines`` row (with all its indexes) only to recycle a line. One row per live line whose deadline is
+    computed (``lines.deadline_at`` set), none for a recycled line; ``plan_id`` and ``since`` equal the
+    line's ``plan_id`` and ``COALESCE(last_activity_at, activated_at)``. Written only by
+    :mod:`simkeep.keepalive` (sweep, activity, undo, number assignment, plan rescheduling).
+    """
+
+    __tablename__ = "line_calendar"
+
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"), primary_key=True, autoincrement=False)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"))
+    since: Mapped[datetime]
+    next_action_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class KeepAliveReminder(Base):
     """A reminder sent for one reminder point of one deadline (a new deadline starts a new cycle)."""
 
@@ -44,7 +63,11 @@ class KeepAliveReminder(Base):
     __table_args__ = (UniqueConstraint("line_id", "deadline_at", "days_left"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"), index=True)
+    #: Not indexed alone: the unique key starts with it. No foreign key either: on PostgreSQL its check
+    #: locks the referenced ``lines`` row (``FOR KEY SHARE``), a write to the wide row's page for every
+    #: reminder (gigabytes of WAL for the daily sweep over 10M lines). The sweep writes reminders only for
+    #: lines with a ``line_calendar`` row, whose own foreign key checks the line; lines are never deleted.
+    line_id: Mapped[int]
     deadline_at: Mapped[datetime]
     days_left: Mapped[int]
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, String
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
@@ -55,6 +55,16 @@ class Line(Base):
     """A phone number (MSISDN, E.164) held by a subscriber and served by at most one live SIM."""
 
     __tablename__ = "lines"
+    __table_args__ = (
+        # The lines whose keep-alive calendar the sweep has still to compute (new, or their plan changed):
+        # few at any time, so a partial index that the sweep's other writes never touch.
+        Index(
+            "ix_lines_deadline_unset",
+            "id",
+            sqlite_where=text("deadline_at IS NULL"),
+            postgresql_where=text("deadline_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     msisdn: Mapped[str] = mapped_column(String(16), unique=True)
@@ -70,11 +80,10 @@ class Line(Base):
     sim_change_lock: Mapped[bool] = mapped_column(default=False)
     activated_at: Mapped[datetime]
     last_activity_at: Mapped[datetime | None]
-    #: When the number would be recycled without further activity (kept up to date with the activity).
-    #: Not indexed: nothing looks lines up by deadline, and the sweep rewrites it for every line it visits.
+    #: When the number would be recycled without further activity (kept up to date with the activity);
+    #: ``None`` until the keep-alive sweep computes it. When the sweep next looks at the line is kept apart,
+    #: in :class:`simkeep.models.keepalive.LineCalendar`, so that the sweep's daily writes stay off this row.
     deadline_at: Mapped[datetime | None]
-    #: When the keep-alive sweep next has something to do for this line (a reminder or the deadline).
-    next_action_at: Mapped[datetime | None] = mapped_column(index=True)
     recycled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
