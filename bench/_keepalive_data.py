@@ -122,5 +122,14 @@ def make_lines(engine: Engine, n: int, now: datetime) -> None:
                 ),
                 {"n": n, "b": base, "plan": plan_id},
             )
-    with engine.begin() as conn:
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+        return
+    # PostgreSQL: the state a database in use is in, not the aftermath of a bulk load: vacuumed (hint bits
+    # and visibility map set, as autovacuum leaves them) and checkpointed (the load's dirty pages written),
+    # so that the sweep's figure holds the sweep's own work, not the load's.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM (ANALYZE) lines, line_calendar"))
         conn.execute(text("ANALYZE"))
+        conn.execute(text("CHECKPOINT"))

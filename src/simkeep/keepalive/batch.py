@@ -177,9 +177,11 @@ def compute_missing(
     """
     done = 0
     since = "COALESCE(last_activity_at, activated_at)"
+    # Found by the partial index on ``deadline_at IS NULL`` (a few lines); ``+plan_id`` keeps SQLite from
+    # walking the plan's (millions of) lines by the plan_id index instead.
     pick = (
         f"SELECT id, {since} AS since FROM lines WHERE deadline_at IS NULL "
-        f"AND status != '{LineStatus.RECYCLED.value}' AND plan_id = :plan LIMIT :limit"
+        f"AND status != '{LineStatus.RECYCLED.value}' AND +plan_id = :plan LIMIT :limit"
     )
     upsert = (
         " ON CONFLICT (line_id) DO UPDATE SET plan_id = excluded.plan_id, since = excluded.since, "
