@@ -1,13 +1,13 @@
 """One batch of the daily sweep, set-based: a handful of SQL statements per batch, no Python loop over lines.
 
-The sweep's calendar lives in ``line_calendar (line_id, next_action_at)``, a narrow table of its own (one
-row per live line whose deadline is computed), not in ``lines``: rewriting a due line's next action then
-touches a small row and two small indexes, and the wide ``lines`` row (with all its indexes) is written only
-for the lines that are recycled.
+The sweep's calendar lives in ``line_calendar (line_id, plan_id, since, next_action_at)``, a narrow table of
+its own (one row per live line whose deadline is computed), not in ``lines``: reading a due line and
+rewriting its next action touch a small row and two small indexes; the wide ``lines`` row is read and
+written only for the lines that are recycled (their number and SIM, their new state).
 
-The batch's due lines (``next_action_at <= now``, read in the order of that index, each joined to its line)
-are copied into a temporary table ``ka_due`` by one ``INSERT ... SELECT`` that also computes, per plan (a
-``CASE`` on the plan id), the deadline, whether the line is past it, the nearest reminder point crossed and
+The batch's due lines (``next_action_at <= now``, read in the order of that index) are copied into a
+temporary table ``ka_due`` by one ``INSERT ... SELECT`` that also computes, per plan (a ``CASE`` on the
+plan id), the deadline, whether the line is past it, the nearest reminder point crossed and
 the next action time: the batch's rows are written once, not rewritten by one ``UPDATE`` per decision.
 The reminder points are compared as thresholds computed once in Python (``point P is crossed`` is
 ``since <= now - (inactivity - P) days``), so the only date arithmetic in SQL is "timestamp plus whole
@@ -21,12 +21,12 @@ days", exact on both databases. Then, for the whole batch at once:
 - recycling: SIMs retired, numbers quarantined in the pool (upsert), history rows, one
   ``keepalive.recycle`` job per recycling, one audit entry listing the batch's recycled lines;
 - one ``UPDATE`` of ``line_calendar`` writes the live lines' next action, the recycled lines' calendar
-  rows are deleted, and one ``UPDATE`` of ``lines`` marks the recycled lines (and corrects a deadline that
-  disagrees with the line's activity, which the keep-alive writers never leave).
+  rows are deleted, and one ``UPDATE`` of ``lines`` marks the recycled lines.
 
 Lock order on PostgreSQL, everywhere in keep-alive: a line's calendar row before its ``lines`` row. The
-sweep locks the due calendar rows (``SKIP LOCKED``), then the ``lines`` rows of the lines it recycles;
-recording activity locks the calendar row, then the line. Lines whose calendar is not computed yet
+sweep locks the due calendar rows (``SKIP LOCKED``), then (by updating them) the ``lines`` rows of the lines
+it recycles; recording activity locks the calendar row, then the line; the activity import upserts the
+calendar rows, then updates the lines. Lines whose calendar is not computed yet
 (``lines.deadline_at IS NULL``, a partial index) are taken by their ``lines`` row (``SKIP LOCKED``).
 
 The results equal those of :mod:`simkeep.keepalive.schedule`'s pure functions (the tests pin them down).
@@ -244,8 +244,7 @@ def select_due(session: Session, sql: Dialect, *, now: datetime, limit: int, pla
 
     On PostgreSQL the due calendar rows are locked (``SKIP LOCKED``): two sweeps (or two workers of one
     sweep) at once share the work instead of both recycling the same line, and a concurrent usage event
-    waits for the batch (or the batch for it); then the ``lines`` rows of the lines to recycle. SQLite's
-    write lock serialises them.
+    waits for the batch (or the batch for it). SQLite's write lock serialises them.
     """
     params: dict[str, Any] = {"now": now, "limit": limit, "never": NEVER}
     deadlines, points, nexts, fates, availables = [], [], [], [], []
