@@ -76,6 +76,8 @@ class Dialect:
 
     def __init__(self, session: Session) -> None:
         self.postgres = session.get_bind().dialect.name == "postgresql"
+        #: PostgreSQL: the ``wal_compression`` method this role may set for its own transactions, if any.
+        self.wal_compression = _wal_compression(session) if self.postgres else None
 
     def plus_days(self, column: str, days: int) -> str:
         """``column + days`` (whole days of 24 h, in UTC), as stored by :class:`UTCDateTime`."""
@@ -91,6 +93,22 @@ class Dialect:
         return f"{function}('{name}', {column})"
 
 
+def _wal_compression(session: Session) -> str | None:
+    """The best ``wal_compression`` method this role may set (superuser, or ``GRANT SET ON PARAMETER``)."""
+    row = session.execute(
+        text(
+            "SELECT enumvals, current_setting('is_superuser') = 'on' OR ("
+            "current_setting('server_version_num')::int >= 150000 AND "
+            "has_parameter_privilege('wal_compression', 'SET')) "
+            "FROM pg_settings WHERE name = 'wal_compression'"
+        )
+    ).first()
+    if row is None or not row[1]:
+        return None
+    methods = list(row[0] or [])
+    return next((m for m in ("lz4", "zstd", "pglz") if m in methods), None)
+
+
 @contextmanager
 def nested_loops(session: Session, sql: Dialect) -> Iterator[None]:
     """On PostgreSQL, joins of the batch's few thousand rows with the big tables by key lookups.
@@ -99,14 +117,23 @@ def nested_loops(session: Session, sql: Dialect) -> Iterator[None]:
     the big table's primary key index from its start (the batch's lines are spread over the whole table):
     millions of index entries read for a few thousand rows. Merge and hash joins are turned off for the
     batch's statements (``SET LOCAL``: restored afterwards, or by the rollback after an error).
+
+    And when the role may set it, ``wal_compression`` for the batch's own transaction: the sweep writes
+    pages all over ``line_calendar`` (and the recycled lines' pages), so most of its WAL is full-page
+    images, which compress well (measured: 10M lines, PostgreSQL 15, about 12-13 s without, 7 s with lz4).
+    An operator may instead turn it on for the whole server (``wal_compression`` in postgresql.conf).
     """
     if not sql.postgres:
         yield
         return
-    for name in ("enable_mergejoin", "enable_hashjoin"):
+    names = ["enable_mergejoin", "enable_hashjoin"]
+    for name in names:
         session.execute(text(f"SET LOCAL {name} = off"))
+    if sql.wal_compression is not None:
+        names.append("wal_compression")
+        session.execute(text(f"SET LOCAL wal_compression = {sql.wal_compression}"))
     yield
-    for name in ("enable_mergejoin", "enable_hashjoin"):
+    for name in names:
         session.execute(text(f"SET LOCAL {name} TO DEFAULT"))
 
 
