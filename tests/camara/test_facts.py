@@ -103,6 +103,27 @@ class TestPacking:
         assert unpack(pack("frozen", old, None)) == ("frozen", old, None)
         assert unpack(pack("active", old, None)) == ("active", old, None)
 
+    def test_unknown_and_known_numbers_cost_the_same_work(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:  # fmt: skip
+        """A known and an unknown number each take one dict lookup and one unpacking (privacy of
+        existence: the answer's time does not tell whether the number is served)."""
+        _, msisdn = _line(fresh_session_factory, fresh[1])
+        cache.load()
+        unpacked: list[object] = []
+        real = facts_module.unpack
+
+        def counting(value: object) -> object:
+            unpacked.append(value)
+            return real(value)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(facts_module, "unpack", counting)
+        assert cache.get(msisdn) is not None
+        assert cache.get("+8613999999999") is None
+        assert len(unpacked) == 2
+        assert all(isinstance(value, int) for value in unpacked)
+
     def test_keys_are_exact(self) -> None:
         """E.164 numbers become ints; anything else stays a string, so no two numbers share a key."""
         assert key_of("+8613800000001") == 8613800000001

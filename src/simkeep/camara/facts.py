@@ -114,6 +114,10 @@ def unpack(value: int | SwapFacts) -> SwapFacts:
     )
 
 
+#: What the lookup of an unknown number unpacks (see :meth:`FactsCache.get`).
+_ABSENT = pack(LineStatus.ACTIVE.value, _EPOCH, _EPOCH)
+
+
 class FactsCache:
     """The worker's copy of every line's SIM Swap facts (see the module)."""
 
@@ -157,10 +161,12 @@ class FactsCache:
         return "ready" if self.ready else "stale"
 
     def get(self, msisdn: str) -> SwapFacts | None:
-        """The facts of the line holding ``msisdn``, or None when no line holds it (a dict lookup either
-        way: an unknown number costs what a known one does)."""
-        value = self._facts.get(key_of(msisdn))
-        return None if value is None else unpack(value)
+        """The facts of the line holding ``msisdn``, or None when no line holds it: the same lookup and the
+        same unpacking either way (an unknown number unpacks a stand-in), so an unknown number costs what
+        a known one does."""
+        value = self._facts.get(key_of(msisdn), _ABSENT)
+        facts = unpack(value)
+        return None if value is _ABSENT else facts
 
     def __len__(self) -> int:
         return len(self._facts)
