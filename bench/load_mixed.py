@@ -46,6 +46,7 @@ from camara_check import (  # noqa: E402
     free_port,
     run_wrk,
     stop,
+    wait_facts,
     wait_ready,
 )
 from simkeep.camara import clients  # noqa: E402
@@ -163,6 +164,8 @@ def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> l
         server, worker, base = start_service(env, options.workers, workdir, backend)
         try:
             wait_ready(server, base, workdir / f"serve-{backend}.log")
+            waited = wait_facts(base, workers=options.workers)
+            print(f"{backend}: facts copies ready {waited:.1f} s after the server answered", flush=True)
             form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
             token = httpx.post(base + "/oauth2/token", data=form, timeout=10).json()["access_token"]
             script = workdir / f"check-{backend}.lua"
