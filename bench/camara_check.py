@@ -13,12 +13,15 @@ was other than 200 or 404. The baseline is a bare FastAPI app (one POST route an
 served by uvicorn with the same workers and driven by the same script.
 
 The last lines are ``RESULT camara_check_rps_<backend> <req/s> req/s``, ``RESULT camara_check_p99_ms_<backend>
-<ms> ms`` and ``RESULT fastapi_baseline_rps <req/s> req/s``.
+<ms> ms``, ``RESULT camara_check_cpu_us_<backend> <us>`` (CPU time of the server's processes per check, read
+from /proc: it holds on a shared machine where requests/s does not; on PostgreSQL also the database
+server's, all of its processes on the machine) and ``RESULT fastapi_baseline_rps <req/s> req/s``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -102,6 +105,44 @@ class Load:
     p99_ms: float
     p50_ms: float
     non_2xx: int
+    #: CPU time per request, in microseconds, of the server's processes and of all PostgreSQL server
+    #: processes on the machine: unlike requests/s, these hold when something else shares the machine.
+    cpu_us: float = 0.0
+    db_cpu_us: float = 0.0
+
+
+def _cpu_seconds(pids: set[int]) -> float:
+    """user + system CPU seconds of these processes so far (Linux /proc; vanished ones count 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
+def server_pids(root: int) -> tuple[set[int], set[int]]:
+    """The server process with its descendants, and the PostgreSQL server processes on this machine."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                head, tail = (entry / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(tail.split()[1])
+            names[int(entry.name)] = head.split("(", 1)[1]
+    tree = {root}
+    grew = True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grew = bool(found)
+    return tree, {pid for pid, name in names.items() if name.startswith("postgres")}
 
 
 def free_port() -> int:
@@ -226,7 +267,9 @@ def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads:
     )
 
 
-def rounds(targets: list[tuple[str, Path]], options: Any) -> list[list[Load]]:
+def rounds(
+    targets: list[tuple[str, Path]], options: Any, cpu_of: list[int | None] | None = None
+) -> list[list[Load]]:
     """Warm each target up, then load them in turn, ``--rounds`` times: the machine may be shared, so each
     figure is measured next to the others rather than minutes apart."""
     for url, script in targets:
@@ -234,15 +277,24 @@ def rounds(targets: list[tuple[str, Path]], options: Any) -> list[list[Load]]:
     runs: list[list[Load]] = [[] for _ in targets]
     for _ in range(options.rounds):
         for i, (url, script) in enumerate(targets):
-            runs[i].append(
-                run_wrk(
-                    url,
-                    script,
-                    connections=options.connections,
-                    duration=options.duration,
-                    threads=options.threads,
-                )
+            root = cpu_of[i] if cpu_of else None
+            mine, db = server_pids(root) if root else (set(), set())
+            before = _cpu_seconds(mine), _cpu_seconds(db)
+            load = run_wrk(
+                url,
+                script,
+                connections=options.connections,
+                duration=options.duration,
+                threads=options.threads,
             )
+            if root:
+                requests = max(1.0, load.rps * options.duration)
+                load = dataclasses.replace(
+                    load,
+                    cpu_us=(_cpu_seconds(mine) - before[0]) / requests * 1e6,
+                    db_cpu_us=(_cpu_seconds(db) - before[1]) / requests * 1e6,
+                )
+            runs[i].append(load)
     return runs
 
 
@@ -265,6 +317,8 @@ def median_load(runs: list[Load]) -> Load:
         p99_ms=statistics.median(r.p99_ms for r in runs),
         p50_ms=statistics.median(r.p50_ms for r in runs),
         non_2xx=sum(r.non_2xx for r in runs),
+        cpu_us=statistics.median(r.cpu_us for r in runs),
+        db_cpu_us=statistics.median(r.db_cpu_us for r in runs),
     )
 
 
@@ -314,7 +368,8 @@ def bench_backend(backend: str, options: Any, workdir: Path, baseline: tuple[str
             script = workdir / f"check-{backend}.lua"
             script.write_text(LUA % {"lines": options.lines, "token": token})
             spy = profile(process.pid, backend, options) if options.profile else None
-            simkeep_runs, baseline_runs = rounds([(base + "/sim-swap/v2/check", script), baseline], options)
+            targets = [(base + "/sim-swap/v2/check", script), baseline]
+            simkeep_runs, baseline_runs = rounds(targets, options, [process.pid, None])
             if spy is not None:
                 spy.wait()
         finally:
@@ -325,7 +380,8 @@ def bench_backend(backend: str, options: Any, workdir: Path, baseline: tuple[str
             sys.exit(f"{backend}: some checks were refused or failed: {answers}")
         for i, (mine, bare) in enumerate(zip(simkeep_runs, baseline_runs, strict=True)):
             print(
-                f"{backend} round {i + 1}: simkeep {mine.rps:.0f} req/s (p99 {mine.p99_ms:.1f} ms), "
+                f"{backend} round {i + 1}: simkeep {mine.rps:.0f} req/s (p99 {mine.p99_ms:.1f} ms, "
+                f"CPU per request: server {mine.cpu_us:.1f} us, PostgreSQL {mine.db_cpu_us:.1f} us), "
                 f"baseline {bare.rps:.0f} req/s (p99 {bare.p99_ms:.1f} ms)",
                 flush=True,
             )
@@ -401,6 +457,9 @@ def main() -> None:
                 )
                 results.append(f"RESULT camara_check_rps_{backend} {load.rps:.0f} req/s")
                 results.append(f"RESULT camara_check_p99_ms_{backend} {load.p99_ms:.2f} ms")
+                results.append(f"RESULT camara_check_cpu_us_{backend} {load.cpu_us:.1f} us a check")
+                if backend == "postgres":
+                    results.append(f"RESULT camara_check_db_cpu_us_{backend} {load.db_cpu_us:.1f} us a check")
         results.append(f"RESULT fastapi_baseline_rps {statistics.median(b.rps for b in baselines):.0f} req/s")
     for line in results:
         print(line)

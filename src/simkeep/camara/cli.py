@@ -1,14 +1,23 @@
-"""``simkeep clients``: relying parties of the CAMARA APIs (banks, apps)."""
+"""``simkeep clients``: relying parties of the CAMARA APIs (banks, apps), and what they asked us."""
 
 from __future__ import annotations
 
-from typing import Any
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from simkeep.cli_support import JSON_OPTION, emit, fail, load_settings, open_session
 from simkeep.errors import DomainError
 from simkeep.models import RelyingParty
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from simkeep.config import Settings
 
 app = typer.Typer(help="Relying parties of the CAMARA APIs (OAuth2 clients).", no_args_is_help=True)
 
@@ -115,3 +124,190 @@ def rotate_secret(
         as_json=as_json,
         text=f"client_secret {issued.secret}\nThe secret is shown once: store it now.",
     )
+
+
+#: The period ``clients queries`` reads when none is given, and the longest it reads: the log has no index on
+#: the number (migration 0010), so a request reads every query of its period.
+DEFAULT_QUERY_PERIOD = timedelta(days=30)
+MAX_QUERY_PERIOD = timedelta(days=366)
+
+
+@contextmanager
+def reading_session(settings: Settings) -> Iterator[Session]:
+    """A session for a long read that writes nothing.
+
+    On SQLite a connection of its own, read-only (``query_only``) and without a transaction: simkeep's
+    engine takes the write lock (``BEGIN IMMEDIATE``) for every transaction, and held for the length of a
+    read of the query log it would stop the CAMARA query writer, and every other writer, until the read
+    ends (or their busy timeout). In WAL mode the read runs beside them. Elsewhere :func:`open_session`.
+    """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.orm import Session
+    from sqlalchemy.pool import NullPool
+
+    from simkeep.db.engine import normalise_url
+
+    url = normalise_url(settings.database_url)
+    if make_url(url).get_backend_name() != "sqlite":
+        with open_session(settings) as session:
+            yield session
+        return
+    # pysqlite's own transaction handling: a SELECT opens no transaction, each statement reads on its own.
+    engine = create_engine(
+        url, poolclass=NullPool, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA query_only=ON")
+
+    session = Session(engine)
+    try:
+        yield session
+    finally:
+        session.close()
+        engine.dispose()
+
+
+def _moment(option: str, value: str, *, as_json: bool) -> datetime:
+    """``--since`` or ``--until``: a date (its midnight, UTC) or an ISO 8601 time (UTC unless it names a
+    zone)."""
+    try:
+        stamp = datetime.fromisoformat(value.strip())
+        return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: a zone that moves the time out of years 1..9999
+        raise fail(
+            f"{option} {value!r}: not a date (YYYY-MM-DD) or an ISO 8601 time (2026-11-30T08:00:00+08:00)",
+            as_json=as_json,
+            code="INVALID_DATE",
+        ) from None
+
+
+def _period(
+    since: str | None, until: str | None, *, now: datetime, as_json: bool
+) -> tuple[datetime, datetime]:
+    """``[since, until)`` from the options: until defaults to now, since to 30 days before until."""
+    end = _moment("--until", until, as_json=as_json) if until is not None else now
+    try:
+        start = (
+            _moment("--since", since, as_json=as_json) if since is not None else end - DEFAULT_QUERY_PERIOD
+        )
+    except OverflowError:  # 30 days before the year 1
+        raise fail(f"--until {until!r}: too early", as_json=as_json, code="INVALID_DATE") from None
+    if start >= end:
+        raise fail(
+            f"--since ({start.isoformat()}) must come before --until ({end.isoformat()})",
+            as_json=as_json,
+            code="INVALID_PERIOD",
+        )
+    if end - start > MAX_QUERY_PERIOD:
+        raise fail(
+            f"the period from {start.isoformat()} to {end.isoformat()} is longer than "
+            f"{MAX_QUERY_PERIOD.days} days; ask for it in parts (--since and --until)",
+            as_json=as_json,
+            code="PERIOD_TOO_LONG",
+        )
+    return start, end
+
+
+@app.command("queries")
+def queries(
+    number: Annotated[str, typer.Option("--number", help="The holder's number, in E.164 (+8613800138000).")],
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="From this date (UTC midnight) or ISO 8601 time, included. Default: --until - 30 days.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", help="Up to this date (UTC midnight) or ISO 8601 time, excluded. Default: now."
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=100_000, help="At most this many queries, oldest first.")
+    ] = 1000,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Which clients asked about a number, when, and what they were told (a holder's privacy request).
+
+    Reads ``[--since, --until)``, 30 days by default and at most 366: the query log has no index on the
+    number, so it is read by period. Exit 1 on a bad number or period."""
+    from simkeep.camara.repository import queries_about
+    from simkeep.db.base import utcnow
+    from simkeep.identifiers import InvalidMsisdn, normalise_msisdn
+    from simkeep.masking import mask_msisdn
+
+    try:
+        msisdn = normalise_msisdn(number)
+    except InvalidMsisdn as error:
+        raise fail(f"--number: {error.message}", as_json=as_json, code=error.code) from error
+    start, end = _period(since, until, now=utcnow(), as_json=as_json)
+    settings = load_settings()
+    with reading_session(settings) as session:
+        found = queries_about(session, msisdn, since=start, until=end, limit=limit + 1)
+    rows = [
+        {
+            "client_id": q.client_id,
+            "client_name": q.client_name,
+            "api": q.api,
+            "answer": q.answer,
+            "status": q.status,
+            "asked_at": q.asked_at.isoformat(),
+        }
+        for q in found[:limit]
+    ]
+    period = f"from {start.isoformat()} to {end.isoformat()} (excluded)"
+    emit(rows, as_json=as_json, text=_queries_table(rows, f"about {mask_msisdn(msisdn)} {period}"))
+    if len(found) > limit:
+        typer.echo(
+            f"more queries in the period than --limit {limit}; for the rest: "
+            f"--since {found[limit - 1].asked_at.isoformat()} (the queries of that time come again)",
+            err=True,
+        )
+
+
+def _queries_table(rows: list[dict[str, Any]], about: str) -> str:
+    """The queries as a table for a person (times in UTC, to the second; names cut to 30 columns)."""
+    if not rows:
+        return f"no queries {about}"
+    cells = [
+        (
+            datetime.fromisoformat(r["asked_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+            r["client_id"],
+            _cut(r["client_name"], 30),
+            r["api"],
+            str(r["status"]),
+            r["answer"],
+        )
+        for r in rows
+    ]
+    head = ("asked at (UTC)", "client_id", "client", "api", "status", "answer")
+    widths = [max(_columns(c[i]) for c in [head, *cells]) for i in range(len(head) - 1)]
+    lines = [f"{len(rows)} queries {about}:", ""]
+    lines += [
+        "  ".join([*(_pad(c[i], w) for i, w in enumerate(widths)), c[-1]]).rstrip() for c in [head, *cells]
+    ]
+    return "\n".join(lines)
+
+
+def _columns(text: str) -> int:
+    """Terminal columns ``text`` takes (Chinese characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` padded to ``width`` terminal columns."""
+    return text + " " * max(width - _columns(text), 0)
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` terminal columns, an ellipsis marking the cut."""
+    if _columns(text) <= width:
+        return text
+    while _columns(text) > width - 1:
+        text = text[:-1]
+    return text + "…"

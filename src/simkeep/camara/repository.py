@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ARRAY, Select, String, any_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -263,3 +263,67 @@ def heartbeat(session: Session, *, worker_id: str, now: datetime, live_after: da
         )
         or 1
     )
+
+
+# --- the query log read by number (privacy requests) ------------------------------------------------------
+
+
+class QueryAbout(NamedTuple):
+    """One recorded query about a number: who asked (public client id and name), what, the answer, when."""
+
+    client_id: str
+    client_name: str
+    api: str
+    answer: str
+    status: int
+    asked_at: datetime
+
+
+def queries_about(
+    session: Session, msisdn: str, *, since: datetime, until: datetime, limit: int
+) -> list[QueryAbout]:
+    """The recorded queries about ``msisdn`` asked in ``[since, until)``, oldest first (ties by row id), at
+    most ``limit`` of them, each with the asking client's public id and name.
+
+    ``api_queries`` has no index on the number (migration 0010), so the log is read by client and period
+    through the ``(client_id, asked_at)`` index, one range per client, and the number is checked on the rows
+    of those ranges: the cost follows the period read, not the size of the log, so the caller bounds the
+    period. Oldest first, so that a listing cut by ``limit`` goes on with ``since`` set to the time of its
+    last row (``since`` is inclusive: a row at that very time may come twice, but none is missed).
+
+    The clients' row ids are read first and sent as values (``client_id IN (1, 2, ...)``), not as
+    ``IN (SELECT id FROM api_clients)``: PostgreSQL plans the subquery as a join whose size it does not
+    know and, on a year of log (500,000 rows, 8 clients, 30 days asked), chose a parallel sequential scan of
+    the whole table (6,263 pages read, 78 ms); with the values it reads the index ranges (686 pages,
+    6 ms). Plans checked (EXPLAIN, EXPLAIN QUERY PLAN; SQLite 3.40), with and without ANALYZE:
+
+    - SQLite: ``SEARCH api_queries USING INDEX ix_api_queries_client_at (client_id=? AND asked_at>? AND
+      asked_at<?)``, ``SEARCH api_clients USING INTEGER PRIMARY KEY`` (or ``SCAN api_clients``, the few
+      clients, once statistics exist), ``USE TEMP B-TREE FOR ORDER BY``.
+    - PostgreSQL 15: ``Bitmap Index Scan on ix_api_queries_client_at``, ``Index Cond: client_id = ANY
+      ('{1,...,8}') AND asked_at >= ... AND asked_at < ...``, then ``Bitmap Heap Scan on api_queries``
+      with ``Filter: msisdn = ...``, a nested loop to ``api_clients`` and a sort. Only a period that is
+      most of the log (366 days of a one-year log) makes it scan the table, which is then the cheaper way
+      to read that period.
+    """
+    client_pks = session.scalars(select(RelyingParty.id)).all()
+    stmt = (
+        select(
+            RelyingParty.client_id,
+            RelyingParty.name,
+            ApiQuery.api,
+            ApiQuery.answer,
+            ApiQuery.status,
+            ApiQuery.asked_at,
+        )
+        .join(RelyingParty, RelyingParty.id == ApiQuery.client_id)
+        .where(
+            ApiQuery.client_id.in_(client_pks),
+            ApiQuery.asked_at >= since,
+            ApiQuery.asked_at < until,
+            ApiQuery.msisdn == msisdn,
+        )
+        .order_by(ApiQuery.asked_at, ApiQuery.id)
+        .limit(limit)
+    )
+    return [QueryAbout(*row) for row in session.execute(stmt)]
