@@ -76,6 +76,9 @@ def _feed_rows(session_factory: Callable[[], Session]) -> int:
         return int(s.scalar(select(func.count()).select_from(CamaraChange)) or 0)
 
 
+_US = timedelta(microseconds=1)
+
+
 class TestPacking:
     """The packed form of a line's facts gives back exactly what was packed."""
 
@@ -123,6 +126,50 @@ class TestPacking:
         assert cache.get("+8613999999999") is None
         assert len(unpacked) == 2
         assert all(isinstance(value, int) for value in unpacked)
+
+    def test_latest_us_agrees_with_the_datetimes(self, cache: FactsCache) -> None:
+        """The check's packed read (microseconds, no datetimes) gives the last change, else the activation,
+        and None for a recycled or unknown number, for facts packed or kept unpacked."""
+        rng = random.Random(11)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        values: dict[int | str, int | repository.SwapFacts] = {}
+        expected: dict[str, int | None] = {}
+        for i in range(500):
+            number = f"+86138{i:08d}"
+            activated = datetime(2001, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randrange(10**15))
+            changed = None if i % 3 == 0 else activated + timedelta(microseconds=rng.randrange(10**13))
+            status = rng.choice([s.value for s in LineStatus])
+            values[key_of(number)] = pack(status, activated, changed)
+            live = status != LineStatus.RECYCLED.value
+            expected[number] = ((changed or activated) - epoch) // _US if live else None
+        old = datetime(1969, 6, 1, tzinfo=UTC)  # before 1970: kept unpacked
+        values[key_of("+8613900000001")] = pack("frozen", old, None)
+        values[key_of("+8613900000002")] = pack(LineStatus.RECYCLED.value, old, None)
+        cache._facts = values  # the copy as a load would leave it
+        for number, want in expected.items():
+            assert cache.latest_us(number) == want
+        assert cache.latest_us("+8613900000001") == (old - epoch) // _US
+        assert cache.latest_us("+8613900000002") is None
+        assert cache.latest_us("+8613999999999") is None  # unknown
+
+    def test_unknown_number_reads_as_much_as_a_known_one(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:  # fmt: skip
+        """latest_us: one key, one dict lookup, the same arithmetic, known or not (privacy of existence)."""
+        _, msisdn = _line(fresh_session_factory, fresh[1])
+        cache.load()
+        keyed: list[str] = []
+        real = facts_module.key_of
+
+        def counting(value: str) -> int | str:
+            keyed.append(value)
+            return real(value)
+
+        monkeypatch.setattr(facts_module, "key_of", counting)
+        assert cache.latest_us(msisdn) is not None
+        assert cache.latest_us("+8613999999999") is None
+        assert keyed == [msisdn, "+8613999999999"]
 
     def test_keys_are_exact(self) -> None:
         """E.164 numbers become ints; anything else stays a string, so no two numbers share a key."""

@@ -292,3 +292,29 @@ class TestErrors:
         bad = _post(api, path, token, {"phoneNumber": UNKNOWN}, **{"x-correlator": "no spaces"})
         assert _error(bad) == (400, "INVALID_ARGUMENT")
         assert "x-correlator" not in bad.headers
+
+
+class TestSwappedFromMicroseconds:
+    """The hot path's check on microseconds answers as the check on datetimes does, boundary included."""
+
+    def test_same_answer_as_the_datetime_check(self) -> None:
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        now = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
+        now_us = (now - epoch) // timedelta(microseconds=1)
+        for hours in (1, 12, 24, 120, 240, 260, 2400):
+            for offset_us in (-1, 0, 1, 3_600_000_000, -3_600_000_000):
+                latest = now - timedelta(hours=hours) + timedelta(microseconds=offset_us)
+                latest_us = (latest - epoch) // timedelta(microseconds=1)
+                facts = ("active", latest - timedelta(days=1), latest)
+                assert sim_swap.swapped_from_us(
+                    latest_us, hours=hours, now_us=now_us
+                ) == sim_swap.swapped_from(facts, hours=hours, now=now)
+
+    def test_exactly_at_max_age_counts_as_swapped(self) -> None:
+        assert sim_swap.swapped_from_us(1_000, hours=1, now_us=1_000 + 3_600_000_000)
+        assert not sim_swap.swapped_from_us(999, hours=1, now_us=1_000 + 3_600_000_000)
+
+    def test_unknown_or_recycled_is_not_found(self) -> None:
+        with pytest.raises(CamaraError) as raised:
+            sim_swap.swapped_from_us(None, hours=240)
+        assert raised.value.code == "IDENTIFIER_NOT_FOUND"

@@ -19,6 +19,7 @@ and in any process that registered none, every request takes uvicorn's path.
 
 from __future__ import annotations
 
+import logging
 from asyncio import TimerHandle
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -223,7 +224,7 @@ class CamaraHttpProtocol(HttpToolsProtocol):
             head.append(b"connection: close\r\n")
         head += [b"\r\n", reply.body]
         self.transport.write(b"".join(head))
-        if self.access_log:  # the arguments uvicorn's access formatter expects, in its order
+        if self.access_log and self.access_logger.isEnabledFor(logging.INFO):  # uvicorn's arguments, in order
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
             version = self.parser.get_http_version() if self.parser is not None else "1.1"
             self.access_logger.info(

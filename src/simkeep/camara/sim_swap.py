@@ -8,6 +8,7 @@ the history of imported lines); a number with no recorded change answers from th
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,6 +65,17 @@ def swapped_from(facts: SwapFacts | None, *, hours: int, now: datetime | None = 
     """Whether the number moved to a SIM within the last ``hours`` hours (the boundary included)."""
     now = now or datetime.now(UTC)
     return latest_from(facts) >= now - timedelta(hours=hours)
+
+
+def swapped_from_us(latest_us: int | None, *, hours: int, now_us: int | None = None) -> bool:
+    """:func:`swapped_from` for the worker's copy of the facts (:meth:`FactsCache.latest_us
+    <simkeep.camara.facts.FactsCache.latest_us>`): the last move to a SIM in microseconds since the epoch,
+    None for an unknown or recycled number (IDENTIFIER_NOT_FOUND). The same comparison, boundary included,
+    without a datetime."""
+    if latest_us is None:
+        raise CamaraError("IDENTIFIER_NOT_FOUND")
+    now_us = time.time_ns() // 1000 if now_us is None else now_us
+    return latest_us >= now_us - hours * 3_600_000_000
 
 
 def check_swapped(session: Session, *, msisdn: str, hours: int, now: datetime | None = None) -> bool:
