@@ -76,3 +76,41 @@ def fail(message: str, *, as_json: bool, code: str, exit_code: int = 1, **extra:
     else:
         typer.echo(f"error [{code}]: {message}", err=True)
     return typer.Exit(exit_code)
+
+
+@contextmanager
+def reading_session(settings: Settings) -> Iterator[Session]:
+    """A session for a long read that writes nothing.
+
+    On SQLite a connection of its own, read-only (``query_only``) and without a transaction: simkeep's
+    engine takes the write lock (``BEGIN IMMEDIATE``) for every transaction, and held for the length of a
+    read of the query log it would stop the CAMARA query writer, and every other writer, until the read
+    ends (or their busy timeout). In WAL mode the read runs beside them. Elsewhere :func:`open_session`.
+    """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.orm import Session
+    from sqlalchemy.pool import NullPool
+
+    from simkeep.db.engine import normalise_url
+
+    url = normalise_url(settings.database_url)
+    if make_url(url).get_backend_name() != "sqlite":
+        with open_session(settings) as session:
+            yield session
+        return
+    # pysqlite's own transaction handling: a SELECT opens no transaction, each statement reads on its own.
+    engine = create_engine(
+        url, poolclass=NullPool, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA query_only=ON")
+
+    session = Session(engine)
+    try:
+        yield session
+    finally:
+        session.close()
+        engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,12 +11,16 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from simkeep.camara import clients
 from simkeep.camara.api import router, runtime_of
+from simkeep.camara.cli import app as clients_app
 from simkeep.camara.runtime import CamaraRuntime
-from simkeep.config import Settings
+from simkeep.config import Settings, get_settings
+from simkeep.logging import configure_logging
 
 ALL_SCOPES = ["number-recycling:check", "sim-swap:check", "sim-swap:retrieve-date"]
 
@@ -103,3 +108,39 @@ def token_for(api: TestClient, rp: Rp, scope: str | None = None) -> str:
 def bearer(token: str, **headers: str) -> dict[str, str]:
     """Request headers with the token."""
     return {"Authorization": f"Bearer {token}", **headers}
+
+
+class Cli:
+    """``simkeep clients`` against the private database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.runner = CliRunner()
+        self.settings = settings
+
+    def run(self, *args: str) -> Any:
+        """Run a command; logging is restored afterwards."""
+        try:
+            return self.runner.invoke(clients_app, list(args))
+        finally:
+            configure_logging(self.settings)
+
+    def json(self, *args: str) -> Any:
+        """Run with --json, expect success, parse the output."""
+        result = self.run(*args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def cli(fresh: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
+    """The clients CLI, configured through the environment."""
+    settings = fresh[1]
+    monkeypatch.setenv("SIMKEEP_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("SIMKEEP_SECRET_KEY", settings.secret_key)
+    monkeypatch.setenv("SIMKEEP_ENVIRONMENT", "test")
+    monkeypatch.setenv("SIMKEEP_LOG_LEVEL", "WARNING")
+    get_settings.cache_clear()
+    try:
+        yield Cli(settings)
+    finally:
+        get_settings.cache_clear()

@@ -3,57 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner
 
-from simkeep.camara.cli import app
 from simkeep.camara.clients import secret_hash
-from simkeep.config import Settings, get_settings
-from simkeep.logging import configure_logging
 from simkeep.models import RelyingParty
+from tests.camara.conftest import Cli
 
 pytestmark = pytest.mark.concurrent
-
-
-class Cli:
-    """``simkeep clients`` against the private database."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.runner = CliRunner()
-        self.settings = settings
-
-    def run(self, *args: str) -> Any:
-        """Run a command; logging is restored afterwards."""
-        try:
-            return self.runner.invoke(app, list(args))
-        finally:
-            configure_logging(self.settings)
-
-    def json(self, *args: str) -> Any:
-        """Run with --json, expect success, parse the output."""
-        result = self.run(*args, "--json")
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)
-
-
-@pytest.fixture
-def cli(fresh: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
-    """The clients CLI, configured through the environment."""
-    settings = fresh[1]
-    monkeypatch.setenv("SIMKEEP_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("SIMKEEP_SECRET_KEY", settings.secret_key)
-    monkeypatch.setenv("SIMKEEP_ENVIRONMENT", "test")
-    monkeypatch.setenv("SIMKEEP_LOG_LEVEL", "WARNING")
-    get_settings.cache_clear()
-    try:
-        yield Cli(settings)
-    finally:
-        get_settings.cache_clear()
 
 
 def _rows(factory: Callable[[], Session]) -> list[RelyingParty]:

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from click.testing import Result
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner
 
-from simkeep.camara.cli import app, reading_session
 from simkeep.camara.repository import insert_queries, queries_about
-from simkeep.config import Settings, get_settings
+from simkeep.cli_support import reading_session
+from simkeep.config import Settings
 from simkeep.db.engine import make_engine
-from simkeep.logging import configure_logging
 from simkeep.models import ApiQuery, RelyingParty
+from tests.camara.conftest import Cli
 
 pytestmark = pytest.mark.concurrent
 
@@ -31,42 +29,6 @@ UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
 PERIOD = ("--since", "2026-11-01", "--until", "2026-12-01")
 CHECK = "sim-swap/check"
 SWAPPED = '{"swapped":false}'
-
-
-class Cli:
-    """``simkeep clients`` against the private database."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.runner = CliRunner()
-        self.settings = settings
-
-    def run(self, *args: str) -> Result:
-        """Run a command; logging is restored afterwards."""
-        try:
-            return self.runner.invoke(app, list(args))
-        finally:
-            configure_logging(self.settings)
-
-    def json(self, *args: str) -> Any:
-        """``queries ARGS --json``: expect success, parse the output."""
-        result = self.run("queries", *args, "--json")
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)
-
-
-@pytest.fixture
-def cli(fresh: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
-    """The clients CLI, configured through the environment."""
-    settings = fresh[1]
-    monkeypatch.setenv("SIMKEEP_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("SIMKEEP_SECRET_KEY", settings.secret_key)
-    monkeypatch.setenv("SIMKEEP_ENVIRONMENT", "test")
-    monkeypatch.setenv("SIMKEEP_LOG_LEVEL", "WARNING")
-    get_settings.cache_clear()
-    try:
-        yield Cli(settings)
-    finally:
-        get_settings.cache_clear()
 
 
 class Log:
@@ -161,12 +123,12 @@ class TestQueries:
         log.asked("Bank A", NUMBER, SINCE - timedelta(days=1))
         log.asked("Bank B", NUMBER, UNTIL + timedelta(days=1))
 
-        assert cli.json("--number", NUMBER, *PERIOD) == [
+        assert cli.json("queries", "--number", NUMBER, *PERIOD) == [
             _row("Bank A", t1),
             _row("Bank B", t2, api="sim-swap/retrieve-date", answer='{"latestSimChange":null}'),
             _row("Bank A", t3, answer="TOO_MANY_REQUESTS", status=429),
         ]
-        assert cli.json("--number", OTHER, *PERIOD) == [
+        assert cli.json("queries", "--number", OTHER, *PERIOD) == [
             _row("Bank A", t1 + timedelta(hours=1)),
             _row("Bank B", t2),
         ]
@@ -175,14 +137,17 @@ class TestQueries:
         """``+86 138-0013-8000`` is the number ``+8613800138000``."""
         at = datetime(2026, 11, 5, tzinfo=UTC)
         log.asked("Bank A", NUMBER, at)
-        assert cli.json("--number", "+86 138-0013-8000", *PERIOD) == [_row("Bank A", at)]
+        assert cli.json("queries", "--number", "+86 138-0013-8000", *PERIOD) == [_row("Bank A", at)]
 
     def test_since_is_included_and_until_excluded(self, cli: Cli, log: Log) -> None:
         """A query at ``--since`` is listed, one at ``--until`` is not, one a microsecond before it is."""
         last = UNTIL - timedelta(microseconds=1)
         for at in (SINCE - timedelta(microseconds=1), SINCE, last, UNTIL):
             log.asked("Bank A", NUMBER, at)
-        assert cli.json("--number", NUMBER, *PERIOD) == [_row("Bank A", SINCE), _row("Bank A", last)]
+        assert cli.json("queries", "--number", NUMBER, *PERIOD) == [
+            _row("Bank A", SINCE),
+            _row("Bank A", last),
+        ]
 
     def test_dates_are_utc_midnights_and_times_may_name_their_zone(self, cli: Cli, log: Log) -> None:
         """``--since 2026-11-02`` is midnight UTC; ``2026-11-02T08:00:00+08:00`` is the same moment, and a
@@ -191,7 +156,7 @@ class TestQueries:
         log.asked("Bank A", NUMBER, before)
         log.asked("Bank A", NUMBER, inside)
         for since in ("2026-11-02", "2026-11-02T08:00:00+08:00", "2026-11-02T00:00:00Z", "2026-11-02T00:00"):
-            listed = cli.json("--number", NUMBER, "--since", since, "--until", "2026-11-03")
+            listed = cli.json("queries", "--number", NUMBER, "--since", since, "--until", "2026-11-03")
             assert listed == [_row("Bank A", inside)], since
 
     def test_the_default_period_is_the_last_30_days(self, cli: Cli, log: Log) -> None:
@@ -200,13 +165,13 @@ class TestQueries:
         recent, old = now - timedelta(days=29, hours=23), now - timedelta(days=30, hours=1)
         log.asked("Bank A", NUMBER, old)
         log.asked("Bank B", NUMBER, recent)
-        assert cli.json("--number", NUMBER) == [_row("Bank B", recent)]
+        assert cli.json("queries", "--number", NUMBER) == [_row("Bank B", recent)]
 
     def test_until_alone_reads_the_30_days_before_it(self, cli: Cli, log: Log) -> None:
         """``--until`` without ``--since`` reads the 30 days before it."""
         log.asked("Bank A", NUMBER, UNTIL - timedelta(days=30, microseconds=1))
         log.asked("Bank A", NUMBER, UNTIL - timedelta(days=30))
-        assert cli.json("--number", NUMBER, "--until", "2026-12-01") == [
+        assert cli.json("queries", "--number", NUMBER, "--until", "2026-12-01") == [
             _row("Bank A", UNTIL - timedelta(days=30))
         ]
 
@@ -214,13 +179,13 @@ class TestQueries:
         """The longest period allowed, 366 days, is read whole."""
         log.asked("Bank A", NUMBER, datetime(2025, 1, 1, tzinfo=UTC))
         log.asked("Bank A", NUMBER, datetime(2026, 1, 1, 23, tzinfo=UTC))
-        listed = cli.json("--number", NUMBER, "--since", "2025-01-01", "--until", "2026-01-02")
+        listed = cli.json("queries", "--number", NUMBER, "--since", "2025-01-01", "--until", "2026-01-02")
         assert [q["asked_at"] for q in listed] == ["2025-01-01T00:00:00+00:00", "2026-01-01T23:00:00+00:00"]
 
     def test_no_query_about_the_number_is_an_empty_list(self, cli: Cli, log: Log) -> None:
         """With nothing recorded about the number in the period: ``[]``, or a line saying so, and exit 0."""
         log.asked("Bank A", OTHER, datetime(2026, 11, 5, tzinfo=UTC))
-        assert cli.json("--number", NUMBER, *PERIOD) == []
+        assert cli.json("queries", "--number", NUMBER, *PERIOD) == []
         result = cli.run("queries", "--number", NUMBER, *PERIOD)
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith("no queries about +86138****8000 from 2026-11-01T00:00:00+00:00")

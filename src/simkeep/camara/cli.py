@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from simkeep.cli_support import JSON_OPTION, emit, fail, load_settings, open_session
+from simkeep.cli_support import JSON_OPTION, emit, fail, load_settings, open_session, reading_session
 from simkeep.errors import DomainError
 from simkeep.models import RelyingParty
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from simkeep.config import Settings
+    pass
 
 app = typer.Typer(help="Relying parties of the CAMARA APIs (OAuth2 clients).", no_args_is_help=True)
 
@@ -130,44 +126,6 @@ def rotate_secret(
 #: the number (migration 0010), so a request reads every query of its period.
 DEFAULT_QUERY_PERIOD = timedelta(days=30)
 MAX_QUERY_PERIOD = timedelta(days=366)
-
-
-@contextmanager
-def reading_session(settings: Settings) -> Iterator[Session]:
-    """A session for a long read that writes nothing.
-
-    On SQLite a connection of its own, read-only (``query_only``) and without a transaction: simkeep's
-    engine takes the write lock (``BEGIN IMMEDIATE``) for every transaction, and held for the length of a
-    read of the query log it would stop the CAMARA query writer, and every other writer, until the read
-    ends (or their busy timeout). In WAL mode the read runs beside them. Elsewhere :func:`open_session`.
-    """
-    from sqlalchemy import create_engine, event
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.orm import Session
-    from sqlalchemy.pool import NullPool
-
-    from simkeep.db.engine import normalise_url
-
-    url = normalise_url(settings.database_url)
-    if make_url(url).get_backend_name() != "sqlite":
-        with open_session(settings) as session:
-            yield session
-        return
-    # pysqlite's own transaction handling: a SELECT opens no transaction, each statement reads on its own.
-    engine = create_engine(
-        url, poolclass=NullPool, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}
-    )
-
-    @event.listens_for(engine, "connect")
-    def _read_only(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("PRAGMA query_only=ON")
-
-    session = Session(engine)
-    try:
-        yield session
-    finally:
-        session.close()
-        engine.dispose()
 
 
 def _moment(option: str, value: str, *, as_json: bool) -> datetime:
