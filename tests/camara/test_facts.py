@@ -6,19 +6,24 @@ own lookup (``repository.swap_facts``) says once a poll has run, whoever changed
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import random
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
+from simkeep.camara import clients, operations, repository
 from simkeep.camara import facts as facts_module
-from simkeep.camara import repository
+from simkeep.camara.auth import issue_token
 from simkeep.camara.facts import FactsCache, key_of, pack, unpack
-from simkeep.camara.reader import facts_cache_for
+from simkeep.camara.reader import facts_cache_for, reader_for
 from simkeep.camara.runtime import CamaraRuntime
 from simkeep.config import Settings
 from simkeep.models import CamaraChange, Line, LineStatus, SimChange, SimChangeChannel
@@ -34,6 +39,23 @@ def cache(fresh: tuple[Engine, Settings]) -> Iterator[FactsCache]:
     finally:
         made.stop()
         made.engine.dispose()
+
+
+@pytest.fixture(params=["thread", "loop"])
+def poll(request: pytest.FixtureRequest, cache: FactsCache) -> Iterator[Callable[[], int]]:
+    """One poll of ``cache`` as its feed's thread runs it (:meth:`FactsCache.poll`) or as a worker's event
+    loop runs it (:meth:`FactsCache.apoll`, on PostgreSQL through its async connection, kept between
+    polls on one loop as a worker keeps it)."""
+    if request.param == "thread":
+        yield cache.poll
+        return
+    loop = asyncio.new_event_loop()
+    try:
+        yield lambda: loop.run_until_complete(cache.apoll())
+    finally:
+        if cache._aconnection is not None:
+            loop.run_until_complete(cache._aconnection.close())
+        loop.close()
 
 
 def _line(session_factory: Callable[[], Session], settings: Settings) -> tuple[int, str]:
@@ -201,7 +223,11 @@ class TestLoadAndPoll:
         assert cache.get("+8613999999999") is None
 
     def test_every_kind_of_change_reaches_the_copy(
-        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+        self,
+        cache: FactsCache,
+        poll: Callable[[], int],
+        fresh: tuple[Engine, Settings],
+        fresh_session_factory: Callable[[], Session],
     ) -> None:
         """New line, SIM change (new, edited, removed), status, activation and number changes."""
         settings = fresh[1]
@@ -211,13 +237,13 @@ class TestLoadAndPoll:
 
         second_id, second = _line(fresh_session_factory, settings)  # a new line
         assert cache.get(second) is None
-        assert cache.poll() == 1
+        assert poll() == 1
         assert cache.get(second) == _truth(fresh_session_factory, second) is not None
 
         when = _later(hours=1)
         _change(fresh_session_factory, first_id, when)  # a SIM change
         assert cache.get(first) == before
-        cache.poll()
+        poll()
         facts = cache.get(first)
         assert facts is not None and facts[2] == when
         with fresh_session_factory() as s:  # the change corrected, then removed
@@ -227,19 +253,19 @@ class TestLoadAndPoll:
                 .values(changed_at=when.replace(hour=10))
             )
             s.commit()
-        cache.poll()
+        poll()
         assert cache.get(first) == _truth(fresh_session_factory, first)
         with fresh_session_factory() as s:
             s.execute(SimChange.__table__.delete().where(SimChange.line_id == first_id))
             s.commit()
-        cache.poll()
+        poll()
         assert cache.get(first) == _truth(fresh_session_factory, first)
         assert cache.get(first)[2] is None  # type: ignore[index]
 
         with fresh_session_factory() as s:  # suspended, then re-activated at another time
             s.execute(update(Line).where(Line.id == second_id).values(status=LineStatus.SUSPENDED))
             s.commit()
-        cache.poll()
+        poll()
         assert cache.get(second) == _truth(fresh_session_factory, second)
         assert cache.get(second)[0] == "suspended"  # type: ignore[index]
         with fresh_session_factory() as s:
@@ -249,14 +275,14 @@ class TestLoadAndPoll:
                 .values(status=LineStatus.ACTIVE, activated_at=datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
             )
             s.commit()
-        cache.poll()
+        poll()
         assert cache.get(second) == _truth(fresh_session_factory, second)
         assert cache.get(second)[1] == datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)  # type: ignore[index]
 
         with fresh_session_factory() as s:  # the number moves: the old one is unknown, the new one known
             s.execute(update(Line).where(Line.id == second_id).values(msisdn="+8613700000077"))
             s.commit()
-        cache.poll()
+        poll()
         assert cache.get(second) is None
         assert cache.get("+8613700000077") == _truth(fresh_session_factory, "+8613700000077") is not None
 
@@ -285,15 +311,23 @@ class TestLoadAndPoll:
         assert _feed_rows(fresh_session_factory) == rows
 
     def test_a_poll_with_nothing_new_rereads_nothing(
-        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+        self,
+        cache: FactsCache,
+        poll: Callable[[], int],
+        fresh: tuple[Engine, Settings],
+        fresh_session_factory: Callable[[], Session],
     ) -> None:
         _line(fresh_session_factory, fresh[1])
         cache.load()
-        assert cache.poll() == 0
-        assert cache.poll() == 0
+        assert poll() == 0
+        assert poll() == 0
 
     def test_a_rolled_back_change_never_shows(
-        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+        self,
+        cache: FactsCache,
+        poll: Callable[[], int],
+        fresh: tuple[Engine, Settings],
+        fresh_session_factory: Callable[[], Session],
     ) -> None:
         line_id, msisdn = _line(fresh_session_factory, fresh[1])
         cache.load()
@@ -301,11 +335,15 @@ class TestLoadAndPoll:
         with fresh_session_factory() as s:
             s.execute(update(Line).where(Line.id == line_id).values(status=LineStatus.RECYCLED))
             s.rollback()
-        cache.poll()
+        poll()
         assert cache.get(msisdn) == before == _truth(fresh_session_factory, msisdn)
 
     def test_a_transaction_committing_after_a_later_one_is_not_missed(
-        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+        self,
+        cache: FactsCache,
+        poll: Callable[[], int],
+        fresh: tuple[Engine, Settings],
+        fresh_session_factory: Callable[[], Session],
     ) -> None:
         """A writes its feed row first but commits last; a poll runs between B's and A's commits. On
         PostgreSQL A's row has the smaller id; the next poll still applies it. (On SQLite the second writer
@@ -327,7 +365,7 @@ class TestLoadAndPoll:
                 )
                 slow.flush()  # A's feed row is written (smaller id), not committed
                 _change(fresh_session_factory, b_id, when)  # B commits
-                cache.poll()
+                poll()
                 assert cache.get(b_number)[2] == when  # type: ignore[index]
                 assert cache.get(a_number)[2] != when  # type: ignore[index]
                 slow.commit()
@@ -335,14 +373,18 @@ class TestLoadAndPoll:
                 slow.close()
         else:
             _change(fresh_session_factory, b_id, when)
-            cache.poll()
+            poll()
             _change(fresh_session_factory, a_id, when)
-        cache.poll()
+        poll()
         assert cache.get(a_number)[2] == when  # type: ignore[index]
         assert cache.get(b_number)[2] == when  # type: ignore[index]
 
     def test_a_transaction_left_open_does_not_make_polls_read_more(
-        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+        self,
+        cache: FactsCache,
+        poll: Callable[[], int],
+        fresh: tuple[Engine, Settings],
+        fresh_session_factory: Callable[[], Session],
     ) -> None:
         """A transaction left open (holding back PostgreSQL's oldest running transaction) does not make every
         poll read again what was applied: the second poll after three changes reads no row; the open
@@ -359,14 +401,14 @@ class TestLoadAndPoll:
                 held.flush()
             for line_id, _ in others:
                 _change(fresh_session_factory, line_id, when)
-            cache.poll()
+            poll()
             assert cache.fetched == 3
-            assert cache.poll() == 0
+            assert poll() == 0
             assert cache.fetched == 0
             held.commit()
         finally:
             held.close()
-        cache.poll()
+        poll()
         assert cache.get(held_number) == _truth(fresh_session_factory, held_number)
         assert all(cache.get(number)[2] == when for _, number in others)  # type: ignore[index]
 
@@ -513,3 +555,191 @@ def _wait(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
         time.sleep(0.01)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Until the condition holds, turning the event loop (a generous bound only against a hang)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not condition():
+        assert loop.time() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class TestLoopPolls:
+    """In a worker the event loop polls the feed (:meth:`FactsCache.run_polls`) and the thread only loads and
+    prunes: under load a thread waited for the interpreter lock at each statement, its polls came late, the
+    copy went stale and every check read the database."""
+
+    def test_the_loop_follows_the_feed_and_the_thread_no_longer_polls(
+        self,
+        cache: FactsCache,
+        fresh: tuple[Engine, Settings],
+        fresh_session_factory: Callable[[], Session],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        line_id, msisdn = _line(fresh_session_factory, fresh[1])
+        thread_polls: list[str] = []
+        real_poll = FactsCache.poll
+
+        def counted(self: FactsCache) -> int:
+            thread_polls.append(threading.current_thread().name)
+            return real_poll(self)
+
+        monkeypatch.setattr(FactsCache, "poll", counted)
+        cache.poll_seconds = 0.01
+        when = _later(hours=6)
+
+        async def scenario() -> None:
+            task = asyncio.create_task(cache.run_polls())
+            await asyncio.sleep(0)
+            cache.start()  # the thread loads (and polls once at the end of the load)
+            await _until(lambda: cache.ready)
+            await asyncio.to_thread(_change, fresh_session_factory, line_id, when)
+            await _until(lambda: (cache.get(msisdn) or ("", None, None))[2] == when)
+            await asyncio.sleep(0.1)  # the thread ticks several times meanwhile
+            assert thread_polls == ["camara-facts"]  # the load's own poll; the loop did the rest
+            await _stop(task)
+
+        asyncio.run(scenario())
+        assert cache._aconnection is None and cache._next_poll is None  # closed with the task
+        assert not cache._loop_polls  # the thread polls again from now on
+
+    def test_a_load_in_progress_holds_the_loop_polls_back(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """A (re)load in the thread and a poll on the loop never overlap: the loop skips its turns while
+        the load holds the guard, and follows the feed again once it is done."""
+        line_id, msisdn = _line(fresh_session_factory, fresh[1])
+        cache.load()
+        cache.poll_seconds = 0.01
+        when = _later(hours=7)
+
+        async def scenario() -> None:
+            cache._guard.acquire()  # as a load in the thread holds it
+            task = asyncio.create_task(cache.run_polls())
+            await asyncio.to_thread(_change, fresh_session_factory, line_id, when)
+            await asyncio.sleep(0.2)  # many turns of the poller
+            assert cache.get(msisdn)[2] != when  # type: ignore[index]
+            cache._guard.release()
+            await _until(lambda: (cache.get(msisdn) or ("", None, None))[2] == when)
+            await _stop(task)
+
+        asyncio.run(scenario())
+
+    def test_a_check_waits_for_a_late_poll_instead_of_reading_the_database(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """A stale copy with the loop polling: :meth:`wait_fresh` waits for the next poll and the copy is
+        ready again; without a poller (or before the load) it answers False at once, and a poll that fails
+        wakes the waiting checks with False (they then read the database)."""
+        _line(fresh_session_factory, fresh[1])
+
+        async def scenario() -> None:
+            assert await cache.wait_fresh(30) is False  # not loaded
+            cache.load()
+            cache._fresh_at -= facts_module.STALE_AFTER
+            assert await cache.wait_fresh(30) is False  # loaded, stale, nobody polling on this loop
+            cache.poll_seconds = 0.05
+            task = asyncio.create_task(cache.run_polls())
+            await asyncio.sleep(0)
+            cache._fresh_at -= facts_module.STALE_AFTER
+            assert not cache.ready
+            assert await cache.wait_fresh(30) is True
+            assert cache.ready
+
+            async def failing() -> int:
+                raise RuntimeError("the database went away")
+
+            cache.apoll = failing  # type: ignore[method-assign]
+            cache._fresh_at -= facts_module.STALE_AFTER
+            started = asyncio.get_running_loop().time()
+            assert await cache.wait_fresh(30) is False
+            assert asyncio.get_running_loop().time() - started < 30  # woken by the failed poll
+            await _stop(task)
+
+        asyncio.run(scenario())
+
+    def test_the_runtime_answers_from_the_copy_after_a_late_poll(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """Through :func:`simkeep.camara.operations.respond`: a check arriving while the copy is stale waits
+        for the loop's poll and is answered from the copy; the database reader is not asked."""
+        settings = fresh[1]
+        line_id, msisdn = _line(fresh_session_factory, settings)
+        with fresh_session_factory() as s:
+            issued = clients.create_client(s, settings, name="Bank", scopes=["sim-swap:check"])
+            s.commit()
+        token, _ = issue_token(settings, client_id=issued.client.client_id, scopes=["sim-swap:check"])
+        runtime = CamaraRuntime(settings, fresh_session_factory, heartbeat=False)
+        reader = reader_for(settings)
+        asked: list[str] = []
+        real_read = reader.aswap_facts
+
+        async def counted(number: str) -> repository.SwapFacts | None:
+            asked.append(number)
+            return await real_read(number)
+
+        reader.aswap_facts = counted  # type: ignore[method-assign]
+        runtime.reader, runtime.facts = reader, cache
+        cache.load()
+        cache.poll_seconds = 0.05
+        when = _later(hours=1) - timedelta(hours=2)  # an hour ago
+        _change(fresh_session_factory, line_id, when)
+        body = json.dumps({"phoneNumber": msisdn, "maxAge": 24}).encode()
+
+        async def scenario() -> operations.Reply:
+            task = asyncio.create_task(cache.run_polls())
+            await asyncio.sleep(0)
+            cache._fresh_at -= facts_module.STALE_AFTER
+            try:
+                return await operations.respond(
+                    runtime,
+                    runtime.operations[operations.SIM_SWAP_CHECK],
+                    authorization=f"Bearer {token}",
+                    correlator_header=None,
+                    body=body,
+                )
+            finally:
+                await _stop(task)
+                await reader.aclose()
+
+        reply = asyncio.run(scenario())
+        assert (reply.status, json.loads(reply.body)) == (200, {"swapped": True})
+        if cache.dialect == "postgresql":  # SQLite reads its file inline when stale (no waiting needed)
+            assert asked == []
+
+    def test_a_broken_connection_is_replaced(
+        self, cache: FactsCache, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        """PostgreSQL: the loop's connection dropped by the server fails one poll (logged; the copy goes
+        stale meanwhile) and the next poll opens a new one and catches up."""
+        if cache.dialect != "postgresql":
+            pytest.skip("SQLite polls its local file through the engine")
+        line_id, msisdn = _line(fresh_session_factory, fresh[1])
+        cache.load()
+        when = _later(hours=8)
+
+        async def scenario() -> None:
+            await cache.apoll()
+            connection = cache._aconnection
+            assert connection is not None
+            with fresh[0].connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": connection.info.backend_pid})
+            _change(fresh_session_factory, line_id, when)
+            with pytest.raises(psycopg.OperationalError):
+                await cache.apoll()
+            assert cache._aconnection is None
+            assert cache.get(msisdn)[2] != when  # type: ignore[index]
+            await cache.apoll()
+            assert cache.get(msisdn)[2] == when  # type: ignore[index]
+            assert cache._aconnection is not None
+            await cache._aconnection.close()
+
+        asyncio.run(scenario())

@@ -6,8 +6,10 @@ themselves instead of letting FastAPI validate them into problem details.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,11 +41,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Tests hand in a session scope (one session shared with the test): reads go through it, and no
     # background heartbeat writes through it from another thread (one worker: the whole rate is its own).
     runtime = CamaraRuntime(app.state.settings, app.state.session_scope, heartbeat=owns_database)
+    polls: asyncio.Task[None] | None = None
     if owns_database:
         runtime.reader = reader_for(app.state.settings)
         if app.state.settings.camara_facts_cache:
             runtime.facts = facts_cache_for(app.state.settings)
             runtime.facts.start()  # loads in its thread; until then checks read the database
+            polls = asyncio.get_running_loop().create_task(runtime.facts.run_polls())
         serve_runtime(runtime)  # simkeep serve's HTTP protocol answers the hot path with it
     app.state.camara_runtime = runtime
     runtime.recorder.start()
@@ -58,6 +62,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owns_database:
             serve_runtime(None)
         await run_in_threadpool(runtime.recorder.stop)
+        if polls is not None:
+            polls.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polls
         if runtime.facts is not None:
             await run_in_threadpool(runtime.facts.stop)
             runtime.facts.engine.dispose()

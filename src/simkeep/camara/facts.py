@@ -11,14 +11,16 @@ Freshness: triggers on ``lines`` and ``sim_changes`` (migration 0008) write the 
 facts change (a new line, a status, number or activation change, a SIM change, a deletion) to
 ``camara_changes`` in the same transaction. Every worker polls that feed every
 ``SIMKEEP_CAMARA_FACTS_POLL_SECONDS`` (default 0.25 s) and re-reads the facts of the numbers it names, so a
-SIM change is in every worker's copy well within a second of its activation committing.
+SIM change is in every worker's copy well within a second of its activation committing. The polls run on
+the worker's event loop (:meth:`FactsCache.run_polls`), not in a thread: under load a thread waits for the
+interpreter lock behind the loop at every statement, and polls that slow let the copy go stale.
 
 - SQLite serialises writers, so feed rows become visible in the order of their ids (never reused: pruning
   keeps the newest row): a poll reads the rows after the last id it saw.
 - PostgreSQL assigns ids before commit, so a row with a smaller id can become visible after one with a
-  larger id. Each row carries its transaction id, and each poll takes a snapshot first
-  (``pg_current_snapshot``): every transaction below its ``xmax`` and not in its in-progress list had
-  ended before the poll's read, so the read saw its rows. The next poll therefore reads only the rows of
+  larger id. Each row carries its transaction id, and each poll's statement returns the snapshot it read
+  with (``pg_current_snapshot``): every transaction below its ``xmax`` and not in its in-progress list had
+  ended before the read, so the read saw its rows. The next poll therefore reads only the rows of
   transactions that were in progress then or started since (``xid = ANY(xip) OR xid >= xmax``), skipping
   rows it already applied. A transaction left open for hours costs each poll nothing but its own id.
 
@@ -30,12 +32,14 @@ the database per call, so an answer is never older than the freshness bound. Row
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import structlog
 from sqlalchemy import Engine, text
 
@@ -53,11 +57,21 @@ PRUNE_EVERY = 60.0
 #: Numbers re-read per statement.
 CHUNK = 500
 
-_SNAPSHOT = text(
+_SNAPSHOT_SQL = (
     "SELECT pg_snapshot_xmax(s)::text::bigint, "
     "ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x) FROM pg_current_snapshot() AS s"
 )
-_SINCE_SNAPSHOT = text("SELECT id, msisdn FROM camara_changes WHERE xid >= :xmax OR xid = ANY(:xip)")
+#: A PostgreSQL poll in one statement: the statement's own snapshot (``pg_current_snapshot`` is the snapshot
+#: the statement reads with) and the feed rows of the transactions the last poll's snapshot had not seen
+#: ended, as two aligned arrays (NULL when there are none).
+_POLL_SQL = (
+    "SELECT pg_snapshot_xmax(s)::text::bigint, "
+    "ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x), c.ids, c.msisdns "
+    "FROM pg_current_snapshot() AS s, "
+    "(SELECT array_agg(id) AS ids, array_agg(msisdn) AS msisdns FROM camara_changes "
+    "WHERE xid >= %(xmax)s OR xid = ANY(%(xip)s::bigint[])) AS c"
+)
+_SINCE_ID_SQL = "SELECT id, msisdn FROM camara_changes WHERE id > ? ORDER BY id"
 _OLDEST = text(
     "SELECT id, changed_at FROM camara_changes WHERE id > :after AND id < :newest ORDER BY id LIMIT 1000"
 )
@@ -119,6 +133,22 @@ _RECYCLED_CODE = _STATUS_CODE[LineStatus.RECYCLED.value]
 _ABSENT = pack(LineStatus.ACTIVE.value, _EPOCH, _EPOCH)
 
 
+def _cursor(conn: Any) -> Any:
+    """A cursor of the driver's own under a SQLAlchemy connection."""
+    return conn.connection.dbapi_connection.cursor()
+
+
+def _advance(
+    steps: Generator[tuple[str, Any], Any, int], rows: Sequence[Any] | None
+) -> tuple[str, Any] | int:
+    """The next statement of a poll's steps, given the rows of the one before; the poll's result when done."""
+    try:
+        return steps.send(rows)
+    except StopIteration as done:
+        result: int = done.value
+        return result
+
+
 class FactsCache:
     """The worker's copy of every line's SIM Swap facts (see the module)."""
 
@@ -139,6 +169,14 @@ class FactsCache:
         self._pruned_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Held by a load (the thread) and by a poll on the event loop, so that they never overlap.
+        self._guard = threading.Lock()
+        #: The event loop polls (:meth:`run_polls`); the thread only loads and prunes.
+        self._loop_polls = False
+        self._aconnection: psycopg.AsyncConnection[Any] | None = None
+        #: Resolved when the event loop's poll under way (or the next one) ends (:meth:`wait_fresh`).
+        self._next_poll: asyncio.Future[None] | None = None
+        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         #: Why the cache is off (too many lines), if it is.
         self.disabled: str | None = None
         many = SWAP_FACTS_MANY.compile(dialect=engine.dialect)
@@ -160,6 +198,19 @@ class FactsCache:
         if not self._loaded:
             return "loading"
         return "ready" if self.ready else "stale"
+
+    async def wait_fresh(self, timeout: float) -> bool:
+        """Whether the copy is ready, waiting up to ``timeout`` seconds for the event loop's next poll when
+        it is loaded but stale (a poll running late). Under load a late poll would otherwise send every
+        check to the database at once, and that flood of reads kept the latency high long after the poll
+        came back; one poll answers them all."""
+        if self.ready:
+            return True
+        waiter = self._next_poll
+        if waiter is None or not self._loaded:
+            return False
+        await asyncio.wait((waiter,), timeout=timeout)
+        return self.ready
 
     def get(self, msisdn: str) -> SwapFacts | None:
         """The facts of the line holding ``msisdn``, or None when no line holds it: the same lookup and the
@@ -192,6 +243,10 @@ class FactsCache:
     def load(self) -> None:
         """Read every line's facts anew (the feed position first, so nothing committed meanwhile is
         missed: the next poll applies it)."""
+        with self._guard:
+            self._load()
+
+    def _load(self) -> None:
         with self.engine.connect() as conn:
             count = int(conn.execute(text("SELECT count(*) FROM lines")).scalar_one())
             if count > self.max_lines:
@@ -225,61 +280,102 @@ class FactsCache:
     def _position(self, conn: Any) -> tuple[int, tuple[int, list[int]]]:
         """Where the feed stands now: SQLite's last id, or PostgreSQL's snapshot (xmax, in progress)."""
         if self.dialect == "postgresql":
-            xmax, xip = conn.execute(_SNAPSHOT).one()
+            xmax, xip = conn.exec_driver_sql(_SNAPSHOT_SQL).one()
             return 0, (int(xmax), [int(x) for x in xip])
         last = conn.execute(text("SELECT coalesce(max(id), 0) FROM camara_changes")).scalar_one()
         return int(last), (0, [])
 
     def poll(self) -> int:
-        """Apply what the feed holds since the last poll; returns how many numbers were re-read."""
-        started = time.monotonic()
+        """Apply what the feed holds since the last poll; returns how many numbers were re-read (blocking:
+        the feed's thread before the loop polls, and tests)."""
+        steps = self._poll_steps()
         with self.engine.connect() as conn:
-            if self.dialect == "postgresql":
-                snapshot = self._position(conn)[1]  # before the read: the next poll starts from here
-                xmax, xip = self._snapshot
-                rows = conn.execute(_SINCE_SNAPSHOT, {"xmax": xmax, "xip": xip}).all()
-                changed = {row[1] for row in rows if row[0] not in self._applied}
-                self._reread(conn, changed)
-                self._applied = {row[0] for row in rows}
-                self._snapshot = snapshot
-            else:
-                rows = conn.execute(
-                    text("SELECT id, msisdn FROM camara_changes WHERE id > :last ORDER BY id"),
-                    {"last": self._last_id},
-                ).all()
-                changed = {row[1] for row in rows}
-                self._reread(conn, changed)
-                if rows:
-                    self._last_id = int(rows[-1][0])
+            cursor = _cursor(conn)
+            try:
+                step = _advance(steps, None)
+                while not isinstance(step, int):
+                    cursor.execute(*step)
+                    step = _advance(steps, cursor.fetchall())
+                return step
+            finally:
+                cursor.close()
+
+    async def apoll(self) -> int:
+        """:meth:`poll` on the event loop (see :meth:`run_polls`): PostgreSQL through an async connection of
+        its own, SQLite on its local file with a turn of the loop between statements."""
+        steps = self._poll_steps()
+        if self.dialect != "postgresql":
+            with self.engine.connect() as conn:
+                cursor = _cursor(conn)
+                try:
+                    step = _advance(steps, None)
+                    while not isinstance(step, int):
+                        cursor.execute(*step)
+                        rows = cursor.fetchall()
+                        await asyncio.sleep(0)
+                        step = _advance(steps, rows)
+                    return step
+                finally:
+                    cursor.close()
+        connection = self._aconnection
+        if connection is None or connection.closed:
+            connection = self._aconnection = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True
+            )
+        try:
+            async with connection.cursor() as acursor:
+                step = _advance(steps, None)
+                while not isinstance(step, int):
+                    await acursor.execute(*step)
+                    step = _advance(steps, await acursor.fetchall())
+                return step
+        except BaseException:
+            self._aconnection = None  # a broken connection is dropped; the next poll opens a new one
+            await connection.close()
+            raise
+
+    def _poll_steps(self) -> Generator[tuple[str, Any], Sequence[Any], int]:
+        """One poll, as the statements it runs (yielded with their parameters; each is sent its rows back):
+        the same steps whether a thread or the event loop drives them. Returns how many numbers it re-read."""
+        started = time.monotonic()
+        if self.dialect == "postgresql":
+            xmax, xip = self._snapshot
+            ((new_xmax, new_xip, ids, msisdns),) = yield _POLL_SQL, {"xmax": xmax, "xip": xip}
+            snapshot = (int(new_xmax), [int(x) for x in new_xip])  # where the next poll starts
+            rows: Sequence[Any] = list(zip(ids or (), msisdns or (), strict=True))
+            changed = {msisdn for row_id, msisdn in rows if row_id not in self._applied}
+        else:
+            rows = yield _SINCE_ID_SQL, (self._last_id,)
+            changed = {row[1] for row in rows}
+        pending = sorted(changed)
+        for start in range(0, len(pending), CHUNK):
+            chunk = pending[start : start + CHUNK]
+            self._apply(chunk, (yield self._read_sql(chunk)))
+        if self.dialect == "postgresql":
+            self._applied = {row[0] for row in rows}
+            self._snapshot = snapshot
+        elif rows:
+            self._last_id = int(rows[-1][0])
         self.fetched = len(rows)
         self._fresh_at = started
         return len(changed)
 
-    def _reread(self, conn: Any, msisdns: Iterable[str]) -> None:
-        """Read the facts of these numbers again (a number no line holds any more leaves the copy)."""
-        pending = sorted(msisdns)
-        for start in range(0, len(pending), CHUNK):
-            chunk = pending[start : start + CHUNK]
-            found = {row[0]: row for row in self._read(conn, chunk)}
-            for msisdn in chunk:
-                row = found.get(msisdn)
-                if row is None:
-                    self._facts.pop(key_of(msisdn), None)
-                else:
-                    self._facts[key_of(msisdn)] = pack(str(row[1]), row[2], row[3])
+    def _read_sql(self, chunk: Sequence[str]) -> tuple[str, Any]:
+        """The statement (and its parameters) reading the facts of these numbers."""
+        if self.dialect == "postgresql":
+            return self._many_sql, {"msisdns": list(chunk)}
+        marks = ", ".join("?" * len(chunk))
+        return self._all_sql + f" WHERE lines.msisdn IN ({marks})", tuple(chunk)
 
-    def _read(self, conn: Any, chunk: Sequence[str]) -> Sequence[Any]:
-        cursor: Any = conn.connection.dbapi_connection.cursor()
-        try:
-            if self.dialect == "postgresql":
-                cursor.execute(self._many_sql, {"msisdns": list(chunk)})
+    def _apply(self, chunk: Sequence[str], rows: Sequence[Any]) -> None:
+        """Put the facts read for these numbers in the copy (a number no line holds any more leaves it)."""
+        found = {row[0]: row for row in rows}
+        for msisdn in chunk:
+            row = found.get(msisdn)
+            if row is None:
+                self._facts.pop(key_of(msisdn), None)
             else:
-                marks = ", ".join("?" * len(chunk))
-                cursor.execute(self._all_sql + f" WHERE lines.msisdn IN ({marks})", tuple(chunk))
-            rows: Sequence[Any] = cursor.fetchall()
-            return rows
-        finally:
-            cursor.close()
+                self._facts[key_of(msisdn)] = pack(str(row[1]), row[2], row[3])
 
     def prune(self, *, now: datetime | None = None) -> int:
         """Delete feed rows older than :data:`RETENTION`, oldest first, in id order (no index on the time:
@@ -309,7 +405,8 @@ class FactsCache:
     # --- the feed's thread ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load in the background, then poll every ``poll_seconds`` until :meth:`stop`."""
+        """Load in the background, then poll every ``poll_seconds`` until :meth:`stop` (the thread polls
+        unless :meth:`run_polls` runs on the event loop)."""
         self._thread = threading.Thread(target=self._run, name="camara-facts", daemon=True)
         self._thread.start()
 
@@ -318,6 +415,42 @@ class FactsCache:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    async def run_polls(self) -> None:
+        """Poll the feed from the event loop every ``poll_seconds``, until cancelled; the thread then only
+        loads (and reloads) and prunes. A worker's event loop is busy under load but never blocked for long,
+        whereas a thread waits for the interpreter lock at every statement, behind the loop: polled from a
+        thread under load, a poll took up to 0.9 s, the copy went stale and every check read the database.
+        A poll that fails is logged and tried again at the next turn (meanwhile the copy goes stale and
+        checks read the database, as the freshness bound requires)."""
+        self._loop_polls = True
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        self._next_poll = loop.create_future()
+        try:
+            while True:
+                # Polls start every poll_seconds (not poll_seconds after the last one ended): a slow poll
+                # does not push the next one back; one that overran starts the next at once.
+                due = max(due + self.poll_seconds, loop.time())
+                await asyncio.sleep(due - loop.time())
+                if not self._loaded or not self._guard.acquire(blocking=False):
+                    continue  # not loaded yet, or (re)loading in the thread, which polls when it is done
+                try:
+                    await self.apoll()
+                except Exception:
+                    log.exception("camara.facts_poll_failed")
+                finally:
+                    self._guard.release()
+                    done, self._next_poll = self._next_poll, loop.create_future()
+                    done.set_result(None)  # the checks waiting for this poll look again
+        finally:
+            self._loop_polls = False
+            done, self._next_poll = self._next_poll, None
+            if done is not None:
+                done.set_result(None)
+            if self._aconnection is not None:
+                connection, self._aconnection = self._aconnection, None
+                await connection.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -342,7 +475,8 @@ class FactsCache:
                 "camara.facts_loaded", lines=len(self._facts), seconds=round(time.monotonic() - started, 2)
             )
             return
-        self.poll()
+        if not self._loop_polls:
+            self.poll()
         if time.monotonic() - self._pruned_at > PRUNE_EVERY:
             self._pruned_at = time.monotonic()
             self.prune()

@@ -213,6 +213,8 @@ async def respond(
         reader = runtime.reader
         facts = runtime.facts
         lookup = runtime.inline_lookup()
+        if lookup is None and facts is not None and await facts.wait_fresh(STALE_WAIT):
+            lookup = runtime.inline_lookup()  # the copy, fresh again after a late poll
         if operation.fast_us is not None and facts is not None and facts.ready:
             text = operation.fast_us(facts.latest_us(msisdn), params)
         elif operation.fast is not None and lookup is not None:
@@ -230,6 +232,10 @@ async def respond(
     except CamaraError as error:
         return _refused(runtime, operation, clients[0] if clients else None, msisdn, error, echo=echo)
     return _answered(runtime, operation, clients[0], msisdn, text, echo=echo)
+
+
+#: How long a check waits for a late poll of the worker's copy of the facts before it reads the database.
+STALE_WAIT = 0.5
 
 
 def respond_now(
