@@ -54,6 +54,8 @@ _QUERY_COLUMNS = ("client_id", "api", "msisdn", "answer", "status", "asked_at")
 #: thread does no work per row but ``json.dumps`` and never hands the GIL back and forth with the event loop
 #: per row (the driver releases it around every step of an ``executemany``, which under load cost the event
 #: loop more than the inserts themselves). SQLite keeps times as SQLAlchemy writes them (UTC, no zone).
+#: PostgreSQL reads the batch as jsonb: parsed once, where ``->>`` on json parses each element again for every
+#: field (measured: about a third less of the database's CPU a row).
 _QUERY_INSERT_SQLITE = (
     "INSERT INTO api_queries (client_id, api, msisdn, answer, status, asked_at) "
     "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
@@ -66,7 +68,7 @@ _QUERY_INSERT_POSTGRES = (
     "INSERT INTO api_queries (client_id, api, msisdn, answer, status, asked_at) "
     "SELECT (e->>0)::integer, e->>1, e->>2, left(e->>3, 200), (e->>4)::integer, "
     "timestamptz 'epoch' + (e->>5)::bigint * interval '1 microsecond' "
-    "FROM json_array_elements(CAST(%s AS json)) AS e"
+    "FROM jsonb_array_elements(CAST(%s AS jsonb)) AS e"
 )
 #: Rows per statement of :func:`insert_queries`.
 QUERY_CHUNK = 1000
