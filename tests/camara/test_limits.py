@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from simkeep.camara.errors import CamaraError
 from simkeep.camara.runtime import CamaraRuntime, QueryRecord, QueryRecorder
 from simkeep.config import Settings
 from simkeep.models import ApiQuery, CamaraWorker
-from tests.camara.conftest import bearer, token_for
+from tests.camara.conftest import Rp, bearer, token_for
 from tests.camara.spec import assert_conforms
 
 URL = "/number-recycling/v0.2/check"
@@ -149,6 +150,86 @@ class TestClientRefresh:
         assert fresh is not state
         assert fresh.used_today == 4
         assert fresh.tokens <= 6.5
+
+
+class TestBackgroundRefresh:
+    """With a cache time set (as in service), a copy due for a refresh answers the check that finds it due
+    while the refresh runs in the background: no check waits for it (on SQLite under load the read queued
+    behind writers for seconds)."""
+
+    @pytest.fixture
+    def cached(self, api: TestClient, runtime: CamaraRuntime, make_rp: Any) -> tuple[str, Rp]:
+        runtime.settings = runtime.settings.model_copy(update={"camara_client_cache_seconds": 60.0})
+        rp = make_rp()
+        token = token_for(api, rp)
+        assert _codes(api, token, 1) == [404]  # no copy yet: this check loaded the client
+        return token, rp
+
+    def _make_due(self, runtime: CamaraRuntime, rp: Rp) -> None:
+        runtime._clients[rp.client_id].loaded_at -= 61.0
+
+    def _settle(self, runtime: CamaraRuntime) -> None:
+        deadline = time.monotonic() + 30
+        while runtime._refreshes:
+            assert time.monotonic() < deadline, "the refresh never ended"
+            time.sleep(0.01)
+
+    def test_a_due_copy_answers_while_the_refresh_runs(
+        self,
+        api: TestClient,
+        runtime: CamaraRuntime,
+        db: Session,
+        cached: tuple[str, Rp],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The client is disabled; the check that finds the copy due is answered from it at once (the
+        refresh is held back meanwhile), and once the refresh lands the client is refused."""
+        token, rp = cached
+        clients.disable_client(db, client_id=rp.client_id)
+        db.commit()
+        release = threading.Event()
+        real_load = runtime._load
+
+        def held_load(client_id: str, previous: Any) -> Any:
+            assert release.wait(30)
+            return real_load(client_id, previous)
+
+        monkeypatch.setattr(runtime, "_load", held_load)
+        self._make_due(runtime, rp)
+        assert _codes(api, token, 3) == [404, 404, 404]  # answered while the refresh waits
+        assert len(runtime._refreshes) == 1  # one refresh, not one per check
+        release.set()
+        self._settle(runtime)
+        response = api.post(URL, json=BODY, headers=bearer(token))
+        assert response.status_code == 401
+        assert response.json()["code"] == "UNAUTHENTICATED"
+
+    def test_a_failed_refresh_is_logged_and_tried_again_a_second_later(
+        self,
+        api: TestClient,
+        runtime: CamaraRuntime,
+        cached: tuple[str, Rp],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        token, rp = cached
+        calls: list[str] = []
+
+        def broken_load(client_id: str, previous: Any) -> Any:
+            calls.append(client_id)
+            raise RuntimeError("database unreachable")
+
+        monkeypatch.setattr(runtime, "_load", broken_load)
+        self._make_due(runtime, rp)
+        assert _codes(api, token, 1) == [404]
+        self._settle(runtime)
+        assert _codes(api, token, 20) == [404] * 20  # the copy goes on answering
+        assert calls == [rp.client_id]  # not a refresh per check: the next one is due in a second
+        assert "camara.client_refresh_failed" in capsys.readouterr().err
+        runtime._clients[rp.client_id].loaded_at -= 1.0
+        assert _codes(api, token, 1) == [404]
+        self._settle(runtime)
+        assert calls == [rp.client_id, rp.client_id]
 
 
 class TestQueryRecording:

@@ -139,10 +139,15 @@ async def authorize(
     """Check the bearer token, its client (active, not rotated), the scopes, the rate and quota and the
     x-correlator, in that order; ``on_client`` is told the client as soon as it is known (for the record)."""
     token = runtime.verify(bearer_token(authorization))
-    if runtime.needs_load(token):
-        state = await run_in_threadpool(runtime.load_client, token)
-    else:
+    if not runtime.needs_load(token):
         state = runtime.cached_client(token)
+    elif runtime.has_copy(token) and runtime.settings.camara_client_cache_seconds > 0:
+        # A copy due for a refresh answers this check while the refresh runs: a request never waits for
+        # it (on SQLite the read queues behind writers and once took seconds under load).
+        runtime.refresh_in_background(token)
+        state = runtime.cached_client(token)
+    else:
+        state = await run_in_threadpool(runtime.load_client, token)
     on_client(state)
     _admit(runtime, scopes, state, token, correlator_header)
     return token

@@ -12,6 +12,7 @@ within a few seconds; a refresh reads only the last ``STABLE_LAG`` of rows and c
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -26,6 +27,7 @@ from typing import NamedTuple
 
 import structlog
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from simkeep.camara import repository
 from simkeep.camara.auth import AccessToken, verify_token
@@ -179,6 +181,8 @@ class CamaraRuntime:
         self._clients: dict[str, ClientState] = {}
         self._tokens: dict[str, AccessToken] = {}
         self._lock = threading.Lock()
+        #: Client refreshes running in the background (held so that they are not collected mid-way).
+        self._refreshes: set[asyncio.Task[None]] = set()
         self.worker_id = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(4)}"
         #: API workers alive (this one included) as last counted; each client's rate is shared among them.
         self.workers = 1
@@ -303,6 +307,30 @@ class CamaraRuntime:
             return False
         fresh = time.monotonic() - state.loaded_at < self.settings.camara_client_cache_seconds
         return fresh or state.refreshing
+
+    def has_copy(self, token: AccessToken) -> bool:
+        """Whether this worker holds a copy of the token's client (fresh or not)."""
+        return token.client_id in self._clients
+
+    def refresh_in_background(self, token: AccessToken) -> None:
+        """Read the token's client again in the thread pool without anyone waiting for it (call from the
+        event loop, after :meth:`needs_load` said so); the copy in use meanwhile stays until the new one is
+        in. A client disabled or rotated in the meantime is refused once the refresh lands."""
+
+        async def refresh() -> None:
+            try:
+                await run_in_threadpool(self.load_client, token)
+            except CamaraError:
+                pass  # the client is gone, disabled or rotated: the copy now says so
+            except Exception:
+                log.exception("camara.client_refresh_failed", client_id=token.client_id)
+                state = self._clients.get(token.client_id)
+                if state is not None:  # the next check tries again in a second, not at once
+                    state.loaded_at = time.monotonic() - self.settings.camara_client_cache_seconds + 1.0
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
 
     def load_client(self, token: AccessToken) -> ClientState:
         """Read the token's client into this worker's cache; then as :meth:`cached_client`."""
