@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -10,15 +11,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from simkeep.camara import clients
 from simkeep.camara.auth import AccessToken
 from simkeep.camara.errors import CamaraError
+from simkeep.camara.reader import client_read_scope
 from simkeep.camara.runtime import CamaraRuntime, QueryRecord, QueryRecorder
 from simkeep.config import Settings
-from simkeep.models import ApiQuery, CamaraWorker
+from simkeep.models import ApiQuery, CamaraWorker, RelyingParty
 from tests.camara.conftest import Rp, bearer, token_for
 from tests.camara.spec import assert_conforms
 
@@ -230,6 +233,41 @@ class TestBackgroundRefresh:
         assert _codes(api, token, 1) == [404]
         self._settle(runtime)
         assert calls == [rp.client_id, rp.client_id]
+
+
+class TestClientReadsOnSqlite:
+    """On SQLite a worker reads its clients on read-only connections that open no transaction: simkeep's
+    sessions take the write lock for every transaction, and a client's read queued behind the writers."""
+
+    def test_a_client_is_read_while_a_writer_holds_the_lock(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
+        settings = fresh[1]
+        made = client_read_scope(settings)
+        if made is None:
+            pytest.skip("PostgreSQL readers never wait for writers: the app's sessions read clients")
+        scope, engine = made
+        with fresh_session_factory() as s:
+            issued = clients.create_client(s, settings, name="Bank", scopes=["sim-swap:check"])
+            s.commit()
+        client_id = issued.client.client_id
+        runtime = CamaraRuntime(settings, fresh_session_factory, heartbeat=False, read_scope=scope)
+        now = time.time()
+        token = AccessToken(client_id, frozenset({"sim-swap:check"}), int(now * 1000) + 1000, int(now) + 600)
+        writer = sqlite3.connect(str(fresh[0].url.database), isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # a writer holds the lock (a long replacement, an import)
+            writer.execute("UPDATE api_clients SET name = 'Renamed' WHERE client_id = ?", (client_id,))
+            state = runtime.load_client(token)  # would wait for the lock (and fail) through a session
+            assert state.active and state.used_today == 0
+            writer.execute("COMMIT")
+            with scope() as session, pytest.raises(OperationalError, match="readonly"):
+                session.execute(text("DELETE FROM api_clients"))
+        finally:
+            writer.close()
+            engine.dispose()
+        with fresh_session_factory() as s:
+            assert s.scalar(select(func.count()).select_from(RelyingParty)) == 1
 
 
 class TestQueryRecording:

@@ -30,7 +30,7 @@ from simkeep.camara.errors import (
     oauth_response,
 )
 from simkeep.camara.protocol import serve_runtime
-from simkeep.camara.reader import facts_cache_for, reader_for
+from simkeep.camara.reader import client_read_scope, facts_cache_for, reader_for
 from simkeep.camara.runtime import CamaraRuntime, ClientState
 from simkeep.config import Settings
 
@@ -40,7 +40,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     owns_database = getattr(app.state, "owns_database", False)
     # Tests hand in a session scope (one session shared with the test): reads go through it, and no
     # background heartbeat writes through it from another thread (one worker: the whole rate is its own).
-    runtime = CamaraRuntime(app.state.settings, app.state.session_scope, heartbeat=owns_database)
+    client_reads = client_read_scope(app.state.settings) if owns_database else None
+    runtime = CamaraRuntime(
+        app.state.settings,
+        app.state.session_scope,
+        heartbeat=owns_database,
+        read_scope=client_reads[0] if client_reads else None,
+    )
     polls: asyncio.Task[None] | None = None
     if owns_database:
         runtime.reader = reader_for(app.state.settings)
@@ -71,6 +77,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             runtime.facts.engine.dispose()
         if runtime.reader is not None:
             await runtime.reader.aclose()
+        if client_reads is not None:
+            client_reads[1].dispose()
 
 
 router = APIRouter(tags=["camara"], lifespan=_lifespan, responses=CAMARA_RESPONSES)

@@ -169,9 +169,18 @@ class QueryRecorder:
 class CamaraRuntime:
     """The per-worker state of the CAMARA routes."""
 
-    def __init__(self, settings: Settings, scope: SessionScope, *, heartbeat: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        scope: SessionScope,
+        *,
+        heartbeat: bool = True,
+        read_scope: SessionScope | None = None,
+    ) -> None:
         self.settings = settings
         self.scope = scope
+        #: Sessions for the reads of clients (:func:`simkeep.camara.reader.client_read_scope` on SQLite).
+        self.read_scope = read_scope or scope
         self.recorder = QueryRecorder(
             scope,
             interval=settings.camara_query_flush_seconds,
@@ -242,7 +251,7 @@ class CamaraRuntime:
             self._clients.clear()
 
     def _load(self, client_id: str, previous: ClientState | None) -> ClientState | None:
-        with self.scope() as session:
+        with self.read_scope() as session:
             row = repository.client_by_client_id(session, client_id)
             if row is None:
                 return None
