@@ -224,7 +224,18 @@ def facts_cache_for(settings: Settings) -> FactsCache:
     """The worker's copy of the SIM Swap facts (:mod:`simkeep.camara.facts`), on an autocommit engine of its
     own (its reads take no write lock on SQLite; a poll sees what committed before it)."""
     url = make_url(normalise_url(settings.database_url))
-    engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=1, pool_recycle=300)
+    # SQLite: the polls read on the event loop, which must not stall for the writers' long busy timeout
+    # (a WAL reader waits only in rare cases, such as a database being recovered).
+    sqlite_bound = {"timeout": min(settings.sqlite_busy_timeout_ms, 2000) / 1000}
+    connect_args = sqlite_bound if url.get_backend_name() == "sqlite" else {}
+    engine = create_engine(
+        url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=1,
+        max_overflow=1,
+        pool_recycle=300,
+        connect_args=connect_args,
+    )
     return FactsCache(
         engine,
         poll_seconds=settings.camara_facts_poll_seconds,
