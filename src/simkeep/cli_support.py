@@ -87,27 +87,20 @@ def reading_session(settings: Settings) -> Iterator[Session]:
     read of the query log it would stop the CAMARA query writer, and every other writer, until the read
     ends (or their busy timeout). In WAL mode the read runs beside them. Elsewhere :func:`open_session`.
     """
-    from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
     from sqlalchemy.orm import Session
     from sqlalchemy.pool import NullPool
 
-    from simkeep.db.engine import normalise_url
+    from simkeep.db.engine import normalise_url, read_only_sqlite_engine
 
     url = normalise_url(settings.database_url)
     if make_url(url).get_backend_name() != "sqlite":
         with open_session(settings) as session:
             yield session
         return
-    # pysqlite's own transaction handling: a SELECT opens no transaction, each statement reads on its own.
-    engine = create_engine(
-        url, poolclass=NullPool, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}
+    engine = read_only_sqlite_engine(
+        url, timeout_seconds=settings.sqlite_busy_timeout_ms / 1000, poolclass=NullPool
     )
-
-    @event.listens_for(engine, "connect")
-    def _read_only(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("PRAGMA query_only=ON")
-
     session = Session(engine)
     try:
         yield session

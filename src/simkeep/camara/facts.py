@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Generator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
@@ -133,15 +133,17 @@ _RECYCLED_CODE = _STATUS_CODE[LineStatus.RECYCLED.value]
 _ABSENT = pack(LineStatus.ACTIVE.value, _EPOCH, _EPOCH)
 
 
+_Step = TypeVar("_Step")
+
+
 def _cursor(conn: Any) -> Any:
     """A cursor of the driver's own under a SQLAlchemy connection."""
     return conn.connection.dbapi_connection.cursor()
 
 
-def _advance(
-    steps: Generator[tuple[str, Any], Any, int], rows: Sequence[Any] | None
-) -> tuple[str, Any] | int:
-    """The next statement of a poll's steps, given the rows of the one before; the poll's result when done."""
+def _advance(steps: Generator[_Step, Any, int], rows: Sequence[Any] | None) -> _Step | int:
+    """The next step of a poll (a statement, or a pause), given the rows of the statement before; the poll's
+    result when done."""
     try:
         return steps.send(rows)
     except StopIteration as done:
@@ -288,6 +290,13 @@ class FactsCache:
     def poll(self) -> int:
         """Apply what the feed holds since the last poll; returns how many numbers were re-read (blocking:
         the feed's thread before the loop polls, and tests)."""
+        run = self._poll_here()
+        while (done := _advance(run, None)) is None:
+            pass
+        return done
+
+    def _poll_here(self) -> Generator[None, None, int]:
+        """One poll through the engine's own connection, pausing (yielding) after each statement."""
         steps = self._poll_steps()
         with self.engine.connect() as conn:
             cursor = _cursor(conn)
@@ -295,7 +304,9 @@ class FactsCache:
                 step = _advance(steps, None)
                 while not isinstance(step, int):
                     cursor.execute(*step)
-                    step = _advance(steps, cursor.fetchall())
+                    rows = cursor.fetchall()
+                    yield
+                    step = _advance(steps, rows)
                 return step
             finally:
                 cursor.close()
@@ -303,20 +314,12 @@ class FactsCache:
     async def apoll(self) -> int:
         """:meth:`poll` on the event loop (see :meth:`run_polls`): PostgreSQL through an async connection of
         its own, SQLite on its local file with a turn of the loop between statements."""
-        steps = self._poll_steps()
         if self.dialect != "postgresql":
-            with self.engine.connect() as conn:
-                cursor = _cursor(conn)
-                try:
-                    step = _advance(steps, None)
-                    while not isinstance(step, int):
-                        cursor.execute(*step)
-                        rows = cursor.fetchall()
-                        await asyncio.sleep(0)
-                        step = _advance(steps, rows)
-                    return step
-                finally:
-                    cursor.close()
+            run = self._poll_here()
+            while (done := _advance(run, None)) is None:
+                await asyncio.sleep(0)
+            return done
+        steps = self._poll_steps()
         connection = self._aconnection
         if connection is None or connection.closed:
             connection = self._aconnection = await psycopg.AsyncConnection.connect(

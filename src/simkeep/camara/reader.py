@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from simkeep.camara.facts import FactsCache
 from simkeep.camara.repository import SWAP_FACTS, SWAP_FACTS_MANY, SwapFacts
 from simkeep.config import Settings
-from simkeep.db.engine import normalise_url
+from simkeep.db.engine import normalise_url, read_only_sqlite_engine
 
 
 class SwapReader:
@@ -247,24 +247,19 @@ def client_read_scope(
     settings: Settings,
 ) -> tuple[Callable[[], AbstractContextManager[Session]], Engine] | None:
     """SQLite: sessions for a worker's reads of its clients (the client row and its day's count) on
-    read-only connections of their own that open no transaction, and the engine to dispose of at the end.
-    simkeep's engine takes the write lock (``BEGIN IMMEDIATE``) for every transaction, so under load such a
-    read queued behind the writers for seconds; in WAL mode it runs beside them. None elsewhere (PostgreSQL
-    readers never wait for writers)."""
+    read-only connections that open no transaction (:func:`~simkeep.db.engine.read_only_sqlite_engine`),
+    and the engine to dispose of at the end: through simkeep's sessions, which take the write lock, such a
+    read queued behind the writers for seconds under load. None elsewhere (PostgreSQL readers never wait
+    for writers)."""
     url = make_url(normalise_url(settings.database_url))
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
-    # pysqlite's own transaction handling: a SELECT opens no transaction.
-    engine = create_engine(
-        url,
+    engine = read_only_sqlite_engine(
+        settings.database_url,
+        timeout_seconds=min(settings.sqlite_busy_timeout_ms, 2000) / 1000,
         pool_size=2,
         max_overflow=4,
-        connect_args={"timeout": min(settings.sqlite_busy_timeout_ms, 2000) / 1000},
     )
-
-    @event.listens_for(engine, "connect")
-    def _read_only(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("PRAGMA query_only=ON")
 
     @contextmanager
     def scope() -> Iterator[Session]:

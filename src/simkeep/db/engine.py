@@ -44,6 +44,19 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30_000, pool_size: int = 10,
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True, **kwargs)
 
 
+def read_only_sqlite_engine(url: str, *, timeout_seconds: float, **kwargs: Any) -> Engine:
+    """An engine on an SQLite file for reads that write nothing: ``query_only`` connections with pysqlite's
+    own transaction handling, where a SELECT opens no transaction. simkeep's engine takes the write lock
+    (``BEGIN IMMEDIATE``) for every transaction; in WAL mode these reads run beside the writers instead."""
+    engine = create_engine(normalise_url(url), connect_args={"timeout": timeout_seconds}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA query_only=ON")
+
+    return engine
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
