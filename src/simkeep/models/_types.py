@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import Enum
 
+from simkeep.db import sqlite_checks  # noqa: F401 - registers SQLite's form of the enum CHECK constraints
+
 
 def enum_type(enum_cls: type[enum.Enum], name: str) -> Enum:
     """A portable enum column: stored as its string value, with a named CHECK constraint."""
