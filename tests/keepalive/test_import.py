@@ -1,0 +1,261 @@
+"""The activity import (``simkeep keepalive import-activity``) over many batches: whatever the batch size, and
+whichever checks a batch takes (column-wise when all its lines are good, line by line otherwise), the outcome
+is that of a line-by-line import; a failure keeps the batches written before it."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from simkeep.config import Settings
+from simkeep.keepalive import importer
+from simkeep.keepalive.importer import import_activity
+from simkeep.models import Line, LineStatus, Plan, UsageEvent
+from tests import factories
+
+HEADER = "event_id,msisdn,kind,occurred_at\n"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _lines(engine: Engine, settings: Settings, count: int) -> list[tuple[int, str]]:
+    """``count`` live lines last active at T0: (line id, number)."""
+    with Session(engine) as db:
+        holders = [factories.holder(db, settings) for _ in range(count)]
+        for h in holders:
+            h.line.activated_at = h.line.last_activity_at = T0
+        db.commit()
+        return [(h.line.id, h.msisdn) for h in holders]
+
+
+def _events(engine: Engine) -> dict[str, tuple[int, str, datetime, bool]]:
+    """Every stored event by id: (line id, kind, occurred_at, counted)."""
+    with Session(engine) as db:
+        rows = db.execute(
+            select(
+                UsageEvent.event_id,
+                UsageEvent.line_id,
+                UsageEvent.kind,
+                UsageEvent.occurred_at,
+                UsageEvent.counted,
+            )
+        ).all()
+    return {r[0]: (r[1], str(r[2].value), r[3], r[4]) for r in rows}
+
+
+def _clocks(engine: Engine, line_ids: list[int]) -> list[datetime | None]:
+    with Session(engine) as db:
+        return [db.get(Line, i).last_activity_at for i in line_ids]  # type: ignore[union-attr]
+
+
+def _at(hours: int) -> str:
+    return (T0 + timedelta(hours=hours)).isoformat()
+
+
+class TestBatches:
+    """A file read in many batches."""
+
+    def test_bad_lines_in_several_batches_are_reported_by_line_number(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """Each bad line is reported with its own line number and reason; every good line is stored."""
+        engine, settings = fresh
+        (first, a), (_, b) = _lines(engine, settings, 2)
+        with Session(engine) as db:
+            recycled = factories.holder(db, settings)
+            recycled.line.status = LineStatus.RECYCLED
+            db.commit()
+            gone = recycled.msisdn
+        body = [
+            f"g1,{a},sms,{_at(1)}",  # line 2
+            f"g2,{b},data,{_at(2)}",
+            f",{a},sms,{_at(3)}",  # line 4: no event id
+            f"{'x' * 81},{a},sms,{_at(3)}",  # line 5: event id too long
+            f"g3,12345,sms,{_at(3)}",  # line 6: not E.164
+            f"g4,+8613999999999,sms,{_at(3)}",  # line 7: no such line
+            f"g5,{gone},sms,{_at(3)}",  # line 8: recycled
+            f"g6,{a},fax,{_at(3)}",  # line 9: bad kind
+            f"g7,{a},sms,yesterday",  # line 10: not a timestamp
+            f"g8,{a},sms,2026-01-02T00:00:00",  # line 11: no time zone
+            f"g9,{a},sms,2099-01-01T00:00:00Z",  # line 12: in the future
+            f"g10,{a},sms",  # line 13: three fields
+            f"g11,{b},voice,{_at(5)}",  # line 14
+        ]
+        path = tmp_path / "mixed.csv"
+        path.write_text(HEADER + "\n".join(body) + "\n")
+        result = import_activity(engine, settings, path, batch_rows=3)
+        assert (result.rows, result.imported, result.already_present, result.rejected) == (13, 3, 0, 10)
+        assert [(e.line, e.field) for e in result.errors] == [
+            (4, "event_id"), (5, "event_id"), (6, "msisdn"), (7, "msisdn"), (8, "msisdn"), (9, "kind"),
+            (10, "occurred_at"), (11, "occurred_at"), (12, "occurred_at"), (13, "row"),
+        ]  # fmt: skip
+        assert sorted(_events(engine)) == ["g1", "g11", "g2"]
+        assert _clocks(engine, [first]) == [T0 + timedelta(hours=1)]
+
+    def test_same_outcome_whatever_the_batch_size(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """Batches of one line, of three and of the whole file store the same events and move the same
+        clocks (a batch takes the column-wise checks, or the line-by-line ones when it holds a bad line)."""
+        engine, settings = fresh
+        lines = _lines(engine, settings, 3)
+        rows = []
+        for i in range(30):
+            line_id, msisdn = lines[i % 3]
+            rows.append(f"r{i},{msisdn},{('sms', 'data', 'voice')[i % 3]},{_at((i * 7) % 40)}")
+        rows.insert(11, "bad,+86,sms,2026-01-01T00:00:00Z")
+        path = tmp_path / "events.csv"
+        path.write_text(HEADER + "\n".join(rows) + "\n")
+        outcomes = []
+        for batch_rows in (1, 3, 1000):
+            with Session(engine) as db:
+                db.query(UsageEvent).delete()
+                for line_id, _ in lines:
+                    line = db.get(Line, line_id)
+                    assert line is not None
+                    line.last_activity_at = T0
+                db.commit()
+            result = import_activity(engine, settings, path, batch_rows=batch_rows)
+            assert (result.imported, result.rejected) == (30, 1)
+            assert [e.line for e in result.errors] == [13]
+            outcomes.append((_events(engine), _clocks(engine, [i for i, _ in lines])))
+        assert outcomes[0] == outcomes[1] == outcomes[2]
+        newest = [max((i * 7) % 40 for i in range(30) if i % 3 == n) for n in range(3)]
+        assert outcomes[0][1] == [T0 + timedelta(hours=h) for h in newest]
+
+    def test_a_later_batch_with_older_events_never_moves_a_clock_back(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """The newest event of an earlier batch stays the line's clock when later batches hold older ones."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        path = tmp_path / "late.csv"
+        path.write_text(
+            HEADER + f"n1,{msisdn},sms,{_at(50)}\nn2,{msisdn},sms,{_at(10)}\nn3,{msisdn},data,{_at(20)}\n"
+        )
+        assert import_activity(engine, settings, path, batch_rows=1).imported == 3
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=50)]
+
+    def test_duplicates_across_batches_and_runs(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
+        """An id seen in an earlier batch or run is counted as already present and moves nothing."""
+        engine, settings = fresh
+        (one, a), (two, b) = _lines(engine, settings, 2)
+        path = tmp_path / "dups.csv"
+        path.write_text(HEADER + f"d1,{a},sms,{_at(1)}\nd2,{b},sms,{_at(2)}\nd1,{b},sms,{_at(90)}\n")
+        result = import_activity(engine, settings, path, batch_rows=2)
+        assert (result.imported, result.already_present) == (2, 1)
+        again = import_activity(engine, settings, path, batch_rows=2)
+        assert (again.imported, again.already_present, again.rejected) == (0, 3, 0)
+        assert _events(engine)["d1"][0] == one
+        assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=1), T0 + timedelta(hours=2)]
+
+    def test_quotes_blank_lines_and_crlf(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
+        """Quoted fields, blank lines and CRLF line ends read as the csv module reads them; an unclosed
+        quote costs its own line only."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        path = tmp_path / "quoted.csv"
+        path.write_bytes(
+            (
+                HEADER
+                + f'"q1","{msisdn}",sms,{_at(3)}\r\n'
+                + "\r\n"
+                + f'q2,{msisdn},"data",{_at(4)}\r\n'
+                + f'"q3,{msisdn},sms,{_at(5)}\r\n'
+                + f"q4,{msisdn},voice,{_at(6)}\r\n"
+            ).encode()
+        )
+        result = import_activity(engine, settings, path, batch_rows=2)
+        assert (result.rows, result.imported, result.rejected) == (4, 3, 1)
+        assert [(e.line, e.field) for e in result.errors] == [(5, "row")]
+        assert sorted(_events(engine)) == ["q1", "q2", "q4"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=6)]
+
+    def test_a_kind_the_plan_does_not_count_is_stored_without_moving_the_clock(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """Counting is per plan, in the column-wise checks too."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        with Session(engine) as db:
+            plan = db.scalars(select(Plan)).one()
+            plan.counting_kinds = ["topup"]
+            db.commit()
+        path = tmp_path / "kinds.csv"
+        path.write_text(HEADER + f"k1,{msisdn},sms,{_at(9)}\nk2,{msisdn},topup,{_at(4)}\n")
+        assert import_activity(engine, settings, path).imported == 2
+        assert {k: v[3] for k, v in _events(engine).items()} == {"k1": False, "k2": True}
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=4)]
+
+    def test_progress_is_reported_per_batch_in_order(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """The progress callback sees the rows read so far, batch by batch, up to the file's lines."""
+        engine, settings = fresh
+        [(_, msisdn)] = _lines(engine, settings, 1)
+        path = tmp_path / "progress.csv"
+        path.write_text(HEADER + "".join(f"p{i},{msisdn},sms,{_at(i)}\n" for i in range(7)))
+        seen: list[tuple[int, int]] = []
+        import_activity(engine, settings, path, batch_rows=3, on_progress=lambda n, t: seen.append((n, t)))
+        assert seen == [(3, 7), (6, 7), (7, 7)]
+
+
+class TestFailures:
+    """A failure while writing, and imports at the same time."""
+
+    def test_a_failing_batch_stops_the_import_and_keeps_the_batches_before(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The writer's error reaches the caller; the batches written before it stay, nothing of the failing
+        batch or after it is stored, and the clocks are those of the stored events."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        path = tmp_path / "fails.csv"
+        path.write_text(HEADER + "".join(f"f{i},{msisdn},sms,{_at(i)}\n" for i in range(1, 10)))
+        real_insert = importer.ActivityWriter._insert
+        calls = {"n": 0}
+
+        def failing_insert(self: importer.ActivityWriter, rows: list[Any], now: datetime) -> int:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                msg = "disk full (injected)"
+                raise OSError(msg)
+            return real_insert(self, rows, now)
+
+        monkeypatch.setattr(importer.ActivityWriter, "_insert", failing_insert)
+        with pytest.raises(OSError, match="injected"):
+            import_activity(engine, settings, path, batch_rows=3)
+        assert sorted(_events(engine)) == ["f1", "f2", "f3"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=3)]
+
+    def test_two_imports_of_one_file_at_once_store_each_event_once(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """Run side by side, the two imports together store every event exactly once."""
+        engine, settings = fresh
+        lines = _lines(engine, settings, 4)
+        path = tmp_path / "twice.csv"
+        path.write_text(HEADER + "".join(f"c{i},{lines[i % 4][1]},sms,{_at(i % 50)}\n" for i in range(400)))
+        results: list[Any] = []
+        start = threading.Barrier(2)
+
+        def run() -> None:
+            start.wait()
+            results.append(import_activity(engine, settings, path, batch_rows=50))
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 2
+        assert sum(r.imported for r in results) == 400
+        assert sum(r.already_present for r in results) == 400
+        assert len(_events(engine)) == 400
+        newest = [max(i % 50 for i in range(400) if i % 4 == n) for n in range(4)]
+        assert _clocks(engine, [i for i, _ in lines]) == [T0 + timedelta(hours=h) for h in newest]
