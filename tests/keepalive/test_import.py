@@ -4,6 +4,7 @@ is that of a line-by-line import; a failure keeps the batches written before it.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,20 @@ from simkeep.models import Line, LineStatus, Plan, UsageEvent
 from tests import factories
 
 HEADER = "event_id,msisdn,kind,occurred_at\n"
+
+
+@pytest.fixture(params=[False, True], ids=["in-process", "reader-process"], autouse=True)
+def parallel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Every import of this module runs both ways: read here, and read by a forked reader process (as a file
+    of 4 MiB or more is)."""
+    real = importer.import_activity
+    monkeypatch.setattr(
+        "tests.keepalive.test_import.import_activity",
+        lambda *args, **kwargs: real(*args, parallel=request.param, **kwargs),
+    )
+    return bool(request.param)
+
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -191,6 +206,29 @@ class TestBatches:
         assert import_activity(engine, settings, path).imported == 2
         assert {k: v[3] for k, v in _events(engine).items()} == {"k1": False, "k2": True}
         assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=4)]
+
+    def test_json_lines_in_batches(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
+        """JSON lines: good objects stored, a non-object or a null field reported by line number."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        good = [
+            {"event_id": f"j{i}", "msisdn": msisdn, "kind": "data", "occurred_at": _at(i)} for i in range(4)
+        ]
+        lines = [
+            json.dumps(good[0]),
+            json.dumps(good[1]),
+            "[1, 2]",
+            "",
+            json.dumps({**good[2], "msisdn": None}),
+        ]
+        lines.append(json.dumps(good[3]))
+        path = tmp_path / "events.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        result = import_activity(engine, settings, path, batch_rows=2)
+        assert (result.rows, result.imported, result.rejected) == (5, 3, 2)
+        assert [(e.line, e.field) for e in result.errors] == [(3, "row"), (5, "msisdn")]
+        assert sorted(_events(engine)) == ["j0", "j1", "j3"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=3)]
 
     def test_progress_is_reported_per_batch_in_order(
         self, fresh: tuple[Engine, Settings], tmp_path: Path

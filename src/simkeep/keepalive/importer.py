@@ -13,6 +13,12 @@ Built for throughput (figures: ``bench/activity_import.py``):
   million short-lived lists; its collections cost more than the parsing).
 - **Checking by column.** A batch is checked column by column, each distinct number and timestamp once
   (they repeat); only a batch with a bad row is checked row by row, to report each bad line.
+- **Reading beside writing.** A file of 4 MiB or more is read, split and checked (every check that needs
+  no database) by one forked reader process, which sends each batch's columns down a pipe while this
+  process writes the batch before: the writer's core then only looks lines up and writes. (Threads would
+  not do: the driver gives the GIL up and takes it back for every row it inserts, so a reading thread
+  starves the writer; measured, a writer thread gained nothing.) Batches are written in file order, one
+  at a time; the pipe holds about one, so memory stays flat.
 - **Set-based writing, one transaction per batch.** On SQLite the connection gets a large page cache and
   skips the per-row foreign key re-check (the batch finds its lines under the write lock that inserts the
   events). The batch's numbers are resolved to lines with one query;
@@ -36,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -48,6 +54,7 @@ from simkeep.keepalive.batch import Dialect, first_action, stamps, thresholds
 from simkeep.keepalive.service import CLOCK_SKEW, PlanPolicy, policies
 from simkeep.models import LineStatus, UsageKind
 from simkeep.sims.importer import (
+    PARALLEL_MIN_BYTES,
     UNCLOSED_QUOTE,
     ImportFileUnreadable,
     ImportResult,
@@ -57,6 +64,7 @@ from simkeep.sims.importer import (
     copy_text,
     driver,
     gc_paused,
+    in_reader_process,
     record_run,
 )
 
@@ -86,6 +94,30 @@ class RawBatch:
     lines: Sequence[int] = field(default_factory=list)
     values: list[list[Any]] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
+
+
+class Columns(NamedTuple):
+    """A batch's values by column, every line having passed the checks that need no database; ``at`` holds
+    the timestamps as the database is given them."""
+
+    ids: tuple[str, ...]
+    numbers: tuple[str, ...]
+    kinds: tuple[str, ...]
+    occurred: tuple[str, ...]
+    at: list[str]
+
+
+@dataclass
+class Prepared:
+    """A batch ready for the writer: its distinct numbers to look up, and its columns when no line is bad
+    (its values as read, and its unreadable lines, otherwise)."""
+
+    rows: int
+    lines: Sequence[int]
+    numbers: list[str]
+    columns: Columns | None
+    values: list[Any] | None
+    errors: list[RowError]
 
 
 # --- reading ----------------------------------------------------------------------------------------------
@@ -333,30 +365,65 @@ class ActivityWriter:
         errors.sort(key=lambda e: e.line)
         return rows, errors, newest
 
-    def _check_fast(
-        self, raw: RawBatch, found: dict[str, Line], received: str
-    ) -> tuple[list[Insert], dict[int, str]] | None:
-        """:meth:`_check` for a batch without a single bad row, column by column; None when one is bad.
+    def prepare(self, raw: RawBatch) -> Prepared:
+        """The checks of ``raw`` that need no database, done before its turn to be written (in the reader
+        process of a big file, while the writer writes the batch before). Each check runs once per distinct
+        value (numbers, kinds, timestamps repeat) or as one C-level pass over a column."""
+        if len(self.stamps) > _CACHE_MAX:
+            self.stamps.clear()
+        if len(self.numbers) > _CACHE_MAX:
+            self.numbers.clear()
+        distinct = {v[1] for v in raw.values if isinstance(v[1], str)}
+        columns = self._columns(raw, distinct)
+        if columns is None:
+            return Prepared(raw.rows, raw.lines, sorted(distinct), None, raw.values, raw.errors)
+        return Prepared(raw.rows, raw.lines, sorted(distinct), columns, None, [])
 
-        Each check runs once per distinct value (numbers, kinds, timestamps repeat) or as one C-level pass
-        over a column; the slow path then finds and reports the bad rows.
-        """
+    def _columns(self, raw: RawBatch, distinct: set[str]) -> Columns | None:
+        """The batch's columns, with its timestamps as the database is given them; None when a line is
+        bad (or unreadable), which :meth:`_check` then finds and reports."""
         if raw.errors or not raw.values:
             return None
         ids, numbers, kinds, occurred = zip(*raw.values, strict=True)
-        kinds_seen = set(kinds)
-        lines = self._good_numbers(numbers, found)
-        if lines is None or not kinds_seen <= _KINDS or not _good_ids(ids) or not self._good_stamps(occurred):
+        if len(distinct) != len(set(numbers)) or not set(kinds) <= _KINDS or not _good_ids(ids):
+            return None  # a number that is not text, or a bad kind or event id
+        formats = self.numbers
+        for msisdn in distinct:
+            valid = formats.get(msisdn)
+            if valid is None:
+                valid = formats[msisdn] = E164.match(msisdn) is not None
+            if not valid:
+                return None
+        if not self._good_stamps(occurred):
             return None
-        line_of = [lines[m] for m in numbers]
-        line_ids = [line[0] for line in line_of]
         at = cast(list[str], list(map(self.stamps.__getitem__, occurred)))
-        if all(kinds_seen <= self.counting[plan] for plan in {line[1] for line in lines.values()}):
-            counted = [True] * len(ids)
+        texts = cast(
+            tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+            (ids, numbers, kinds, occurred),
+        )
+        return Columns(*texts, at)
+
+    def _check_fast(
+        self, columns: Columns, found: dict[str, Line], received: str
+    ) -> tuple[list[Insert], dict[int, str]] | None:
+        """:meth:`_check` for a batch whose lines passed :meth:`_columns`: its rows and each line's newest
+        counting event; None when a number has no live line."""
+        recycled = LineStatus.RECYCLED.value
+        lines: dict[str, Line] = {}
+        for msisdn in set(columns.numbers):
+            line = found.get(msisdn)
+            if line is None or line[2] == recycled:
+                return None
+            lines[msisdn] = line
+        line_of = list(map(lines.__getitem__, columns.numbers))
+        line_ids = [line[0] for line in line_of]
+        kinds, at = columns.kinds, columns.at
+        if all(set(kinds) <= self.counting[plan] for plan in {line[1] for line in lines.values()}):
+            counted = [True] * len(at)
         else:
             counting = self.counting
             counted = [kind in counting[line[1]] for kind, line in zip(kinds, line_of, strict=True)]
-        rows = list(zip(ids, line_ids, kinds, at, counted, repeat(received), strict=False))
+        rows = list(zip(columns.ids, line_ids, kinds, at, counted, repeat(received), strict=False))
         newest: dict[int, str] = {}
         get = newest.get
         for line_id, stamp, counts in zip(line_ids, at, counted, strict=True):
@@ -364,17 +431,6 @@ class ActivityWriter:
                 newest[line_id] = stamp
         since = {line[0]: line[3] for line in lines.values()}
         return rows, {line_id: at for line_id, at in newest.items() if at > since[line_id]}
-
-    def _good_numbers(self, numbers: tuple[object, ...], found: dict[str, Line]) -> dict[object, Line] | None:
-        """Each distinct number's live line, or None when one is malformed, unknown or recycled."""
-        recycled = LineStatus.RECYCLED.value
-        lines: dict[object, Line] = {}
-        for msisdn in set(numbers):
-            line = found.get(msisdn) if isinstance(msisdn, str) else None
-            if line is None or line[2] == recycled or E164.match(cast(str, msisdn)) is None:
-                return None
-            lines[msisdn] = line
-        return lines
 
     def _good_stamps(self, occurred: tuple[object, ...]) -> bool:
         """Whether every timestamp is valid (each distinct one checked once, and remembered)."""
@@ -389,17 +445,17 @@ class ActivityWriter:
                 return False
         return True
 
-    def write(self, raw: RawBatch) -> tuple[int, int, list[RowError]]:
-        """Check and insert one batch; return (imported, already present, errors)."""
-        session, now = self.session, utcnow()
-        if len(self.stamps) > _CACHE_MAX:
-            self.stamps.clear()
-        if len(self.numbers) > _CACHE_MAX:
-            self.numbers.clear()
-        found = self._lines(sorted({v[1] for v in raw.values if isinstance(v[1], str)}))
+    def write(self, prepared: Prepared) -> tuple[int, int, list[RowError]]:
+        """Check and insert one prepared batch; return (imported, already present, errors)."""
+        session, now, columns = self.session, utcnow(), prepared.columns
+        found = self._lines(prepared.numbers)
         received = self.text_of(now)
-        checked = self._check_fast(raw, found, received)
+        checked = None if columns is None else self._check_fast(columns, found, received)
         if checked is None:
+            values = prepared.values
+            if values is None:  # good columns, but a number without a live line: line by line
+                values = list(zip(*cast(Columns, columns)[:4], strict=True))
+            raw = RawBatch(prepared.rows, prepared.lines, values, prepared.errors)
             rows, errors, newest = self._check(raw, found, received)
         else:
             (rows, newest), errors = checked, []
@@ -524,8 +580,10 @@ def import_activity(
     actor: str = "cli",
     batch_rows: int = BATCH_ROWS,
     on_progress: Callable[[int, int], None] | None = None,
+    parallel: bool | None = None,
 ) -> ImportResult:
-    """Import usage events from ``path``; raises :class:`ImportFileUnreadable` before writing anything."""
+    """Import usage events from ``path``; raises :class:`ImportFileUnreadable` before writing anything.
+    ``parallel``: read in a reader process (default: for files of 4 MiB or more)."""
     started = time.perf_counter()
     is_json = path.suffix.lower() in _JSON_SUFFIXES
     total = _check_json_file(path) if is_json else check_file(path, COLUMNS)
@@ -541,9 +599,16 @@ def import_activity(
     ):
         writer = ActivityWriter(session, latest=utcnow() + CLOCK_SKEW)
         source = json_batches if is_json else csv_batches
-        for raw in source(path, batch_rows=batch_rows):
-            imported, present, errors = writer.write(raw)
-            result.rows += raw.rows
+
+        def prepared() -> Iterator[Prepared]:
+            return map(writer.prepare, source(path, batch_rows=batch_rows))
+
+        if parallel is None:
+            parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
+        # A big file is read and checked by a reader process while this one writes the batch before.
+        for batch in in_reader_process(prepared, parallel=parallel):
+            imported, present, errors = writer.write(batch)
+            result.rows += batch.rows
             result.imported += imported
             result.already_present += present
             result.add_errors(errors)

@@ -54,7 +54,7 @@ SIM_HEADER_RULE = f"{','.join(SIM_COLUMNS)}, optionally followed by auth_algorit
 SIM_KINDS = frozenset({"physical", "esim"})
 _LOCATIONS = frozenset({"warehouse", "store"})
 NULL = "\\N"  # NULL in PostgreSQL's COPY text format
-_PARALLEL_MIN_BYTES = 4 << 20  # below this a second process costs more than it saves
+PARALLEL_MIN_BYTES = 4 << 20  # below this a second process costs more than it saves
 DEADLOCK_ATTEMPTS = 5
 DEADLOCK_SQLSTATE = "40P01"
 
@@ -491,6 +491,33 @@ def batches_of(
             receive.close()
 
 
+def in_reader_process(produce: Callable[[], Iterator[T]], *, parallel: bool) -> Iterator[T]:
+    """What ``produce`` yields, made in one forked reader process (with ``parallel``, and POSIX) and sent down
+    a pipe while the caller works on the item before; otherwise made here. The pipe holds about one item,
+    so memory stays flat; a failure of the reader is raised here, as :func:`batches_of` raises it."""
+    if not parallel or "fork" not in multiprocessing.get_all_start_methods():
+        yield from produce()
+        return
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(
+        target=_produce,
+        args=(lambda _part: produce(), Part(1, 1), send),
+        name="simkeep-import-reader",
+        daemon=True,
+    )
+    try:
+        process.start()
+        send.close()
+        while (item := _received(receive.recv())) is not None:
+            yield item
+    finally:
+        if process.is_alive():
+            process.terminate()
+        process.join()
+        receive.close()
+
+
 def _received(item: Any) -> Any:
     """A batch from a reader's pipe (None at its end); a reader's failure raised here."""
     if isinstance(item, _Failure):
@@ -503,7 +530,7 @@ def _received(item: Any) -> Any:
 def readers_for(path: Path, parallel: bool | None) -> int:
     """Reader processes: :data:`READERS` for files big enough to gain from them, unless told."""
     if parallel is None:
-        parallel = path.stat().st_size >= _PARALLEL_MIN_BYTES
+        parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
     return READERS if parallel else 1
 
 
