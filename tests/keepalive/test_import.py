@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from simkeep.config import Settings
@@ -241,6 +242,40 @@ class TestBatches:
         seen: list[tuple[int, int]] = []
         import_activity(engine, settings, path, batch_rows=3, on_progress=lambda n, t: seen.append((n, t)))
         assert seen == [(3, 7), (6, 7), (7, 7)]
+
+
+class TestPostgresTriggers:
+    """On PostgreSQL the events' insert skips its foreign key trigger, and nothing else does."""
+
+    def test_only_the_events_insert_runs_as_replica(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The lines are updated (and their triggers fire) with the session's own role; afterwards the
+        foreign key still refuses an event for a line that does not exist."""
+        engine, settings = fresh
+        if engine.dialect.name != "postgresql":
+            pytest.skip("SQLite turns its foreign key checks off for the import's connection instead")
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        roles: list[str] = []
+        real_move = importer.ActivityWriter._move
+
+        def move(self: importer.ActivityWriter, *args: Any) -> None:
+            roles.append(str(self.session.execute(text("SHOW session_replication_role")).scalar_one()))
+            real_move(self, *args)
+
+        monkeypatch.setattr(importer.ActivityWriter, "_move", move)
+        path = tmp_path / "pg.csv"
+        path.write_text(HEADER + f"r1,{msisdn},sms,{_at(7)}\n")
+        assert import_activity(engine, settings, path).imported == 1
+        assert roles == ["origin"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=7)]
+        with engine.connect() as conn, pytest.raises(IntegrityError, match="fk_usage_events_line_id_lines"):
+            conn.execute(
+                text(
+                    "INSERT INTO usage_events (event_id, line_id, kind, occurred_at, counted, received_at) "
+                    "VALUES ('orphan', -1, 'sms', now(), true, now())"
+                )
+            )
 
 
 class TestFailures:
