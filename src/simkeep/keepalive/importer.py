@@ -54,7 +54,6 @@ from simkeep.keepalive.batch import Dialect, first_action, stamps, thresholds
 from simkeep.keepalive.service import CLOCK_SKEW, PlanPolicy, policies
 from simkeep.models import LineStatus, UsageKind
 from simkeep.sims.importer import (
-    PARALLEL_MIN_BYTES,
     UNCLOSED_QUOTE,
     ImportFileUnreadable,
     ImportResult,
@@ -65,6 +64,7 @@ from simkeep.sims.importer import (
     driver,
     gc_paused,
     in_reader_process,
+    reads_in_parallel,
     record_run,
 )
 
@@ -610,10 +610,8 @@ def import_activity(
         def prepared() -> Iterator[Prepared]:
             return map(writer.prepare, source(path, batch_rows=batch_rows))
 
-        if parallel is None:
-            parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
         # A big file is read and checked by a reader process while this one writes the batch before.
-        for batch in in_reader_process(prepared, parallel=parallel):
+        for batch in in_reader_process(prepared, parallel=reads_in_parallel(path, parallel)):
             imported, present, errors = writer.write(batch)
             result.rows += batch.rows
             result.imported += imported

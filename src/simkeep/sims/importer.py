@@ -54,7 +54,7 @@ SIM_HEADER_RULE = f"{','.join(SIM_COLUMNS)}, optionally followed by auth_algorit
 SIM_KINDS = frozenset({"physical", "esim"})
 _LOCATIONS = frozenset({"warehouse", "store"})
 NULL = "\\N"  # NULL in PostgreSQL's COPY text format
-PARALLEL_MIN_BYTES = 4 << 20  # below this a second process costs more than it saves
+_PARALLEL_MIN_BYTES = 4 << 20  # below this a second process costs more than it saves
 DEADLOCK_ATTEMPTS = 5
 DEADLOCK_SQLSTATE = "40P01"
 
@@ -457,6 +457,36 @@ def batches_of(
     if readers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         yield from read(parts_of(total_lines, batch_rows, 1)[0])
         return
+    with _reader_pipes(read, parts) as pipes:
+        for chunk in range(parts[0].chunks):
+            batch = _received(pipes[chunk % readers].recv())
+            if batch is None:  # pragma: no cover - a reader's bug, not bad input
+                msg = "an import reader stopped before the end of its chunks"
+                raise RuntimeError(msg)
+            yield batch
+        for receive in pipes:
+            if _received(receive.recv()) is not None:  # pragma: no cover - a reader's bug, not bad input
+                msg = "an import reader sent more batches than the file has chunks"
+                raise RuntimeError(msg)
+
+
+def in_reader_process(produce: Callable[[], Iterator[T]], *, parallel: bool) -> Iterator[T]:
+    """What ``produce`` yields, made in one forked reader process (with ``parallel``, and POSIX) and sent down
+    a pipe while the caller works on the item before; otherwise made here. The pipe holds about one item,
+    so memory stays flat; a failure of the reader is raised here, as :func:`batches_of` raises it."""
+    if not parallel or "fork" not in multiprocessing.get_all_start_methods():
+        yield from produce()
+        return
+    with _reader_pipes(lambda _part: produce(), [Part(1, 1)]) as [receive]:
+        while (item := _received(receive.recv())) is not None:
+            yield item
+
+
+@contextmanager
+def _reader_pipes(read: Callable[[Part], Iterator[Any]], parts: Sequence[Part]) -> Iterator[list[Any]]:
+    """One forked reader process per part, each sending what ``read`` yields for its part down its own pipe
+    (then None, or its failure); the receiving ends in part order. Leaving stops the readers that are still
+    running and closes the pipes."""
     ctx = multiprocessing.get_context("fork")
     pipes, processes = [], []
     try:
@@ -472,16 +502,7 @@ def batches_of(
             send.close()
             pipes.append(receive)
             processes.append(process)
-        for chunk in range(parts[0].chunks):
-            batch = _received(pipes[chunk % readers].recv())
-            if batch is None:  # pragma: no cover - a reader's bug, not bad input
-                msg = "an import reader stopped before the end of its chunks"
-                raise RuntimeError(msg)
-            yield batch
-        for receive in pipes:
-            if _received(receive.recv()) is not None:  # pragma: no cover - a reader's bug, not bad input
-                msg = "an import reader sent more batches than the file has chunks"
-                raise RuntimeError(msg)
+        yield pipes
     finally:
         for process in processes:
             if process.is_alive():
@@ -489,33 +510,6 @@ def batches_of(
             process.join()
         for receive in pipes:
             receive.close()
-
-
-def in_reader_process(produce: Callable[[], Iterator[T]], *, parallel: bool) -> Iterator[T]:
-    """What ``produce`` yields, made in one forked reader process (with ``parallel``, and POSIX) and sent down
-    a pipe while the caller works on the item before; otherwise made here. The pipe holds about one item,
-    so memory stays flat; a failure of the reader is raised here, as :func:`batches_of` raises it."""
-    if not parallel or "fork" not in multiprocessing.get_all_start_methods():
-        yield from produce()
-        return
-    ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    process = ctx.Process(
-        target=_produce,
-        args=(lambda _part: produce(), Part(1, 1), send),
-        name="simkeep-import-reader",
-        daemon=True,
-    )
-    try:
-        process.start()
-        send.close()
-        while (item := _received(receive.recv())) is not None:
-            yield item
-    finally:
-        if process.is_alive():
-            process.terminate()
-        process.join()
-        receive.close()
 
 
 def _received(item: Any) -> Any:
@@ -529,9 +523,12 @@ def _received(item: Any) -> Any:
 
 def readers_for(path: Path, parallel: bool | None) -> int:
     """Reader processes: :data:`READERS` for files big enough to gain from them, unless told."""
-    if parallel is None:
-        parallel = path.stat().st_size >= PARALLEL_MIN_BYTES
-    return READERS if parallel else 1
+    return READERS if reads_in_parallel(path, parallel) else 1
+
+
+def reads_in_parallel(path: Path, parallel: bool | None) -> bool:
+    """``parallel``, or when not told, whether the file is big enough for reader processes to gain."""
+    return path.stat().st_size >= _PARALLEL_MIN_BYTES if parallel is None else parallel
 
 
 #: SQLite page cache of an import's connection, in KiB: the random-order indexes of a million lines (numbers,
