@@ -40,10 +40,15 @@ def main() -> None:
         make_lines(engine, args.lines, now)
         path = folder / "events.csv"
         kinds = ("voice", "sms", "data", "topup")
+        # A day's export of a mediation system: the events of the 24 hours up to the lines' newest activity
+        # (an hour ago), in time order, at second resolution, each line active about every 2.4 hours; so
+        # each batch of the import moves the clocks of (nearly) every line.
+        start = now - timedelta(hours=25)
+        step = 86_400 / args.events
         with path.open("w") as out:
             out.write("event_id,msisdn,kind,occurred_at\n")
             for i in range(args.events):
-                at = (now - timedelta(minutes=i % 100_000)).isoformat(timespec="seconds")
+                at = (start + timedelta(seconds=int(i * step))).isoformat(timespec="seconds")
                 out.write(f"ev{i},+86130{i % args.lines:08d},{kinds[i % 4]},{at}\n")
         settings = Settings(
             environment="test",

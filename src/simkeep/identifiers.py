@@ -12,8 +12,8 @@ import phonenumbers
 
 from simkeep.errors import InvalidInput
 
-E164 = re.compile(r"^\+[1-9][0-9]{4,14}$")
-_DIGITS = re.compile(r"^[0-9]+$")
+E164 = re.compile(r"^\+[1-9][0-9]{4,14}\Z")
+_DIGITS = re.compile(r"^[0-9]+\Z")
 # Sum of the digits of 2*d, for the doubled positions of the Luhn algorithm.
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 

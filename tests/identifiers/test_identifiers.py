@@ -11,7 +11,10 @@ from simkeep.identifiers import (
     InvalidIccid,
     InvalidImsi,
     InvalidMsisdn,
+    iccid_problem,
+    imsi_problem,
     luhn_valid,
+    msisdn_problem,
     normalise_iccid,
     normalise_imsi,
     normalise_msisdn,
@@ -38,6 +41,20 @@ class TestMsisdn:
         """A well-formed but unassigned Chinese number is refused by the phone-number rules."""
         with pytest.raises(InvalidMsisdn):
             normalise_msisdn("+8610000000")
+
+
+class TestTrailingNewline:
+    """A value read from a file or a JSON body is checked as it is: a trailing newline (which Python's ``$``
+    would let through) makes it invalid."""
+
+    def test_each_check_refuses_a_trailing_newline(self) -> None:
+        """Number, ICCID and IMSI checks pass the value and refuse it with a newline after it."""
+        assert msisdn_problem("+8613800138000") is None
+        assert msisdn_problem("+8613800138000\n") is not None
+        assert iccid_problem("8986010000000000109") is None
+        assert iccid_problem("8986010000000000109\n") is not None
+        assert imsi_problem("001010000000001") is None
+        assert imsi_problem("001010000000001\n") is not None
 
 
 class TestIccid:

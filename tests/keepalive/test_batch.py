@@ -98,8 +98,12 @@ SINCE = datetime(2025, 1, 1, tzinfo=UTC)
 class TestImportClock:
     """The import moves clocks with the same calendar, and only with events it stored."""
 
-    def test_import_sets_calendar_like_the_api(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
-        """The newest counting event of the file moves the clock; deadline and next action as the API sets."""
+    def test_import_moves_the_clock_and_the_sweep_finds_the_next_action(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """The newest counting event of the file moves the clock, the deadline and the calendar's ``since``;
+        the calendar keeps its (now early) next action, where the sweep looks at the line, sends nothing and
+        writes the next action the API would have written."""
         engine, settings = fresh
         with Session(engine) as db:
             h = factories.holder(db, settings)
@@ -128,8 +132,37 @@ class TestImportClock:
             assert line is not None
             assert line.last_activity_at == newest
             assert line.deadline_at == newest + 180 * DAY
-            # No point crossed yet: the 60-day point next.
+            calendar = db.get(LineCalendar, line.id)
+            assert calendar is not None
+            assert (calendar.since, calendar.next_action_at) == (newest, SINCE + 120 * DAY)
+            counts = service.sweep_batch(db, now=SINCE + 120 * DAY, limit=100)
+            assert (counts.checked, counts.reminded, counts.recycled) == (1, 0, 0)
+            assert db.scalars(select(KeepAliveReminder)).all() == []
+            # No point crossed yet: the 60-day point next, as the API sets it.
             assert service.next_action_of(db, line.id) == newest + 120 * DAY
+
+    def test_import_computes_the_calendar_of_a_line_without_one(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """A line whose calendar is not computed yet (new, or its plan rescheduled) gets all of it."""
+        engine, settings = fresh
+        with Session(engine) as db:
+            h = factories.holder(db, settings)
+            h.line.activated_at = h.line.last_activity_at = SINCE
+            h.line.deadline_at = None
+            db.commit()
+            line_id, msisdn = h.line.id, h.msisdn
+        newest = datetime(2026, 11, 2, 3, 4, 5, 678_901, tzinfo=UTC)
+        csv = tmp_path / "e.csv"
+        csv.write_text(f"event_id,msisdn,kind,occurred_at\nm1,{msisdn},sms,{newest.isoformat()}\n")
+        assert import_activity(engine, settings, csv).imported == 1
+        with Session(engine) as db:
+            line = db.get(Line, line_id)
+            calendar = db.get(LineCalendar, line_id)
+            assert line is not None
+            assert calendar is not None
+            assert (line.deadline_at, calendar.since) == (newest + 180 * DAY, newest)
+            assert calendar.next_action_at == newest + 120 * DAY
 
     def test_duplicate_id_never_moves_a_clock(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
         """An event id stored before, now claimed for another line and a later time, moves nothing."""

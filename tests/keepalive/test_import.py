@@ -231,6 +231,29 @@ class TestBatches:
         assert sorted(_events(engine)) == ["j0", "j1", "j3"]
         assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=3)]
 
+    def test_json_values_holding_a_newline_are_refused(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """A JSON value may hold a newline, which the columns sent by the reader use between values: each such
+        line is reported in its field, and the good lines of the same batch are stored as usual."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        rows = [
+            {"event_id": "n1", "msisdn": msisdn, "kind": "data", "occurred_at": _at(1)},
+            {"event_id": "n2", "msisdn": msisdn + "\n", "kind": "data", "occurred_at": _at(2)},
+            {"event_id": "n3\nx", "msisdn": msisdn, "kind": "data", "occurred_at": _at(3)},
+            {"event_id": "n4", "msisdn": msisdn, "kind": "data", "occurred_at": _at(4) + "\n"},
+            {"event_id": "n5", "msisdn": msisdn, "kind": "sms", "occurred_at": _at(5)},
+        ]
+        path = tmp_path / "newlines.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        result = import_activity(engine, settings, path)
+        assert (result.rows, result.imported, result.rejected) == (5, 2, 3)
+        refused = [(e.line, e.field) for e in result.errors]
+        assert refused == [(2, "msisdn"), (3, "event_id"), (4, "occurred_at")]
+        assert sorted(_events(engine)) == ["n1", "n5"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=5)]
+
     def test_progress_is_reported_per_batch_in_order(
         self, fresh: tuple[Engine, Settings], tmp_path: Path
     ) -> None:
@@ -293,12 +316,12 @@ class TestFailures:
         real_insert = importer.ActivityWriter._insert
         calls = {"n": 0}
 
-        def failing_insert(self: importer.ActivityWriter, rows: list[Any], now: datetime) -> int:
+        def failing_insert(self: importer.ActivityWriter, rows: Any, now: datetime, *, every: bool) -> int:
             calls["n"] += 1
             if calls["n"] == 2:
                 msg = "disk full (injected)"
                 raise OSError(msg)
-            return real_insert(self, rows, now)
+            return real_insert(self, rows, now, every=every)
 
         monkeypatch.setattr(importer.ActivityWriter, "_insert", failing_insert)
         with pytest.raises(OSError, match="injected"):

@@ -9,9 +9,9 @@ from typing import Any
 from simkeep.camara.errors import CamaraError
 
 #: The spec's XCorrelator pattern.
-CORRELATOR = re.compile(r"^[a-zA-Z0-9\-_:;./<>{}]{0,256}$")
+CORRELATOR = re.compile(r"^[a-zA-Z0-9\-_:;./<>{}]{0,256}\Z")
 #: The spec's PhoneNumber pattern (E.164 with a leading "+").
-PHONE_NUMBER = re.compile(r"^\+[1-9][0-9]{4,14}$")
+PHONE_NUMBER = re.compile(r"^\+[1-9][0-9]{4,14}\Z")
 
 
 def correlator(value: str | None) -> str | None:

@@ -16,7 +16,7 @@ from simkeep.models import Line, NumberRecycling
 
 API = "number-recycling.check"
 SCOPES = ("number-recycling:check",)
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 # The earliest time zone on Earth: a date is "in the future" only once no place has reached it yet.
 _EARLIEST_ZONE = timezone(timedelta(hours=14))
 

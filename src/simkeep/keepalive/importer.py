@@ -37,7 +37,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -98,13 +98,26 @@ class RawBatch:
 
 class Columns(NamedTuple):
     """A batch's values by column, every line having passed the checks that need no database; ``at`` holds
-    the timestamps as the database is given them."""
+    the timestamps as the database is given them.
 
-    ids: tuple[str, ...]
-    numbers: tuple[str, ...]
-    kinds: tuple[str, ...]
-    occurred: tuple[str, ...]
-    at: list[str]
+    Each column is its values joined by newlines (no value holds one; :meth:`ActivityWriter.prepare`
+    checks), so that a batch crosses the reader's pipe as five strings: a tuple of strings is pickled and
+    unpickled one object per value, which cost the reader more than reading and checking the batch."""
+
+    ids: str
+    numbers: str
+    kinds: str
+    occurred: str
+    at: str
+    #: The kinds the batch holds.
+    kinds_present: frozenset[str]
+    #: Each number's newest event of the batch (of any kind): the numbers, and the newest ``at`` of each.
+    newest_numbers: str
+    newest_at: str
+
+    def values(self) -> list[list[Any]]:
+        """The batch's rows as read (event id, number, kind, timestamp)."""
+        return list(map(list, zip(*(column.split("\n") for column in self[:4]), strict=True)))
 
 
 @dataclass
@@ -241,7 +254,7 @@ _EVENTS_POSTGRES = (
 )
 _INSERT_SQLITE = (
     "INSERT INTO usage_events (event_id, line_id, kind, occurred_at, counted, received_at) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+    "VALUES (?, ?, ?, ?, {counted}, '{received}') ON CONFLICT (event_id) DO NOTHING"
 )
 _INSERT_POSTGRES = (
     "INSERT INTO usage_events (event_id, line_id, kind, occurred_at, counted, received_at) "
@@ -250,7 +263,7 @@ _INSERT_POSTGRES = (
 )
 
 Line = tuple[int, int, str, str]  # line id, plan id, status, last activity (or activation) as a stamp
-Insert = tuple[str, int, str, str, bool, str]  # event id, line id, kind, occurred_at, counted, received_at
+Insert = tuple[str, int, str, str, bool]  # event id, line id, kind, occurred_at, counted
 
 
 def _good_ids(ids: tuple[object, ...]) -> bool:
@@ -259,6 +272,18 @@ def _good_ids(ids: tuple[object, ...]) -> bool:
         return False
     texts = cast(tuple[str, ...], ids)
     return min(map(len, texts)) > 0 and max(map(len, texts)) <= 80 and all(map(str.isprintable, texts))
+
+
+def _newest(numbers: Sequence[str], at: list[str]) -> dict[str, str]:
+    """Each number's newest stamp: in one C-level pass when the batch is in time order, as an export is."""
+    if at == sorted(at):
+        return dict(zip(numbers, at, strict=True))
+    newest: dict[str, str] = {}
+    get = newest.get
+    for msisdn, stamp in zip(numbers, at, strict=True):
+        if stamp > get(msisdn, ""):
+            newest[msisdn] = stamp
+    return newest
 
 
 class ActivityWriter:
@@ -301,8 +326,9 @@ class ActivityWriter:
             return value.isoformat(timespec="microseconds")
         return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
-    def _lines(self, numbers: list[str]) -> dict[str, Line]:
-        """The known lines among ``numbers``, by number: one query."""
+    def _lines(self, numbers: list[str]) -> list[tuple[str, int, int, str, str]]:
+        """The known lines among ``numbers``: ``(number, line id, plan id, status, last activity or
+        activation as a stamp)``, one query."""
         cursor = driver(self.session.connection()).cursor()
         try:
             if self.sql.postgres:
@@ -311,18 +337,18 @@ class ActivityWriter:
                     "FROM lines WHERE msisdn = ANY(%s)",
                     (numbers,),
                 )
-                return {r[0]: (r[1], r[2], r[3], self.text_of(r[4])) for r in cursor.fetchall()}
+                return [(r[0], r[1], r[2], r[3], self.text_of(r[4])) for r in cursor.fetchall()]
             cursor.execute(
                 "SELECT msisdn, id, plan_id, status, COALESCE(last_activity_at, activated_at) "
                 "FROM lines WHERE msisdn IN (SELECT value FROM json_each(?))",
                 (json.dumps(numbers),),
             )
-            return {r[0]: (r[1], r[2], r[3], r[4]) for r in cursor.fetchall()}
+            return cast(list[tuple[str, int, int, str, str]], cursor.fetchall())
         finally:
             cursor.close()
 
     def _check(  # noqa: PLR0912 - one branch per check, inlined for speed
-        self, raw: RawBatch, found: dict[str, Line], received: str
+        self, raw: RawBatch, found: dict[str, Line]
     ) -> tuple[list[Insert], list[RowError], dict[int, str]]:
         """The rows to insert, the errors, and each line's newest counting event of the batch."""
         rows: list[Insert] = []
@@ -359,7 +385,7 @@ class ActivityWriter:
                         problem = E_RECYCLED
                     else:
                         counted = kind in counting[line[1]]
-                        rows.append((event_id, line[0], kind, stamp, counted, received))
+                        rows.append((event_id, line[0], kind, stamp, counted))
                         if counted and stamp > newest.get(line[0], line[3]):
                             newest[line[0]] = stamp
             if problem is not None:
@@ -399,40 +425,56 @@ class ActivityWriter:
         if not self._good_stamps(occurred):
             return None
         at = cast(list[str], list(map(self.stamps.__getitem__, occurred)))
-        texts = cast(
-            tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]],
-            (ids, numbers, kinds, occurred),
+        texts = cast(tuple[tuple[str, ...], ...], (ids, numbers, kinds, occurred))
+        joined = ["\n".join(column) for column in (*texts, at)]
+        if any(text.count("\n") != len(ids) - 1 for text in joined):
+            return None  # a value holding a newline (JSON lines): its own check reports it
+        newest = _newest(texts[1], at)
+        ids_text, numbers_text, kinds_text, occurred_text, at_text = joined
+        return Columns(
+            ids_text,
+            numbers_text,
+            kinds_text,
+            occurred_text,
+            at_text,
+            frozenset(kinds),
+            "\n".join(newest),
+            "\n".join(newest.values()),
         )
-        return Columns(*texts, at)
 
     def _check_fast(
-        self, columns: Columns, found: dict[str, Line], received: str
-    ) -> tuple[list[Insert], dict[int, str]] | None:
-        """:meth:`_check` for a batch whose lines passed :meth:`_columns`: its rows and each line's newest
-        counting event; None when a number has no live line."""
-        recycled = LineStatus.RECYCLED.value
-        lines: dict[str, Line] = {}
-        for msisdn in set(columns.numbers):
-            line = found.get(msisdn)
-            if line is None or line[2] == recycled:
-                return None
-            lines[msisdn] = line
-        line_of = list(map(lines.__getitem__, columns.numbers))
-        line_ids = [line[0] for line in line_of]
-        kinds, at = columns.kinds, columns.at
-        if all(set(kinds) <= self.counting[plan] for plan in {line[1] for line in lines.values()}):
-            counted = [True] * len(at)
+        self, columns: Columns, numbers: list[str], found: list[tuple[str, int, int, str, str]]
+    ) -> tuple[Iterator[tuple[Any, ...]], bool, dict[int, str]] | None:
+        """:meth:`_check` for a batch whose lines passed :meth:`_columns` (``numbers``: its distinct ones,
+        ``found``: their lines): its rows (without ``counted`` when every event counts), whether every event
+        counts, and each line's newest counting event; None when a number has no live line. Column by column,
+        in C where it can be."""
+        if len(found) != len(numbers):
+            return None  # a number without a line
+        msisdns, line_ids, plan_ids, statuses, sinces = zip(*found, strict=True)
+        if LineStatus.RECYCLED.value in statuses:
+            return None
+        line_of = dict(zip(msisdns, line_ids, strict=True))
+        row_lines = list(map(line_of.__getitem__, columns.numbers.split("\n")))
+        kinds, at = columns.kinds.split("\n"), columns.at.split("\n")
+        every = all(columns.kinds_present <= self.counting[plan] for plan in set(plan_ids))
+        rows: Iterator[tuple[Any, ...]]
+        if every:  # each number's newest event, found by the reader, is its line's newest counting one
+            rows = zip(columns.ids.split("\n"), row_lines, kinds, at, strict=True)
+            newest_lines = map(line_of.__getitem__, columns.newest_numbers.split("\n"))
+            newest = dict(zip(newest_lines, columns.newest_at.split("\n"), strict=True))
         else:
-            counting = self.counting
-            counted = [kind in counting[line[1]] for kind, line in zip(kinds, line_of, strict=True)]
-        rows = list(zip(columns.ids, line_ids, kinds, at, counted, repeat(received), strict=False))
-        newest: dict[int, str] = {}
-        get = newest.get
-        for line_id, stamp, counts in zip(line_ids, at, counted, strict=True):
-            if counts and stamp > get(line_id, ""):
-                newest[line_id] = stamp
-        since = {line[0]: line[3] for line in lines.values()}
-        return rows, {line_id: at for line_id, at in newest.items() if at > since[line_id]}
+            counting, plan_of = self.counting, dict(zip(line_ids, plan_ids, strict=True))
+            pairs = zip(kinds, row_lines, strict=True)
+            counted = [kind in counting[plan_of[line_id]] for kind, line_id in pairs]
+            rows = zip(columns.ids.split("\n"), row_lines, kinds, at, counted, strict=True)
+            newest = {}
+            get = newest.get
+            for line_id, stamp, counts in zip(row_lines, at, counted, strict=True):
+                if counts and stamp > get(line_id, ""):
+                    newest[line_id] = stamp
+        since = dict(zip(line_ids, sinces, strict=True))
+        return rows, every, {line_id: at for line_id, at in newest.items() if at > since[line_id]}
 
     def _good_stamps(self, occurred: tuple[object, ...]) -> bool:
         """Whether every timestamp is valid (each distinct one checked once, and remembered)."""
@@ -450,44 +492,53 @@ class ActivityWriter:
     def write(self, prepared: Prepared) -> tuple[int, int, list[RowError]]:
         """Check and insert one prepared batch; return (imported, already present, errors)."""
         session, now, columns = self.session, utcnow(), prepared.columns
-        found = self._lines(prepared.numbers)
-        received = self.text_of(now)
-        checked = None if columns is None else self._check_fast(columns, found, received)
-        if checked is None:
-            values = prepared.values
-            if values is None:  # good columns, but a number without a live line: line by line
-                values = list(zip(*cast(Columns, columns)[:4], strict=True))
+        found_rows = self._lines(prepared.numbers)
+        checked = None if columns is None else self._check_fast(columns, prepared.numbers, found_rows)
+        found = {row[0]: row[1:] for row in found_rows}
+        rows: Iterable[tuple[Any, ...]]
+        if checked is None:  # a bad line, or good columns but a number without a live line: line by line
+            values = prepared.values if prepared.values is not None else cast(Columns, columns).values()
             raw = RawBatch(prepared.rows, prepared.lines, values, prepared.errors)
-            rows, errors, newest = self._check(raw, found, received)
+            rows, errors, newest = self._check(raw, found)
+            every, count = False, len(rows)
         else:
-            (rows, newest), errors = checked, []
-        imported = self._insert(rows, now) if rows else 0
-        if imported == len(rows):  # every event is new: the newest per line, found while checking, moves
+            (rows, every, newest), errors = checked, []
+            count = cast(Columns, columns).ids.count("\n") + 1
+        imported = self._insert(rows, now, every=every) if count else 0
+        if imported == count:  # every event is new: the newest per line, found while checking, moves
             plan_of = {line[0]: line[1] for line in found.values()}
             self._move([(line_id, plan_of[line_id], at) for line_id, at in newest.items()], now)
         elif imported:  # some were duplicates: only the events inserted now may move a clock
             self._move(None, now)
         session.commit()
-        return imported, len(rows) - imported, errors
+        return imported, count - imported, errors
 
-    def _insert(self, rows: list[Insert], now: datetime) -> int:
-        """Insert the events not stored yet; returns how many. Notes the id the new ones come after."""
+    def _insert(self, rows: Iterable[tuple[Any, ...]], now: datetime, *, every: bool) -> int:
+        """Insert the events not stored yet: ``(event id, line id, kind, occurred_at[, counted])``, without
+        ``counted`` when ``every`` event counts; returns how many. Notes the id the new ones come after."""
         session = self.session
         self.floor = int(session.scalar(text("SELECT COALESCE(MAX(id), 0) FROM usage_events")) or 0)
         cursor = driver(session.connection()).cursor()
         try:
             if not self.sql.postgres:
-                cursor.executemany(_INSERT_SQLITE, rows)
+                # The batch's constants are written into the statement (``received_at`` is our own clock's
+                # text): each value bound costs every row.
+                cursor.executemany(
+                    _INSERT_SQLITE.format(counted="1" if every else "?", received=self.text_of(now)), rows
+                )
                 return int(cursor.rowcount)
             session.execute(text(_EVENTS_POSTGRES))
             session.execute(text("TRUNCATE ka_events"))
+
+            def flag(row: tuple[Any, ...]) -> str:
+                return "t" if every or row[4] else "f"
+
             with cursor.copy(
                 "COPY ka_events (event_id, line_id, kind, occurred_at, counted) FROM STDIN"
             ) as copy:
                 copy.write(
                     "".join(
-                        f"{copy_text(e)}\t{line_id}\t{k}\t{o}\t{'t' if c else 'f'}\n"
-                        for e, line_id, k, o, c, _ in rows
+                        f"{copy_text(row[0])}\t{row[1]}\t{row[2]}\t{row[3]}\t{flag(row)}\n" for row in rows
                     )
                 )
         finally:
@@ -549,7 +600,12 @@ class ActivityWriter:
                     "ORDER BY id FOR UPDATE"
                 )
             )
-        # The moved live lines' sweep calendar, for every plan before any line is written.
+        # The moved live lines' sweep calendar, for every plan before any line is written. A line whose
+        # calendar is computed (``deadline_at`` set) gets its new ``since`` and keeps its ``next_action_at``,
+        # which the move can only have made early: the sweep then looks at the line, finds nothing due for
+        # the new ``since`` and writes the true next action. One extra row for a later sweep (once per
+        # reminder interval of a line that keeps being active) instead of rewriting the calendar's index for
+        # every line of every batch. A line without a computed calendar gets all of it.
         for plan_id in plan_ids:
             policy = self.plans[plan_id]
             params = thresholds(policy, now)
@@ -557,14 +613,20 @@ class ActivityWriter:
                 stamps(
                     "INSERT INTO line_calendar (line_id, plan_id, since, next_action_at) "
                     f"SELECT m.line_id, m.plan_id, m.at, {first_action(sql, policy, 'm.at')} "
-                    f"FROM ka_moves AS m JOIN lines AS l ON l.id = m.line_id WHERE m.plan_id = :plan "
-                    f"AND {moved} AND l.status != '{LineStatus.RECYCLED.value}' ORDER BY m.line_id "
-                    "ON CONFLICT (line_id) DO UPDATE SET plan_id = excluded.plan_id, since = excluded.since, "
-                    "next_action_at = excluded.next_action_at",
+                    "FROM ka_moves AS m JOIN lines AS l ON l.id = m.line_id WHERE m.plan_id = :plan "
+                    f"AND l.deadline_at IS NULL AND {moved} AND l.status != '{LineStatus.RECYCLED.value}' "
+                    "ORDER BY m.line_id ON CONFLICT (line_id) DO UPDATE SET plan_id = excluded.plan_id, "
+                    "since = excluded.since, next_action_at = excluded.next_action_at",
                     *params,
                 ),
                 {**params, "plan": plan_id},
             )
+        session.execute(
+            text(
+                "UPDATE line_calendar SET since = m.at FROM ka_moves AS m "
+                "WHERE line_calendar.line_id = m.line_id AND line_calendar.since < m.at"
+            )
+        )
         for plan_id in plan_ids:
             policy = self.plans[plan_id]
             session.execute(

@@ -61,9 +61,9 @@ LINE_COLUMNS = (
 DOCUMENT_PURPOSE = "document-number"
 NEW_PLAN_INACTIVITY_DAYS = 180
 _LANGUAGES = frozenset({"zh-CN", "en"})
-_PASSPORT = re.compile(r"^[A-Z0-9]{5,9}$")
-_RIC_BODY = re.compile(r"^[0-9]{17}[0-9X]$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PASSPORT = re.compile(r"^[A-Z0-9]{5,9}\Z")
+_RIC_BODY = re.compile(r"^[0-9]{17}[0-9X]\Z")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 _CLOCK_SKEW = timedelta(minutes=5)
 
 

@@ -26,7 +26,6 @@ class UsageEvent(Base):
     """One usage event of a line, as the operator's mediation system reported it (deduplicated by id)."""
 
     __tablename__ = "usage_events"
-    __table_args__ = (Index("ix_usage_events_line_occurred", "line_id", "occurred_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(String(80), unique=True)

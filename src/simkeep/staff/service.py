@@ -22,8 +22,8 @@ from simkeep.security import hash_password
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 200
-_STORE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+_STORE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}\Z")
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}\Z")
 
 
 class StoreExists(Conflict):
