@@ -418,13 +418,18 @@ def bench_backend(
 
 
 def _answers(url: str) -> dict[int, int]:
-    """The statuses recorded in api_queries (to tell expected 404s from refusals)."""
+    """The statuses in the query log (to tell expected 404s from refusals), unpacked in the database."""
     from simkeep.db.engine import make_engine
 
     engine = make_engine(url)
+    if engine.dialect.name == "postgresql":
+        status, entries = "CAST(e->>3 AS integer)", "json_array_elements(CAST(b.entries AS json)) AS e"
+    else:
+        status, entries = "json_extract(e.value, '$[3]')", "json_each(b.entries) AS e"
+    sql = f"SELECT {status}, count(*) FROM api_query_batches AS b, {entries} GROUP BY 1"
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT status, count(*) FROM api_queries GROUP BY status")).all()
+            rows = conn.execute(text(sql)).all()
         return {int(status): int(n) for status, n in rows}
     finally:
         engine.dispose()

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from simkeep.camara import clients
+from simkeep.camara import clients, repository
 from simkeep.camara.api import router, runtime_of
 from simkeep.camara.cli import app as clients_app
 from simkeep.camara.runtime import CamaraRuntime
@@ -103,6 +104,27 @@ def token_for(api: TestClient, rp: Rp, scope: str | None = None) -> str:
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
+
+
+def logged(session: Session, client_pk: int | None = None) -> list[repository.LoggedQuery]:
+    """The recorded queries (of one client), oldest first, unpacked from their batches."""
+    return repository.logged_queries(session, client_pks=None if client_pk is None else [client_pk])
+
+
+def log_queries(
+    session: Session,
+    client_pk: int,
+    n: int,
+    *,
+    asked_at: datetime,
+    api: str = "sim-swap.check",
+    msisdn: str | None = None,
+    status: int = 200,
+) -> None:
+    """Record ``n`` queries of one client asked at ``asked_at``, as a worker's flush writes them."""
+    asked_us = (asked_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    repository.insert_queries(session, [(client_pk, api, msisdn, "x", status, asked_us)] * n)
+    session.commit()
 
 
 def bearer(token: str, **headers: str) -> dict[str, str]:

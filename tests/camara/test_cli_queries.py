@@ -16,8 +16,8 @@ from simkeep.camara.repository import insert_queries, queries_about
 from simkeep.cli_support import reading_session
 from simkeep.config import Settings
 from simkeep.db.engine import make_engine
-from simkeep.models import ApiQuery, RelyingParty
-from tests.camara.conftest import Cli
+from simkeep.models import RelyingParty
+from tests.camara.conftest import Cli, logged
 
 pytestmark = pytest.mark.concurrent
 
@@ -72,12 +72,8 @@ class Log:
         """Every client and every query, to show that a command changed nothing."""
         with self.factory() as session:
             clients = session.execute(select(RelyingParty.id, RelyingParty.client_id, RelyingParty.name))
-            rows = session.execute(
-                select(ApiQuery.id, ApiQuery.client_id, ApiQuery.msisdn, ApiQuery.asked_at).order_by(
-                    ApiQuery.id
-                )
-            )
-            return [*map(tuple, clients), *map(tuple, rows)]
+            rows = [(q.batch_id, q.client_id, q.msisdn, q.asked_at) for q in logged(session)]
+            return [*map(tuple, clients), *rows]
 
 
 @pytest.fixture
@@ -317,7 +313,7 @@ class TestReadingSession:
                     insert_queries(other, [(log.clients["Bank B"].id, CHECK, NUMBER, SWAPPED, 200, 0)])
                     other.commit()
                 with pytest.raises(Exception, match="readonly"):
-                    session.execute(text("DELETE FROM api_queries"))
+                    session.execute(text("DELETE FROM api_query_batches"))
         finally:
             writer.dispose()
         assert len(log.snapshot()) == 3 + 2

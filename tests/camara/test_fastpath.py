@@ -7,18 +7,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from simkeep.camara.operations import SIM_SWAP_CHECK, Operation
 from simkeep.camara.runtime import CamaraRuntime
-from simkeep.models import ApiQuery
 from tests import factories
-from tests.camara.conftest import Rp, bearer, token_for
+from tests.camara.conftest import Rp, bearer, logged, token_for
 
 
 def _queries(db: Session) -> int:
-    return int(db.scalar(select(func.count()).select_from(ApiQuery)) or 0)
+    return len(logged(db))
 
 
 class TestFastPathLayer:

@@ -1,4 +1,4 @@
-"""Per-client rate limits and daily quotas (429), and the record of every query in ``api_queries``."""
+"""Per-client rate limits and daily quotas (429), and the record of every query in ``api_query_batches``."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from simkeep.camara.errors import CamaraError
 from simkeep.camara.reader import client_read_scope
 from simkeep.camara.runtime import CamaraRuntime, QueryRecord, QueryRecorder
 from simkeep.config import Settings
-from simkeep.models import ApiQuery, CamaraWorker, RelyingParty
-from tests.camara.conftest import Rp, bearer, token_for
+from simkeep.models import ApiQueryBatch, CamaraWorker, RelyingParty
+from tests.camara.conftest import Rp, bearer, log_queries, logged, token_for
 from tests.camara.spec import assert_conforms
 
 URL = "/number-recycling/v0.2/check"
@@ -63,7 +63,7 @@ class TestRateLimit:
 
 
 class TestDailyQuota:
-    """Answered queries per UTC day, counted from api_queries as well as in memory."""
+    """Answered queries per UTC day, counted from the query log as well as in memory."""
 
     def test_quota_exhausted_is_429_quota_exceeded(self, api: TestClient, make_rp: Any) -> None:
         """With a quota of 2, the third query of the day is 429 QUOTA_EXCEEDED."""
@@ -74,28 +74,18 @@ class TestDailyQuota:
         assert_conforms("sim-swap.yaml", "/check", 429, response.json())
 
     def test_queries_recorded_today_count(self, api: TestClient, make_rp: Any, db: Session) -> None:
-        """Queries already in api_queries for today (another worker's) use up the quota."""
+        """Queries already logged for today (another worker's) use up the quota; refused ones (429) do not."""
         rp = make_rp(quota=2)
         now = datetime.now(UTC)
-        db.add_all(
-            ApiQuery(
-                client_id=rp.pk,
-                api="number-recycling.check",
-                msisdn=None,
-                answer="x",
-                status=200,
-                asked_at=now,
-            )
-            for _ in range(2)
-        )
-        db.commit()
+        log_queries(db, rp.pk, 1, asked_at=now, api="number-recycling.check", status=429)
+        log_queries(db, rp.pk, 2, asked_at=now, api="number-recycling.check")
         token = token_for(api, rp)
         assert _codes(api, token, 1) == [429]
 
     def test_settled_count_is_carried_over(
         self, runtime: CamaraRuntime, make_rp: Any, db: Session, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A reload reads only the last moments of api_queries: what settled (older than the lag) is carried
+        """A reload reads only the last moments of the query log: what settled (older than the lag) is carried
         over from the previous load, and what is recent is counted afresh."""
         day = datetime.now(UTC) - timedelta(hours=2)
         monkeypatch.setattr("simkeep.camara.runtime._today_start", lambda: day)
@@ -104,20 +94,13 @@ class TestDailyQuota:
             rp.client_id, frozenset({"sim-swap"}), int(time.time() * 1000) + 1000, int(time.time()) + 600
         )
 
-        def add(n: int, ago: timedelta) -> list[ApiQuery]:
-            rows = [
-                ApiQuery(client_id=rp.pk, api="sim-swap.check", msisdn=None, answer="x", status=200,
-                         asked_at=datetime.now(UTC) - ago)
-                for _ in range(n)
-            ]  # fmt: skip
-            db.add_all(rows)
-            db.commit()
-            return rows
+        def add(n: int, ago: timedelta) -> None:
+            log_queries(db, rp.pk, n, asked_at=datetime.now(UTC) - ago)
 
-        settled = add(3, timedelta(hours=1))
+        add(3, timedelta(hours=1))
         assert runtime.client_for(token).used_today == 3
-        for row in settled:  # gone from the table: a reload that counted the whole day would see 0 of them
-            db.delete(row)
+        # Gone from the table: a reload that counted the whole day would see 0 of them.
+        db.execute(ApiQueryBatch.__table__.delete())
         db.commit()
         add(2, timedelta(seconds=5))
         assert runtime.client_for(token).used_today == 5
@@ -282,9 +265,9 @@ class TestQueryRecording:
         api.post(URL, json=BODY, headers=bearer(token))
         api.post(URL, json={"specifiedDate": "2024-01-01"}, headers=bearer(token))
         api.post(URL, json=BODY, headers=bearer(token))
-        assert db.scalars(select(ApiQuery).where(ApiQuery.client_id == rp.pk)).all() == []
+        assert logged(db, rp.pk) == []
         assert runtime.recorder.flush() == 3
-        rows = db.scalars(select(ApiQuery).where(ApiQuery.client_id == rp.pk).order_by(ApiQuery.id)).all()
+        rows = logged(db, rp.pk)
         assert [(r.api, r.msisdn, r.answer, r.status) for r in rows] == [
             ("number-recycling.check", "+8613999999999", "IDENTIFIER_NOT_FOUND", 404),
             ("number-recycling.check", None, "MISSING_IDENTIFIER", 422),
@@ -306,7 +289,7 @@ class TestQueryRecording:
             headers=bearer(token_for(api, rp)),
         )
         runtime.recorder.flush()
-        row = db.scalars(select(ApiQuery).where(ApiQuery.client_id == rp.pk)).one()
+        [row] = logged(db, rp.pk)
         assert (row.msisdn, row.answer, row.status) == (line.msisdn, '{"phoneNumberRecycled":true}', 200)
 
     def test_unauthenticated_calls_are_not_recorded(self, api: TestClient, runtime: CamaraRuntime) -> None:
@@ -316,13 +299,17 @@ class TestQueryRecording:
 
 
 @pytest.mark.concurrent
+def _nothing_to_write() -> Any:
+    raise AssertionError("nothing was recorded: nothing to write")
+
+
 class TestRecorderThread:
     """The background writer on a database with real commits."""
 
     def test_background_thread_writes_without_being_asked(
         self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
     ) -> None:
-        """Within a few flush intervals the buffered queries are in api_queries; stop() writes the rest."""
+        """Within a few flush intervals the buffered queries are in the log; stop() writes the rest."""
         engine, settings = fresh
         with fresh_session_factory() as session:
             rp = clients.create_client(session, settings, name="Bank", scopes=["sim-swap"]).client
@@ -338,13 +325,13 @@ class TestRecorderThread:
             while time.monotonic() < deadline and count == 0:
                 time.sleep(0.05)
                 with fresh_session_factory() as session:
-                    count = len(session.scalars(select(ApiQuery)).all())
+                    count = len(logged(session))
             assert count == 1
         finally:
             recorder.record(QueryRecord(pk, "sim-swap", None, "y", 200, time.time_ns() // 1000))
             recorder.stop()
         with fresh_session_factory() as session:
-            assert len(session.scalars(select(ApiQuery)).all()) == 2
+            assert len(logged(session)) == 2
         del engine
 
     def test_batch_keeps_every_field_exactly(
@@ -370,36 +357,84 @@ class TestRecorderThread:
             )
         assert recorder.flush() == 3
         with fresh_session_factory() as session:
-            rows = session.scalars(select(ApiQuery).order_by(ApiQuery.id)).all()
+            rows = logged(session)  # oldest first
             assert [(r.msisdn, r.answer, r.asked_at) for r in rows] == [
-                ("+8613800000000", answers[0], asked[0]),
                 (None, answers[1], asked[1]),
+                ("+8613800000000", answers[0], asked[0]),
                 ("+8613800000002", "x" * 200, asked[2]),
+            ]
+            # One batch per UTC day, each with its bounds and counts.
+            batches = session.scalars(select(ApiQueryBatch).order_by(ApiQueryBatch.first_at)).all()
+            assert [(b.first_at, b.last_at, b.queries, b.answered) for b in batches] == [
+                (when, when, 1, 1) for when in sorted(asked)
             ]
         del engine
 
-    def test_a_batch_larger_than_a_chunk_is_written_whole_and_in_order(
-        self,
-        fresh: tuple[Engine, Settings],
-        fresh_session_factory: Callable[[], Session],
-        monkeypatch: pytest.MonkeyPatch,
+    def test_a_flush_is_one_row_per_client_and_day_in_the_order_asked(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
     ) -> None:
-        from simkeep.camara import repository
+        """Queries of two clients across midnight (UTC): one batch per client and day, each query in it in
+        the order asked (ties in the order recorded), and the answered ones counted."""
+        engine, settings = fresh
+        with fresh_session_factory() as session:
+            a = clients.create_client(session, settings, name="A", scopes=["sim-swap"]).client.id
+            b = clients.create_client(session, settings, name="B", scopes=["sim-swap"]).client.id
+            session.commit()
+        midnight = datetime(2026, 12, 1, tzinfo=UTC)
+        us = (midnight - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        recorder = QueryRecorder(fresh_session_factory, interval=60, max_buffer=100)
+        recorded = [(a, 1, 200), (b, -1, 200), (a, -2, 429), (a, -1, 200), (a, 1, 404), (a, 0, 200)]
+        for i, (pk, offset, status) in enumerate(recorded):
+            recorder.record(
+                QueryRecord(pk, "sim-swap.check", f"+8613800000{i:03d}", "x", status, us + offset)
+            )
+        assert recorder.flush() == 6
+        with fresh_session_factory() as session:
+            batches = session.scalars(select(ApiQueryBatch).order_by(ApiQueryBatch.id)).all()
+            shape = {(x.client_id, x.first_at.date()): (x.queries, x.answered) for x in batches}
+            assert shape == {
+                (a, midnight.date()): (3, 3),
+                (a, (midnight - timedelta(days=1)).date()): (2, 1),
+                (b, (midnight - timedelta(days=1)).date()): (1, 1),
+            }
+            numbers = [q.msisdn for q in logged(session, a)]
+        assert numbers == ["+8613800000002", "+8613800000003", "+8613800000005", "+8613800000000",
+                           "+8613800000004"]  # fmt: skip
+        del engine
 
-        monkeypatch.setattr(repository, "QUERY_CHUNK", 3)
+    def test_a_large_flush_is_written_whole_and_in_order(
+        self, fresh: tuple[Engine, Settings], fresh_session_factory: Callable[[], Session]
+    ) -> None:
         engine, settings = fresh
         with fresh_session_factory() as session:
             pk = clients.create_client(session, settings, name="Bank", scopes=["sim-swap"]).client.id
             session.commit()
         recorder = QueryRecorder(fresh_session_factory, interval=60, max_buffer=100)
         start = time.time_ns() // 1000
-        for i in range(10):
-            recorder.record(QueryRecord(pk, "sim-swap.check", f"+86138000000{i:02d}", "x", 200, start + i))
-        assert recorder.flush() == 10
+        recorder = QueryRecorder(fresh_session_factory, interval=60, max_buffer=20_000)
+        for i in range(12_000):
+            recorder.record(QueryRecord(pk, "sim-swap.check", f"+861380{i:07d}", "x", 200, start + i // 3))
+        assert recorder.flush() == 12_000
         with fresh_session_factory() as session:
-            numbers = session.scalars(select(ApiQuery.msisdn).order_by(ApiQuery.id)).all()
-        assert numbers == [f"+86138000000{i:02d}" for i in range(10)]
+            numbers = [q.msisdn for q in logged(session)]
+        assert numbers == [f"+861380{i:07d}" for i in range(12_000)]
         del engine
+
+    def test_the_heartbeat_goes_at_most_once_a_second_however_often_it_flushes(self) -> None:
+        """Flushing every 20 ms, the writer calls its tick (the heartbeat) at once, then once a second."""
+        ticks: list[float] = []
+        recorder = QueryRecorder(
+            _nothing_to_write, interval=0.02, max_buffer=10, on_tick=lambda: ticks.append(time.monotonic())
+        )
+        started = time.monotonic()
+        recorder.start()
+        try:
+            while time.monotonic() - started < 0.6:
+                time.sleep(0.02)
+        finally:
+            recorder.stop()
+        assert len(ticks) == 1
+        assert ticks[0] - started < 0.5
 
     def test_failed_write_keeps_the_queries(self) -> None:
         """When the database refuses the write, the queries stay buffered for the next flush."""

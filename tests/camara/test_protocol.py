@@ -19,13 +19,13 @@ from pathlib import Path
 import h11
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from simkeep.camara import clients
 from simkeep.config import Settings
-from simkeep.models import ApiQuery
 from tests import factories
+from tests.camara.conftest import logged as logged_queries
 from tests.conftest import TEST_SECRET
 
 CHECK = "/sim-swap/v2/check"
@@ -230,9 +230,7 @@ class TestProtocol:
         assert f'"POST {CHECK} HTTP/1.1" 400' in logged
         assert "Logging error" not in logged
         with fresh_session_factory() as s:
-            rows = s.execute(
-                select(ApiQuery.api, ApiQuery.msisdn, ApiQuery.status).order_by(ApiQuery.id)
-            ).all()
+            rows = [(q.api, q.msisdn, q.status) for q in logged_queries(s)]
         assert [tuple(r) for r in rows] == [
             ("sim-swap.check", served.msisdn, 200),
             ("sim-swap.check", None, 400),
@@ -341,4 +339,4 @@ class TestProtocol:
             talk.close()
         served.stop()
         with fresh_session_factory() as s:
-            assert s.scalars(select(ApiQuery)).all() == []
+            assert logged_queries(s) == []

@@ -19,10 +19,10 @@ from simkeep.camara.auth import issue_token
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.jobs.worker import drain
-from simkeep.models import ApiQuery, CamaraSubscription, Job, JobState, Line, SimChange, SubscriptionStatus
+from simkeep.models import CamaraSubscription, Job, JobState, Line, SimChange, SubscriptionStatus
 from simkeep.replacements import activation
 from tests import factories
-from tests.camara.conftest import Rp, bearer, token_for
+from tests.camara.conftest import Rp, bearer, logged, token_for
 from tests.camara.orders import store_order
 from tests.camara.receiver import Receiver, running_receiver
 from tests.camara.spec import assert_conforms, assert_schema
@@ -292,11 +292,11 @@ class TestCreate:
         assert _count(db) == 0
 
     def test_calls_are_recorded(self, api: TestClient, token: str, line: Line, db: Session, rp: Rp) -> None:
-        """A create (with its number) and a refused list are kept in api_queries like the other calls."""
+        """A create (with its number) and a refused list are kept in the query log like the other calls."""
         _create(api, token, _body(line.msisdn))
         api.get(URL, headers=bearer(token, **{"x-correlator": "bad correlator!"}))
         runtime_of(api.app).recorder.flush()
-        rows = db.scalars(select(ApiQuery).where(ApiQuery.client_id == rp.pk).order_by(ApiQuery.id)).all()
+        rows = logged(db, rp.pk)
         assert [(r.api, r.msisdn, r.status) for r in rows] == [
             (subscriptions.API_CREATE, line.msisdn, 201),
             (subscriptions.API_LIST, None, 400),

@@ -49,7 +49,7 @@ def _dumps(content: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Operation:
-    """One CAMARA operation: its name in api_queries, the scopes that allow it, and its steps."""
+    """One CAMARA operation: its name in the query log, the scopes that allow it, and its steps."""
 
     api: str
     scopes: tuple[str, ...]

@@ -4,15 +4,20 @@ subscriptions and the API workers that share client rates."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import groupby, pairwise
+from operator import itemgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import ARRAY, Select, String, any_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import ARRAY, Select, String, any_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from simkeep.db.base import UTCDateTime
 from simkeep.models import (
-    ApiQuery,
+    ApiQueryBatch,
     CamaraSubscription,
     CamaraWorker,
     Line,
@@ -37,70 +42,142 @@ def answered_since(
     session: Session, client_pk: int, since: datetime, *, until: datetime | None = None
 ) -> int:
     """Queries of one client answered (not refused for rate or quota) since ``since`` (and before ``until``),
-    through the (client_id, asked_at) index."""
-    stmt = (
-        select(func.count())
-        .select_from(ApiQuery)
-        .where(ApiQuery.client_id == client_pk, ApiQuery.asked_at >= since, ApiQuery.status != 429)
+    through the (client_id, last_at) index.
+
+    A batch counts whole at its last query's time. Its queries were asked within one flush (about a second)
+    and on one UTC day, so a day's total is exact, and counts taken over adjoining periods add up to the
+    count over their union (the quota's settled and recent parts never count a batch twice or miss one).
+    """
+    stmt = select(func.coalesce(func.sum(ApiQueryBatch.answered), 0)).where(
+        ApiQueryBatch.client_id == client_pk, ApiQueryBatch.last_at >= since
     )
     if until is not None:
-        stmt = stmt.where(ApiQuery.asked_at < until)
+        stmt = stmt.where(ApiQueryBatch.last_at < until)
     return int(session.scalar(stmt) or 0)
 
 
-_QUERY_COLUMNS = ("client_id", "api", "msisdn", "answer", "status", "asked_at")
-#: One statement for the whole batch, its rows in one JSON parameter ``[[client, api, msisdn, answer, status,
-#: asked_us], ...]`` (asked_us: microseconds since the epoch, UTC): the database unpacks it, so the writer
-#: thread does no work per row but ``json.dumps`` and never hands the GIL back and forth with the event loop
-#: per row (the driver releases it around every step of an ``executemany``, which under load cost the event
-#: loop more than the inserts themselves). SQLite keeps times as SQLAlchemy writes them (UTC, no zone).
-#: PostgreSQL reads the batch as jsonb: parsed once, where ``->>`` on json parses each element again for every
-#: field (measured: about a third less of the database's CPU a row).
-_QUERY_INSERT_SQLITE = (
-    "INSERT INTO api_queries (client_id, api, msisdn, answer, status, asked_at) "
-    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-    "substr(json_extract(value, '$[3]'), 1, 200), json_extract(value, '$[4]'), "
-    "strftime('%Y-%m-%d %H:%M:%S', json_extract(value, '$[5]') / 1000000, 'unixepoch') "
-    "|| printf('.%06d', json_extract(value, '$[5]') % 1000000) "
-    "FROM json_each(?)"
-)
-_QUERY_INSERT_POSTGRES = (
-    "INSERT INTO api_queries (client_id, api, msisdn, answer, status, asked_at) "
-    "SELECT (e->>0)::integer, e->>1, e->>2, left(e->>3, 200), (e->>4)::integer, "
-    "timestamptz 'epoch' + (e->>5)::bigint * interval '1 microsecond' "
-    "FROM jsonb_array_elements(CAST(%s AS jsonb)) AS e"
-)
-#: Rows per statement of :func:`insert_queries`.
-QUERY_CHUNK = 1000
 #: (client_id, api, msisdn, answer, status, asked_us): asked_us is microseconds since the epoch (UTC).
 QueryRow = tuple[int, str, str | None, str, int, int]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_US = 86_400_000_000
+#: Longest answer kept for a query.
+ANSWER_MAX = 200
 
 
 def insert_queries(session: Session, rows: Sequence[QueryRow]) -> None:
-    """Write recorded queries ``(client_id, api, msisdn, answer, status, asked_us)``, one statement per
-    :data:`QUERY_CHUNK` rows (see ``_QUERY_INSERT_SQLITE``; a chunk's JSON is made in about a millisecond,
-    so the writer never holds the GIL against the event loop for long); an answer is kept to its first 200
-    characters."""
+    """Write recorded queries ``(client_id, api, msisdn, answer, status, asked_us)``: one
+    :class:`ApiQueryBatch` row per client and UTC day, its queries in the order asked (ties in the order
+    given; an answer kept to its first :data:`ANSWER_MAX` characters), in one statement.
+
+    Runs in the recorder's thread beside the event loop, so it does no Python work per query: the rows are
+    grouped, ordered and picked apart by C-level ``sorted``/``map``/``itemgetter``, and the JSON is made
+    :data:`JSON_CHUNK` queries at a time with the interpreter lock handed back between chunks (one
+    ``json.dumps`` of a second's queries held the lock, and stalled every answer in flight, for 10-20 ms).
+    """
     if not rows:
         return
-    connection = session.connection()
-    if connection.dialect.name in ("sqlite", "postgresql"):
-        sql = _QUERY_INSERT_SQLITE if connection.dialect.name == "sqlite" else _QUERY_INSERT_POSTGRES
-        for start in range(0, len(rows), QUERY_CHUNK):
-            chunk = rows[start : start + QUERY_CHUNK]
-            connection.exec_driver_sql(sql, (json.dumps(chunk, ensure_ascii=False),))
+    values = [_batch_values(client_pk, group) for client_pk, group in _groups(rows)]
+    session.execute(insert(ApiQueryBatch), values)
+
+
+_CLIENT = itemgetter(0)
+_ASKED = itemgetter(5)
+_STATUS = itemgetter(4)
+_ANSWER = itemgetter(3)
+_ENTRY = itemgetter(1, 2, 3, 4, 5)
+#: Queries turned into JSON at a time by :func:`insert_queries`.
+JSON_CHUNK = 1000
+
+
+def _groups(rows: Sequence[QueryRow]) -> Iterator[tuple[int, list[QueryRow]]]:
+    """The rows by client and UTC day, each group in the order asked (a stable sort: ties keep theirs)."""
+    if len(set(map(_CLIENT, rows))) == 1:
+        by_client: list[tuple[int, list[QueryRow]]] = [(rows[0][0], list(rows))]
     else:
-        values = [
-            dict(zip(_QUERY_COLUMNS, (*row[:3], row[3][:200], row[4], _from_us(row[5])), strict=True))
-            for row in rows
+        by_client = [(pk, list(group)) for pk, group in groupby(sorted(rows, key=_CLIENT), key=_CLIENT)]
+    for client_pk, given in by_client:
+        group, asked = given, list(map(_ASKED, given))
+        if asked != sorted(asked):
+            group = sorted(given, key=_ASKED)
+            asked = list(map(_ASKED, group))
+        first_day, last_day = asked[0] // _DAY_US, asked[-1] // _DAY_US
+        cuts = [bisect_left(asked, day * _DAY_US) for day in range(first_day + 1, last_day + 1)]
+        for start, stop in pairwise([0, *cuts, len(group)]):
+            if start < stop:
+                yield client_pk, group[start:stop]
+
+
+def _batch_values(client_pk: int, group: list[QueryRow]) -> dict[str, Any]:
+    entries: list[tuple[Any, ...]] = list(map(_ENTRY, group))
+    if max(map(len, map(_ANSWER, group))) > ANSWER_MAX:
+        entries = [
+            (api, msisdn, answer[:ANSWER_MAX], status, us) for api, msisdn, answer, status, us in entries
         ]
-        session.execute(insert(ApiQuery), values)
+    parts = []
+    for start in range(0, len(entries), JSON_CHUNK):
+        if start:
+            time.sleep(0)  # hand the interpreter lock to the event loop between chunks
+        text_ = json.dumps(entries[start : start + JSON_CHUNK], ensure_ascii=False, separators=(",", ":"))
+        parts.append(text_[1:-1])
+    return {
+        "client_id": client_pk,
+        "first_at": _from_us(group[0][5]),
+        "last_at": _from_us(group[-1][5]),
+        "queries": len(group),
+        "answered": len(group) - list(map(_STATUS, group)).count(429),
+        "entries": "[" + ",".join(parts) + "]",
+    }
+
+
+class LoggedQuery(NamedTuple):
+    """One recorded query, unpacked from its batch."""
+
+    batch_id: int
+    client_id: int
+    api: str
+    msisdn: str | None
+    answer: str
+    status: int
+    asked_at: datetime
+
+
+def logged_queries(
+    session: Session,
+    *,
+    client_pks: Sequence[int] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[LoggedQuery]:
+    """The recorded queries (of these clients, asked in ``[since, until)``), oldest first, ties in the order
+    they were written: the batches of the period read by client and ``last_at`` and unpacked."""
+    stmt = select(ApiQueryBatch).order_by(ApiQueryBatch.first_at, ApiQueryBatch.id)
+    if client_pks is not None:
+        stmt = stmt.where(ApiQueryBatch.client_id.in_(client_pks))
+    if since is not None:
+        stmt = stmt.where(ApiQueryBatch.last_at >= since)
+    if until is not None:
+        stmt = stmt.where(ApiQueryBatch.first_at < until)
+    found = [
+        LoggedQuery(batch.id, batch.client_id, api, msisdn, answer, status, _from_us(asked_us))
+        for batch in session.scalars(stmt)
+        for api, msisdn, answer, status, asked_us in json.loads(batch.entries)
+    ]
+    found = [
+        q for q in found if (since is None or q.asked_at >= since) and (until is None or q.asked_at < until)
+    ]
+    found.sort(key=lambda q: (q.asked_at, q.batch_id))  # stable: a batch's own order within a microsecond
+    return found
 
 
 def _from_us(asked_us: int) -> datetime:
     """An aware UTC time from microseconds since the epoch."""
     return _EPOCH + timedelta(microseconds=asked_us)
+
+
+def _to_us(at: datetime) -> int:
+    """Microseconds since the epoch of an aware time."""
+    delta = at.astimezone(UTC) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def line_by_msisdn(session: Session, msisdn: str) -> Line | None:
@@ -284,48 +361,51 @@ class QueryAbout(NamedTuple):
 def queries_about(
     session: Session, msisdn: str, *, since: datetime, until: datetime, limit: int
 ) -> list[QueryAbout]:
-    """The recorded queries about ``msisdn`` asked in ``[since, until)``, oldest first (ties by row id), at
-    most ``limit`` of them, each with the asking client's public id and name.
+    """The recorded queries about ``msisdn`` asked in ``[since, until)``, oldest first (ties in the order
+    written), at most ``limit`` of them, each with the asking client's public id and name.
 
-    ``api_queries`` has no index on the number (migration 0010), so the log is read by client and period
-    through the ``(client_id, asked_at)`` index, one range per client, and the number is checked on the rows
-    of those ranges: the cost follows the period read, not the size of the log, so the caller bounds the
-    period. Oldest first, so that a listing cut by ``limit`` goes on with ``since`` set to the time of its
-    last row (``since`` is inclusive: a row at that very time may come twice, but none is missed).
+    The log is packed (one row per client and flush, :class:`ApiQueryBatch`) and has no index on the number:
+    it is read by client and period through the ``(client_id, last_at)`` index, one range per client, and
+    the batches of those ranges are unpacked in the database (``json_each`` on SQLite,
+    ``json_array_elements`` on PostgreSQL) to keep the queries about the number: the cost follows the period
+    read, not the size of the log, so the caller bounds the period. Oldest first, so that a listing cut by
+    ``limit`` goes on with ``since`` set to the time of its last row (``since`` is inclusive: a row at that
+    very time may come twice, but none is missed).
 
-    The clients' row ids are read first and sent as values (``client_id IN (1, 2, ...)``), not as
-    ``IN (SELECT id FROM api_clients)``: PostgreSQL plans the subquery as a join whose size it does not
-    know and, on a year of log (500,000 rows, 8 clients, 30 days asked), chose a parallel sequential scan of
-    the whole table (6,263 pages read, 78 ms); with the values it reads the index ranges (686 pages,
-    6 ms). Plans checked (EXPLAIN, EXPLAIN QUERY PLAN; SQLite 3.40), with and without ANALYZE:
-
-    - SQLite: ``SEARCH api_queries USING INDEX ix_api_queries_client_at (client_id=? AND asked_at>? AND
-      asked_at<?)``, ``SEARCH api_clients USING INTEGER PRIMARY KEY`` (or ``SCAN api_clients``, the few
-      clients, once statistics exist), ``USE TEMP B-TREE FOR ORDER BY``.
-    - PostgreSQL 15: ``Bitmap Index Scan on ix_api_queries_client_at``, ``Index Cond: client_id = ANY
-      ('{1,...,8}') AND asked_at >= ... AND asked_at < ...``, then ``Bitmap Heap Scan on api_queries``
-      with ``Filter: msisdn = ...``, a nested loop to ``api_clients`` and a sort. Only a period that is
-      most of the log (366 days of a one-year log) makes it scan the table, which is then the cheaper way
-      to read that period.
+    The clients' row ids are sent as values (``client_id IN (1, 2, ...)``), not as a subquery: PostgreSQL
+    plans a subquery as a join whose size it does not know and chose a parallel scan of the whole table.
     """
-    client_pks = session.scalars(select(RelyingParty.id)).all()
-    stmt = (
-        select(
-            RelyingParty.client_id,
-            RelyingParty.name,
-            ApiQuery.api,
-            ApiQuery.answer,
-            ApiQuery.status,
-            ApiQuery.asked_at,
-        )
-        .join(RelyingParty, RelyingParty.id == ApiQuery.client_id)
-        .where(
-            ApiQuery.client_id.in_(client_pks),
-            ApiQuery.asked_at >= since,
-            ApiQuery.asked_at < until,
-            ApiQuery.msisdn == msisdn,
-        )
-        .order_by(ApiQuery.asked_at, ApiQuery.id)
-        .limit(limit)
+    clients = {rp.id: (rp.client_id, rp.name) for rp in session.scalars(select(RelyingParty))}
+    if not clients:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        unpack = "json_array_elements(CAST(b.entries AS json)) WITH ORDINALITY AS e(value, n)"
+        field, position = "e.value->>{}", "e.n"
+    else:
+        unpack, field, position = "json_each(b.entries) AS e", "json_extract(e.value, '$[{}]')", "e.key"
+    asked = f"CAST({field.format(4)} AS BIGINT)"
+    columns = f"{field.format(0)}, {field.format(2)}, CAST({field.format(3)} AS INTEGER), {asked}"
+    sql = text(
+        f"SELECT b.client_id, {columns} FROM api_query_batches AS b, {unpack} "  # noqa: S608 - constants
+        "WHERE b.client_id IN :clients AND b.last_at >= :since AND b.first_at < :until "
+        f"AND {field.format(1)} = :msisdn AND {asked} >= :since_us AND {asked} < :until_us "
+        f"ORDER BY {asked}, b.id, {position} LIMIT :limit"
+    ).bindparams(
+        bindparam("clients", expanding=True),
+        bindparam("since", type_=UTCDateTime()),
+        bindparam("until", type_=UTCDateTime()),
     )
-    return [QueryAbout(*row) for row in session.execute(stmt)]
+    params = {
+        "clients": list(clients),
+        "since": since,
+        "until": until,
+        "msisdn": msisdn,
+        "since_us": _to_us(since),
+        "until_us": _to_us(until),
+        "limit": limit,
+    }
+    found = []
+    for client_pk, api, answer, status, asked_us in session.execute(sql, params):
+        client_id, name = clients[client_pk]
+        found.append(QueryAbout(client_id, name, api, answer, int(status), _from_us(int(asked_us))))
+    return found

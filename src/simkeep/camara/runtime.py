@@ -1,12 +1,12 @@
 """What each API worker keeps in memory for the CAMARA routes: a short-lived cache of clients, their rate
-buckets and daily counts, and the buffer of queries that a background thread writes to ``api_queries``.
+buckets and daily counts, and the buffer of queries that a background thread writes to the query log.
 
 Rates hold across workers without a database round trip on the request path: each worker writes a
 heartbeat to ``camara_workers`` about once a second (in the writer thread) and gives each client a bucket of
 ``requests_per_second / live workers``. Load spread evenly over the workers (the kernel's accept balancing
 with many connections) gets the client's rate in total; a client on a single keep-alive connection, which
 stays on one worker, gets that worker's share (erring on the side of refusing). Daily counts start from,
-and are refreshed from, what ``api_queries`` holds for today (UTC), so the quota holds across workers to
+and are refreshed from, what the query log holds for today (UTC), so the quota holds across workers to
 within a few seconds; a refresh reads only the last ``STABLE_LAG`` of rows and carries the rest over.
 """
 
@@ -39,9 +39,11 @@ from simkeep.camara.repository import SwapFacts
 from simkeep.config import Settings
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
-#: Queries asked longer ago than this are taken as written to api_queries (the writers flush every second);
+#: Queries asked longer ago than this are taken as written to the query log (the writers flush every 0.2 s);
 #: a client's daily count carries them over between reloads instead of counting the whole day again.
 STABLE_LAG = timedelta(seconds=30)
+#: The writer thread calls its ``on_tick`` (the heartbeat) at most this often, however often it flushes.
+TICK_SECONDS = 1.0
 #: Verified tokens a worker remembers (a bank re-uses its token for its lifetime); cleared when full.
 TOKEN_CACHE_MAX = 10_000
 log = structlog.get_logger("simkeep.camara")
@@ -74,7 +76,7 @@ class ClientState:
     refilled_at: float
     day: datetime
     used_today: int
-    #: Answered queries of the day in api_queries asked before ``stable_until`` (counted once, then extended).
+    #: Answered queries of the day in the query log up to ``stable_until`` (counted once, then extended).
     stable_count: int = 0
     stable_until: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: A request is reading a newer copy of this client (the others go on with this one meanwhile).
@@ -106,10 +108,12 @@ class QueryRecorder:
         interval: float,
         max_buffer: int,
         on_tick: Callable[[], object] | None = None,
+        tick_every: float = TICK_SECONDS,
     ) -> None:
         self._scope = scope
         self._interval = interval
         self._on_tick = on_tick
+        self._tick_every = tick_every
         self._buffer: deque[QueryRecord] = deque(maxlen=max_buffer)
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -150,9 +154,11 @@ class QueryRecorder:
         self._thread.start()
 
     def _run(self) -> None:
+        ticked = float("-inf")
         while not self._stop.wait(self._interval):
             self.flush()
-            if self._on_tick is not None:
+            if self._on_tick is not None and time.monotonic() - ticked >= self._tick_every:
+                ticked = time.monotonic()
                 try:
                     self._on_tick()
                 except Exception:
@@ -394,7 +400,7 @@ class CamaraRuntime:
             state.used_today += 1
 
     def record(self, state: ClientState, *, api: str, msisdn: str | None, answer: str, status: int) -> None:
-        """Buffer one query for ``api_queries``."""
+        """Buffer one query for the query log."""
         self.recorder.record(QueryRecord(state.pk, api, msisdn, answer, status, time.time_ns() // 1000))
 
 

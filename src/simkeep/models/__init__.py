@@ -8,7 +8,7 @@ from simkeep.models.esim import EsimProfile, EsimProfileState, EsimProgressEvent
 from simkeep.models.identity import EvidenceFile, IdentityCheck, Notification, OneTimeCode
 from simkeep.models.jobs import Job, JobSchedule, JobState
 from simkeep.models.keepalive import (
-    ApiQuery,
+    ApiQueryBatch,
     KeepAliveReminder,
     NumberRecycling,
     NumberState,
@@ -28,7 +28,7 @@ from simkeep.models.staff import StaffRole, StaffUser, Store
 from simkeep.models.subscribers import DocumentType, Language, Subscriber
 
 __all__ = [
-    "ApiQuery",
+    "ApiQueryBatch",
     "AuditEntry",
     "AuthToken",
     "CamaraChange",
