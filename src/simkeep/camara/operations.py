@@ -271,7 +271,8 @@ def respond_now(
         _admit(runtime, operation.scopes, state, token, correlator_header)
         msisdn, params = operation.prepare(token, json_object(body))
         if lookup is None:  # packed: the worker's fresh copy of the facts, read without datetimes
-            text = cast(Callable[[int | None, Any], str], operation.fast_us)(
+            # (the cast's type as a string: a subscripted Callable is built anew at every call)
+            text = cast("Callable[[int | None, Any], str]", operation.fast_us)(
                 cast("FactsCache", facts).latest_us(msisdn), params
             )
         else:
