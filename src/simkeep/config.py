@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     #: How often the background thread writes the buffered CAMARA queries to the query log. Often and small:
     #: a flush holds the interpreter lock (and the database's cores) for a moment in proportion to the
     #: queries it writes, and under load a second's worth stalled the answers in flight (bench/camara_check).
-    camara_query_flush_seconds: float = Field(default=0.2, gt=0)
+    camara_query_flush_seconds: float = Field(default=0.1, gt=0)
     #: Queries held in memory at most; beyond it the oldest unwritten ones are dropped (and logged).
     camara_query_buffer_max: int = Field(default=200_000, ge=1)
     #: Each API worker answers SIM Swap queries from its own copy of every line's facts, refreshed from the

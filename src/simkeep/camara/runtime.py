@@ -39,7 +39,7 @@ from simkeep.camara.repository import SwapFacts
 from simkeep.config import Settings
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
-#: Queries asked longer ago than this are taken as written to the query log (the writers flush every 0.2 s);
+#: Queries asked longer ago than this are taken as written to the query log (the writers flush every 0.1 s);
 #: a client's daily count carries them over between reloads instead of counting the whole day again.
 STABLE_LAG = timedelta(seconds=30)
 #: The writer thread calls its ``on_tick`` (the heartbeat) at most this often, however often it flushes.
