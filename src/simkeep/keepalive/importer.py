@@ -14,21 +14,24 @@ Built for throughput (figures: ``bench/activity_import.py``):
 - **Checking by column.** A batch is checked column by column, each distinct number and timestamp once
   (they repeat); only a batch with a bad row is checked row by row, to report each bad line.
 - **Reading beside writing.** A file of 4 MiB or more is read, split and checked (every check that needs
-  no database) by one forked reader process, which sends each batch's columns down a pipe while this
-  process writes the batch before: the writer's core then only looks lines up and writes. (Threads would
-  not do: the driver gives the GIL up and takes it back for every row it inserts, so a reading thread
-  starves the writer; measured, a writer thread gained nothing.) Batches are written in file order, one
-  at a time; the pipe holds about one, so memory stays flat.
+  no database) by one forked reader process, which sends each batch's columns down a pipe (each column
+  joined into one string, with each number's newest event: a few strings, not a million pickled objects)
+  while this process writes the batch before: the writer's core then only looks lines up and writes.
+  (Threads would not do: the driver gives the GIL up and takes it back for every row it inserts, so a
+  reading thread starves the writer; measured, a writer thread gained nothing.) Batches are written in file
+  order, one at a time; the pipe holds about one, so memory stays flat.
 - **Set-based writing, one transaction per batch.** On SQLite the connection gets a large page cache and
   skips the per-row foreign key re-check (the batch finds its lines under the write lock that inserts the
   events). The batch's numbers are resolved to lines with one query;
-  the events are inserted with ``ON CONFLICT (event_id) DO NOTHING`` (an executemany on SQLite, COPY into a
-  temporary table then ``INSERT ... SELECT`` on PostgreSQL): a duplicate, within the file or from an earlier
+  the events are inserted with ``ON CONFLICT (event_id) DO NOTHING`` (an executemany on SQLite, with the
+  batch's constants written into the statement; COPY into a temporary table then ``INSERT ... SELECT`` on
+  PostgreSQL): a duplicate, within the file or from an earlier
   run, is counted as already present and never moves a clock. Each line's newest counting event of the batch
   (noted while checking, or, when the batch held duplicates, taken in SQL from the events it did insert) goes
-  into a temporary table; per plan, one upsert writes those lines' next sweep time (``line_calendar``) and
-  one ``UPDATE ... FROM`` moves their clocks forward (never back) with their deadline, computed in SQL as
-  the API computes them.
+  into a temporary table; one ``UPDATE`` moves those lines' ``since`` in ``line_calendar``, keeping their
+  next sweep time (which can only have become early: the sweep corrects it when it comes), per plan one
+  upsert writes the whole calendar of lines that had none yet, and one ``UPDATE ... FROM`` moves their
+  clocks forward (never back) with their deadline, computed in SQL as the API computes them.
 """
 
 # ruff: noqa: S608 - SQL text is assembled from constants and the plans' integers; values are bound parameters.
@@ -492,21 +495,20 @@ class ActivityWriter:
     def write(self, prepared: Prepared) -> tuple[int, int, list[RowError]]:
         """Check and insert one prepared batch; return (imported, already present, errors)."""
         session, now, columns = self.session, utcnow(), prepared.columns
-        found_rows = self._lines(prepared.numbers)
-        checked = None if columns is None else self._check_fast(columns, prepared.numbers, found_rows)
-        found = {row[0]: row[1:] for row in found_rows}
+        found = self._lines(prepared.numbers)
+        checked = None if columns is None else self._check_fast(columns, prepared.numbers, found)
         rows: Iterable[tuple[Any, ...]]
         if checked is None:  # a bad line, or good columns but a number without a live line: line by line
             values = prepared.values if prepared.values is not None else cast(Columns, columns).values()
             raw = RawBatch(prepared.rows, prepared.lines, values, prepared.errors)
-            rows, errors, newest = self._check(raw, found)
+            rows, errors, newest = self._check(raw, {row[0]: row[1:] for row in found})
             every, count = False, len(rows)
         else:
             (rows, every, newest), errors = checked, []
             count = cast(Columns, columns).ids.count("\n") + 1
         imported = self._insert(rows, now, every=every) if count else 0
         if imported == count:  # every event is new: the newest per line, found while checking, moves
-            plan_of = {line[0]: line[1] for line in found.values()}
+            plan_of = {line[1]: line[2] for line in found}
             self._move([(line_id, plan_of[line_id], at) for line_id, at in newest.items()], now)
         elif imported:  # some were duplicates: only the events inserted now may move a clock
             self._move(None, now)
