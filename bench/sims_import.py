@@ -148,6 +148,7 @@ def main(
         csv_path = workdir / f"{name}.csv"
         started = time.perf_counter()
         write_csv(csv_path, options.rows, options)
+        os.sync()  # the file's write-back would otherwise compete with the first import for the disk
         size_mb = csv_path.stat().st_size / 1e6
         print(f"generated {options.rows:,} rows ({size_mb:.0f} MB) in {time.perf_counter() - started:.1f} s")
         for backend in options.backends.split(","):

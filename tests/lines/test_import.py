@@ -742,9 +742,20 @@ class TestBulkConnection:
             if cli.engine.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
 
+    def test_imported_lines_reach_the_change_feed(self, cli: ImportCli) -> None:
+        """Every imported number is in the CAMARA change feed, from which the API workers' copies of the
+        SIM Swap facts learn of new lines; a refused row's number is not. On PostgreSQL the import skips
+        the tables' triggers (the replica role), so it writes the feed itself, in the same transaction."""
+        rows = [line_row(1), line_row(2, imsi="x"), line_row(3), line_row(4, msisdn=msisdn(1))]
+        result = import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), batch_rows=2, parallel=False)
+        assert (result.imported, result.rejected) == (2, 2)
+        with cli.engine.connect() as conn:
+            fed = set(conn.execute(text("SELECT msisdn FROM camara_changes")).scalars())
+        assert fed == {msisdn(1), msisdn(3)}
+
     def test_sqlite_connection_is_put_back(self, cli: ImportCli) -> None:
         """The import's connection returns to the pool with foreign keys on, the usual page cache and
-        temporary storage, and without the import's temporary tables."""
+        temporary storage, and without the import's temporary tables or its attached staging schema."""
         if cli.engine.dialect.name != "sqlite":
             pytest.skip("SQLite connection settings")
         pragmas = ("foreign_keys", "cache_size", "temp_store")
@@ -754,8 +765,10 @@ class TestBulkConnection:
         with cli.engine.connect() as conn:
             after = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in pragmas]
             temp_tables = conn.exec_driver_sql("SELECT name FROM sqlite_temp_master").fetchall()
+            schemas = [row[1] for row in conn.exec_driver_sql("PRAGMA database_list")]
         assert after == before == [1, before[1], before[2]]
         assert temp_tables == []
+        assert schemas in (["main"], ["main", "temp"])
 
     def test_same_outcome_with_the_checks_on(self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch) -> None:
         """Where the checks cannot be skipped (a PostgreSQL role lacking the privilege) all is the same."""

@@ -139,7 +139,7 @@ class Batch:
     rows: int  # data rows read, good and bad
     errors: list[RowError]
     lines: array[int]  # file line of each good row, in payload order
-    payload: Any  # COPY text (PostgreSQL); on SQLite JSON rows (stock) or the rows themselves (lines)
+    payload: Any  # COPY text (PostgreSQL); on SQLite JSON rows (stock) or tab-separated rows (lines)
     extra: Any = None
 
 
