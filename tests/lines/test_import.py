@@ -254,6 +254,31 @@ class TestCleanFile:
         assert list(m.subscribers) == ["C0001"]
         assert {m.holder_of(msisdn(n)) for n in (1, 2, 3)} == {"C0001"}
 
+    def test_backslashes_and_absent_values_are_kept_as_written(self, cli: ImportCli) -> None:
+        """A backslash in a reference, name, e-mail address or plan code is stored as written, beside rows
+        whose optional values are absent (NULL, not empty), in one batch: PostgreSQL's COPY text escapes
+        backslashes, and its marker for an absent value must not be read into a written one."""
+        rows = [
+            line_row(
+                1, subscriber_ref="C\\N", real_name="Li \\N \\t", contact_email="a\\b@example.cn", plan="K\\8"
+            ),
+            line_row(2, contact_email="", contact_phone="", last_activity_at=""),
+            line_row(3, real_name="\\N"),
+        ]
+        code, report = cli.report("lines", cli.write(HEADER, rows))
+        assert (code, report["imported"]) == (0, 3)
+        m = migrated(cli)
+        first = m.subscribers["C\\N"]
+        assert (first.real_name, first.contact_email) == ("Li \\N \\t", "a\\b@example.cn")
+        assert m.lines[msisdn(1)].plan_id == m.plans["K\\8"].id
+        second = m.subscribers["C0002"]
+        assert (second.contact_email, second.contact_phone, m.lines[msisdn(2)].last_activity_at) == (
+            None,
+            None,
+            None,
+        )
+        assert m.subscribers["C0003"].real_name == "\\N"
+
     def test_holder_known_from_an_earlier_file_gets_the_new_line(self, cli: ImportCli) -> None:
         """A later file naming a known subscriber_ref adds the line to that subscriber, creating none."""
         cli.report("lines", cli.write(HEADER, [line_row(1)], name="first.csv"))
@@ -742,16 +767,27 @@ class TestBulkConnection:
             if cli.engine.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
 
-    def test_imported_lines_reach_the_change_feed(self, cli: ImportCli) -> None:
+    @pytest.mark.parametrize("checks", [False, True], ids=["own-references", "checks-on"])
+    def test_imported_lines_reach_the_change_feed(
+        self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch, checks: bool
+    ) -> None:
         """Every imported number is in the CAMARA change feed, from which the API workers' copies of the
         SIM Swap facts learn of new lines; a refused row's number is not. On PostgreSQL the import skips
-        the tables' triggers (the replica role), so it writes the feed itself, in the same transaction."""
+        the tables' triggers (the replica role), so it writes the feed itself, in the same transaction;
+        where it may not skip them (``checks-on``) the triggers write it."""
+        if checks:
+            import simkeep.lines.importer as lines_importer
+
+            real = lines_importer.bulk_connection
+            monkeypatch.setattr(
+                lines_importer, "bulk_connection", lambda conn, **_: real(conn, own_references=False)
+            )
         rows = [line_row(1), line_row(2, imsi="x"), line_row(3), line_row(4, msisdn=msisdn(1))]
         result = import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), batch_rows=2, parallel=False)
         assert (result.imported, result.rejected) == (2, 2)
         with cli.engine.connect() as conn:
-            fed = set(conn.execute(text("SELECT msisdn FROM camara_changes")).scalars())
-        assert fed == {msisdn(1), msisdn(3)}
+            fed = sorted(conn.execute(text("SELECT msisdn FROM camara_changes")).scalars())
+        assert fed == [msisdn(1), msisdn(3)]  # one row each: the SIM-change record adds none (0014)
 
     def test_sqlite_connection_is_put_back(self, cli: ImportCli) -> None:
         """The import's connection returns to the pool with foreign keys on, the usual page cache and

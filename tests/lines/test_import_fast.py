@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+import hmac
 import random
 
 import pytest
 
 from simkeep.lines.importer import (
     LINE_COLUMNS,
+    DocumentHasher,
     _number_descs,
     _number_pattern,
     _plain_fields,
@@ -166,3 +168,16 @@ class TestNumberPattern:
                     for lengths, regex in types
                 )
                 assert (pattern.fullmatch(national) is not None) == expected, (code, national)
+
+
+class TestDocumentHasher:
+    """The precomputed-pad HMAC gives ``hmac.digest``'s value for every key length and number."""
+
+    @pytest.mark.parametrize("key_size", [0, 1, 32, 63, 64, 65, 200])
+    def test_same_digest_as_hmac(self, key_size: int) -> None:
+        rng = random.Random(key_size)
+        key = rng.randbytes(key_size)
+        digest = DocumentHasher(key)
+        for _ in range(500):
+            number = "".join(rng.choice("0123456789X张 ") for _ in range(rng.randrange(0, 40)))
+            assert digest(number) == hmac.digest(key, number.encode(), "sha256").hex()
