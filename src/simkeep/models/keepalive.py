@@ -48,6 +48,9 @@ class LineCalendar(Base):
     """
 
     __tablename__ = "line_calendar"
+    # PostgreSQL: room in each page for an updated row (migration 0015), so the activity import's update of
+    # ``since`` (no index holds it) is a HOT update that writes no index entry.
+    __table_args__ = {"postgresql_with": {"fillfactor": 80}}  # noqa: RUF012 - SQLAlchemy's declarative form
 
     line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"), primary_key=True, autoincrement=False)
     plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"))

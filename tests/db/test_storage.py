@@ -1,10 +1,12 @@
-"""Migration 0014: the stock-pick index holds only SIMs in stock, and the stock queries still use it."""
+"""Storage choices: the stock-pick index holds only SIMs in stock and the stock queries still use it (0014);
+PostgreSQL keeps room in line_calendar's pages for HOT updates (0015)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, text
+import pytest
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from simkeep.models import SimKind, SimLocation, SimStatus
@@ -60,3 +62,16 @@ class TestStockPickIndex:
         definition = str(db.execute(text(sql)).scalar_one())
         assert "in_stock" in definition
         assert "status" not in definition.split("(", 1)[1].split(")", 1)[0]  # not a key column any more
+
+
+class TestLineCalendarFillfactor:
+    """PostgreSQL: line_calendar pages keep a fifth free, so that ``since`` moves are HOT updates."""
+
+    def test_fillfactor(self, engine: Engine) -> None:
+        if engine.dialect.name != "postgresql":
+            pytest.skip("a PostgreSQL storage parameter")
+        with engine.connect() as conn:
+            options = conn.execute(
+                text("SELECT reloptions FROM pg_class WHERE relname = 'line_calendar'")
+            ).scalar()
+        assert options == ["fillfactor=80"]
