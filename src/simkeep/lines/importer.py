@@ -592,9 +592,10 @@ def _admit(  # noqa: PLR0917 - a hot-path helper called once per row; keywords w
 
 
 _NOW = ":now, :now"
-#: SQLite: a batch's rows (sent by the reader as they are) are loaded once into temporary tables (in memory,
-#: see :func:`~simkeep.sims.importer.bulk_connection`) and every insert reads them from there: the lines feed
-#: four inserts, and reading rows out of JSON costs each of them about as much as the insert itself.
+#: SQLite: a batch's rows are staged once, in a small database the reader builds (see :func:`_serialise`)
+#: and the writer attaches as ``sk_stage`` (see :func:`sqlite_stage`), and every insert reads them from
+#: there: the lines feed four inserts, and reading rows out of JSON costs each of them about as much as the
+#: insert itself. The statements name the staging tables unqualified, which SQLite resolves to ``sk_stage``.
 SQLITE_STAGE_SCHEMA = "sk_stage"
 _SQLITE_STAGE = (
     "CREATE TABLE sk_import_subs (k INTEGER PRIMARY KEY, ref, real_name, document_type, hmac, last4, "
