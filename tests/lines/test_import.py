@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -496,6 +497,71 @@ class TestBadRows:
         )
         assert (code, report["imported"], report["rejected"], report["created_plans"]) == (1, 0, 2, [])
         assert cli.state() == before
+
+
+class TestConcurrentRuns:
+    """Imports run side by side (two operators, or a retried job) store each line once, whole."""
+
+    def test_overlapping_files_at_once(self, cli: ImportCli) -> None:
+        """Files sharing four lines and a holder, imported at the same time in small batches: every line is
+        stored once with its SIM, history, HLR entry and one change-feed row; the shared lines are counted
+        as already present by whichever run came second, and nothing is refused."""
+        holder = {"subscriber_ref": "C0001", "document_number": resident_id(1)}
+        first = cli.write(HEADER, [line_row(n, **holder) for n in range(1, 9)], name="first.csv")
+        second = cli.write(HEADER, [line_row(n, **holder) for n in range(5, 13)], name="second.csv")
+        results: list[Any] = []
+        start = threading.Barrier(2)
+
+        def run(path: Path) -> None:
+            start.wait()
+            results.append(import_lines(cli.engine, cli.settings, path, batch_rows=3, parallel=False))
+
+        threads = [threading.Thread(target=run, args=(path,)) for path in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(results) == 2
+        assert sum(r.imported for r in results) == 12
+        assert sum(r.already_present for r in results) == 4
+        assert [r.rejected for r in results] == [0, 0]
+        m = migrated(cli)
+        assert set(m.lines) == {msisdn(n) for n in range(1, 13)}
+        assert {s.iccid for s in m.sims.values()} == {iccid(n) for n in range(1, 13)}
+        assert set(m.hlr.items()) == {(imsi(n), msisdn(n)) for n in range(1, 13)}
+        assert list(m.subscribers) == ["C0001"]
+        assert sorted(len(c) for c in m.changes.values()) == [1] * 12
+        with cli.engine.connect() as conn:
+            fed = sorted(conn.execute(text("SELECT msisdn FROM camara_changes")).scalars())
+        assert fed == sorted(msisdn(n) for n in range(1, 13))
+
+    def test_plan_created_by_someone_else_meanwhile_is_used(self, cli: ImportCli) -> None:
+        """A plan code that appears in the database after the run started (another import, or a user) is
+        used by the later batches that name it, neither created again nor listed as created."""
+        rows = [line_row(1), line_row(2), line_row(3, plan="LATE8"), line_row(4, plan="LATE8")]
+
+        def meanwhile(done: int, _total: int) -> None:
+            if done == 2:
+                with cli.engine.begin() as conn:
+                    conn.execute(
+                        text(
+                            "INSERT INTO plans (code, name, inactivity_days, created_at) "
+                            "VALUES ('LATE8', 'Late 8', 120, CURRENT_TIMESTAMP)"
+                        )
+                    )
+
+        result = import_lines(
+            cli.engine,
+            cli.settings,
+            cli.write(HEADER, rows),
+            batch_rows=2,
+            parallel=False,
+            on_progress=meanwhile,
+        )
+        assert (result.imported, result.rejected, result.created_plans) == (4, 0, ["KEEP8"])
+        m = migrated(cli)
+        assert m.plans["LATE8"].name == "Late 8"
+        assert {m.lines[msisdn(n)].plan_id for n in (3, 4)} == {m.plans["LATE8"].id}
 
 
 class TestDuplicates:

@@ -737,7 +737,16 @@ class LineWriter:
                 self.created_plans.remove(code)
 
     def _ensure_plans(self, cur: Any, codes: frozenset[str], now: Any) -> None:
+        """The batch's plan codes, created where no plan has them. Called with the tables locked (the write
+        transaction on SQLite): a plan another import or a user created since this run started is found
+        here and used, not created a second time."""
+        mark = "%s" if self.postgres else "?"
         for code in sorted(codes - self.plans.keys()):
+            cur.execute(f"SELECT id FROM plans WHERE code = {mark}", (code,))
+            found = cur.fetchone()
+            if found is not None:
+                self.plans[code] = int(found[0])
+                continue
             if self.postgres:
                 cur.execute(
                     "INSERT INTO plans (code, name, inactivity_days, created_at) "
