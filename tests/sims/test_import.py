@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,32 @@ BAD_ROWS = [
         id="quote-junk",
     ),
 ]
+
+
+class TestConcurrentRuns:
+    """Stock imports run side by side (two operators, or a retried job) store each SIM once."""
+
+    def test_overlapping_files_at_once(self, cli: ImportCli) -> None:
+        """Two files sharing ten SIMs, imported at the same time in small batches: every SIM is stored
+        once, the shared ones counted as already present by whichever run came second, none refused."""
+        first = cli.write(HEADER, [row(n) for n in range(1, 31)], name="first.csv")
+        second = cli.write(HEADER, [row(n) for n in range(21, 51)], name="second.csv")
+        results: list[Any] = []
+        start = threading.Barrier(2)
+
+        def run(path: Path) -> None:
+            start.wait()
+            results.append(import_sims(cli.engine, cli.settings, path, batch_rows=4, parallel=False))
+
+        threads = [threading.Thread(target=run, args=(path,)) for path in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(results) == 2
+        assert (sum(r.imported for r in results), sum(r.already_present for r in results)) == (50, 10)
+        assert [r.rejected for r in results] == [0, 0]
+        assert set(stock(cli)) == {iccid(n) for n in range(1, 51)}
 
 
 class TestBadRows:
