@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
@@ -51,18 +51,7 @@ class Sim(Base):
     """One SIM card or eSIM profile."""
 
     __tablename__ = "sims"
-    __table_args__ = (
-        # Picking and moving stock read SIMs in stock only; the active and retired SIMs (nearly all of a
-        # running operator's) are left out of the index, so imports and activations do not write it.
-        Index(
-            "ix_sims_stock_pick",
-            "kind",
-            "location",
-            "store_id",
-            sqlite_where=text("status = 'in_stock'"),
-            postgresql_where=text("status = 'in_stock'"),
-        ),
-    )
+    __table_args__ = (Index("ix_sims_stock_pick", "status", "kind", "location", "store_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     iccid: Mapped[str] = mapped_column(String(20), unique=True)
