@@ -5,8 +5,8 @@ is that of a line-by-line import; a failure keeps the batches written before it.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from simkeep.keepalive import importer
 from simkeep.keepalive.importer import import_activity
 from simkeep.models import Line, LineStatus, Plan, UsageEvent
 from tests import factories
+from tests.helpers import side_by_side
 
 HEADER = "event_id,msisdn,kind,occurred_at\n"
 
@@ -337,18 +338,7 @@ class TestFailures:
         lines = _lines(engine, settings, 4)
         path = tmp_path / "twice.csv"
         path.write_text(HEADER + "".join(f"c{i},{lines[i % 4][1]},sms,{_at(i % 50)}\n" for i in range(400)))
-        results: list[Any] = []
-        start = threading.Barrier(2)
-
-        def run() -> None:
-            start.wait()
-            results.append(import_activity(engine, settings, path, batch_rows=50))
-
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = side_by_side(*[partial(import_activity, engine, settings, path, batch_rows=50)] * 2)
         assert len(results) == 2
         assert sum(r.imported for r in results) == 400
         assert sum(r.already_present for r in results) == 400

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from simkeep.models import (
 )
 from simkeep.sims.importer import Batch
 from tests import factories
+from tests.helpers import side_by_side
 from tests.sims import Deadlock, ImportCli, errors_of, import_cli
 
 HEADER = ",".join(LINE_COLUMNS)
@@ -509,18 +510,12 @@ class TestConcurrentRuns:
         holder = {"subscriber_ref": "C0001", "document_number": resident_id(1)}
         first = cli.write(HEADER, [line_row(n, **holder) for n in range(1, 9)], name="first.csv")
         second = cli.write(HEADER, [line_row(n, **holder) for n in range(5, 13)], name="second.csv")
-        results: list[Any] = []
-        start = threading.Barrier(2)
-
-        def run(path: Path) -> None:
-            start.wait()
-            results.append(import_lines(cli.engine, cli.settings, path, batch_rows=3, parallel=False))
-
-        threads = [threading.Thread(target=run, args=(path,)) for path in (first, second)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = side_by_side(
+            *(
+                partial(import_lines, cli.engine, cli.settings, path, batch_rows=3, parallel=False)
+                for path in (first, second)
+            )
+        )
         assert len(results) == 2
         assert sum(r.imported for r in results) == 12
         assert sum(r.already_present for r in results) == 4

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from simkeep.network.adapter import SimAuth
 from simkeep.sims.importer import Batch, SimWriter, fast_iccid_problem, import_sims
 from simkeep.sims.secrets import open_auth
 from tests import factories
+from tests.helpers import side_by_side
 from tests.sims import Deadlock, ImportCli, errors_of, import_cli
 
 HEADER = "iccid,imsi,kind,location,store,batch"
@@ -254,18 +255,12 @@ class TestConcurrentRuns:
         once, the shared ones counted as already present by whichever run came second, none refused."""
         first = cli.write(HEADER, [row(n) for n in range(1, 31)], name="first.csv")
         second = cli.write(HEADER, [row(n) for n in range(21, 51)], name="second.csv")
-        results: list[Any] = []
-        start = threading.Barrier(2)
-
-        def run(path: Path) -> None:
-            start.wait()
-            results.append(import_sims(cli.engine, cli.settings, path, batch_rows=4, parallel=False))
-
-        threads = [threading.Thread(target=run, args=(path,)) for path in (first, second)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = side_by_side(
+            *(
+                partial(import_sims, cli.engine, cli.settings, path, batch_rows=4, parallel=False)
+                for path in (first, second)
+            )
+        )
         assert len(results) == 2
         assert (sum(r.imported for r in results), sum(r.already_present for r in results)) == (50, 10)
         assert [r.rejected for r in results] == [0, 0]

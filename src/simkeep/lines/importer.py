@@ -463,30 +463,25 @@ def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) ->
             return stage.serialize(), None
         finally:
             stage.close()
+
     # COPY reads these with NULL '' (no value is empty unless absent). No checked value holds a tab, line
     # break or carriage return (names, references and plan codes must be printable; e-mail addresses hold
-    # no space), so only a backslash needs COPY's escaping: when the batch has none, as is usual, the text
-    # is written without a call per value.
-    sub_text = "".join(
-        f"{k}\t{s[0]}\t{s[1]}\t{s[2]}\t{s[3]}\t{s[4]}\t{s[5]}\t{s[6] or ''}\t{s[7] or ''}\t{s[8]}\n"
-        for k, s in enumerate(subs)
-    )
-    if "\\" in sub_text:
-        sub_text = "".join(
-            f"{k}\t{copy_text(s[0])}\t{copy_text(s[1])}\t{s[2]}\t{s[3]}\t{s[4]}\t{s[5]}\t"
-            f"{copy_text(s[6] or '')}\t{s[7] or ''}\t{s[8]}\n"
+    # no space), so only a backslash needs COPY's escaping: when the batch has none, as is usual, the
+    # free-text values are written as they are.
+    def texts(cell: Callable[[str], str]) -> tuple[str, str]:
+        return "".join(
+            f"{r[0]}\t{r[1]}\t{cell(r[2])}\t{r[3]}\t{cell(r[4])}\t{r[5]}\t{r[6]}\t{r[7]}\t{r[8]}\t"
+            f"{r[9] or ''}\t{r[10]}\n"
+            for r in lines
+        ), "".join(
+            f"{k}\t{cell(s[0])}\t{cell(s[1])}\t{s[2]}\t{s[3]}\t{s[4]}\t{s[5]}\t{cell(s[6] or '')}\t"
+            f"{s[7] or ''}\t{s[8]}\n"
             for k, s in enumerate(subs)
         )
-    line_text = "".join(
-        f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{r[6]}\t{r[7]}\t{r[8]}\t{r[9] or ''}\t{r[10]}\n"
-        for r in lines
-    )
-    if "\\" in line_text:
-        line_text = "".join(
-            f"{r[0]}\t{r[1]}\t{copy_text(r[2])}\t{r[3]}\t{copy_text(r[4])}\t{r[5]}\t{r[6]}\t{r[7]}\t"
-            f"{r[8]}\t{r[9] or ''}\t{r[10]}\n"
-            for r in lines
-        )
+
+    line_text, sub_text = texts(str)
+    if "\\" in line_text or "\\" in sub_text:
+        line_text, sub_text = texts(copy_text)
     return line_text, sub_text
 
 
