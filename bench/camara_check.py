@@ -380,7 +380,7 @@ def bench_backend(
             waited = wait_facts(base, workers=options.workers)
             print(f"{backend}: facts copies ready {waited:.1f} s after the server answered", flush=True)
             form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-            token = httpx.post(base + "/oauth2/token", data=form, timeout=10).json()["access_token"]
+            token = httpx.post(base + "/oauth2/token", data=form, timeout=120).json()["access_token"]
             script = workdir / f"check-{backend}.lua"
             script.write_text(LUA % {"lines": options.lines, "token": token})
             spy = profile(process.pid, backend, options) if options.profile else None

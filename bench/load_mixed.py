@@ -3,7 +3,9 @@
 Run from the repository root: ``python bench/load_mixed.py [--lines N] [--flows-per-second F]
 [--duration S] [--workers W] [--backends postgres,sqlite] [--check-delay-ms D]``. For each backend it makes
 a fresh database with N lines (default 200,000) for the checks, plus one store, a clerk, and enough holders
-and store SIMs for ``F * S`` replacement flows (defaults 20 per second for 60 s); starts ``simkeep serve
+and store SIMs for ``F * S`` replacement flows (defaults 20 per second for 60 s); runs ``simkeep worker
+--exit-when-idle`` once, so that the day's scheduled jobs (the daily sweep over the N lines, its reminders
+and recyclings, their messages) are done, as they are during a working day; starts ``simkeep serve
 --workers W`` and ``simkeep worker`` as an operator would; then, for S seconds, wrk drives ``POST
 /sim-swap/v2/check`` with 64 connections, each waiting D ms (default 1.8, a mean) after an answer, which
 offers the issue's 20,000 checks a second or a little more here (``--check-delay-ms 0``: as fast as the
@@ -92,6 +94,16 @@ class Counter:
         self.headers = headers
         self.local = threading.local()
 
+    @classmethod
+    def signed_in(cls, base: str, clerk: str) -> Counter:
+        """A clerk client signed in to the server at ``base``."""
+        staff = httpx.post(
+            base + "/api/v1/auth/staff/token",
+            json={"username": clerk, "password": factories.STAFF_PASSWORD},
+            timeout=120,
+        ).json()["access_token"]
+        return cls(base, {"Authorization": f"Bearer {staff}"})
+
     def _client(self) -> httpx.Client:
         client = getattr(self.local, "client", None)
         if client is None:
@@ -153,6 +165,31 @@ def start_service(
     return server, worker, f"http://127.0.0.1:{port}"
 
 
+def service_env(url: str) -> dict[str, str]:
+    """The environment ``simkeep serve`` and ``simkeep worker`` run with on the benchmark's database."""
+    return {
+        **os.environ,
+        "SIMKEEP_ENVIRONMENT": "development",
+        "SIMKEEP_SECRET_KEY": SECRET,
+        "SIMKEEP_DATABASE_URL": url,
+        "SIMKEEP_LOG_LEVEL": "WARNING",
+        "SIMKEEP_OTP_TRANSPORT": "null",
+    }
+
+
+def settle(env: dict[str, str], workdir: Path, backend: str) -> None:
+    """Bring the database to a working day's steady state before the load: the day's scheduled jobs done
+    (the daily sweep, with the reminders and recyclings due today among the lines, and their messages
+    sent), as ``simkeep worker --exit-when-idle`` leaves it. Otherwise the worker started beside the load
+    would run the day's sweep over every line during the measurement."""
+    simkeep = str(Path(sys.executable).parent / "simkeep")
+    started = time.perf_counter()
+    with (workdir / f"settle-{backend}.log").open("wb") as out:
+        subprocess.run([simkeep, "worker", "--exit-when-idle"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                       check=True)  # fmt: skip
+    print(f"{backend}: the day's scheduled jobs done in {time.perf_counter() - started:.1f} s", flush=True)
+
+
 def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> list[str]:
     """One backend's run; its RESULT lines."""
     engine, url = database(backend)
@@ -169,30 +206,19 @@ def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> l
             session.commit()
             client_id, secret = issued.client.client_id, issued.secret
             clerk, pairs = seed_flows(session, settings, flows)
-        env = {
-            **os.environ,
-            "SIMKEEP_ENVIRONMENT": "development",
-            "SIMKEEP_SECRET_KEY": SECRET,
-            "SIMKEEP_DATABASE_URL": url,
-            "SIMKEEP_LOG_LEVEL": "WARNING",
-            "SIMKEEP_OTP_TRANSPORT": "null",
-        }
+        env = service_env(url)
+        settle(env, workdir, backend)
         server, worker, base = start_service(env, options.workers, workdir, backend)
         try:
             wait_ready(server, base, workdir / f"serve-{backend}.log")
             waited = wait_facts(base, workers=options.workers)
             print(f"{backend}: facts copies ready {waited:.1f} s after the server answered", flush=True)
             form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-            token = httpx.post(base + "/oauth2/token", data=form, timeout=10).json()["access_token"]
+            token = httpx.post(base + "/oauth2/token", data=form, timeout=120).json()["access_token"]
             script = workdir / f"check-{backend}.lua"
             paced = PACED_MEAN % {"delay": options.check_delay_ms} if options.check_delay_ms > 0 else ""
             script.write_text(LUA % {"lines": options.lines, "token": token} + paced)
-            staff = httpx.post(
-                base + "/api/v1/auth/staff/token",
-                json={"username": clerk, "password": factories.STAFF_PASSWORD},
-                timeout=10,
-            ).json()["access_token"]
-            counter = Counter(base, {"Authorization": f"Bearer {staff}"})
+            counter = Counter.signed_in(base, clerk)
             outcome: dict[str, Load] = {}
 
             def load_checks() -> None:

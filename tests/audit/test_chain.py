@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -81,6 +82,63 @@ class TestChain:
         with pytest.raises(IntegrityError):
             db.flush()
         db.rollback()
+
+
+class TestHeadWithinATransaction:
+    """Later entries of a transaction link to its last entry without asking the database for the head."""
+
+    @staticmethod
+    def _head_queries(engine: Engine) -> list[str]:
+        seen: list[str] = []
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.lstrip().upper().startswith("SELECT") and "FROM audit_log" in statement:
+                seen.append(statement)
+
+        return seen
+
+    def test_one_head_query_per_transaction_then_a_fresh_one(self, fresh: tuple[Engine, Settings]) -> None:
+        engine, _ = fresh
+        queries = self._head_queries(engine)
+        with Session(engine, expire_on_commit=False) as first:
+            a = record(first, actor="cli", action="test.a", subject_type="t", subject_id=1)
+            b = record(first, actor="cli", action="test.b", subject_type="t", subject_id=1)
+            c = record(first, actor="cli", action="test.c", subject_type="t", subject_id=1)
+            assert len(queries) == 1
+            assert (b.prev_hash, c.prev_hash) == (a.entry_hash, b.entry_hash)
+            first.commit()
+            # Someone else appends between the two transactions.
+            with Session(engine, expire_on_commit=False) as other:
+                d = record(other, actor="cli", action="test.d", subject_type="t", subject_id=2)
+                other.commit()
+            e = record(first, actor="cli", action="test.e", subject_type="t", subject_id=1)
+            first.commit()
+        assert len(queries) == 3
+        assert (d.prev_hash, e.prev_hash) == (c.entry_hash, d.entry_hash)
+        with Session(engine) as check:
+            assert (verify_chain(check).ok, verify_chain(check).entries) == (True, 5)
+
+    def test_a_rolled_back_savepoint_takes_its_entry_out_of_the_chain(self, db: Session) -> None:
+        a = record(db, actor="cli", action="test.a", subject_type="t", subject_id=1)
+        savepoint = db.begin_nested()
+        record(db, actor="cli", action="test.undone", subject_type="t", subject_id=1)
+        savepoint.rollback()
+        c = record(db, actor="cli", action="test.c", subject_type="t", subject_id=1)
+        assert c.prev_hash == a.entry_hash
+        db.expire_all()
+        report = verify_chain(db)
+        assert (report.ok, report.entries) == (True, 2)
+
+    def test_a_released_savepoint_keeps_its_entry(self, db: Session) -> None:
+        record(db, actor="cli", action="test.a", subject_type="t", subject_id=1)
+        with db.begin_nested():
+            b = record(db, actor="cli", action="test.b", subject_type="t", subject_id=1)
+        c = record(db, actor="cli", action="test.c", subject_type="t", subject_id=1)
+        assert c.prev_hash == b.entry_hash
+        db.expire_all()
+        assert verify_chain(db).entries == 3
+        assert verify_chain(db).ok
 
 
 class TestVerifyCommand:

@@ -4,6 +4,10 @@ Each entry's hash covers its own fields and the previous entry's hash, so any ed
 in the middle breaks the chain from that point. Appends are serialised: on PostgreSQL by a transaction-level
 advisory lock, on SQLite by the immediate write transaction every simkeep transaction takes. The unique
 constraint on ``prev_hash`` refuses a fork even if that serialisation were bypassed.
+
+Within one transaction the chain's head cannot move under the appender (the lock is held to its end), so
+the second and later entries of a transaction link to the entry the transaction wrote last without asking
+the database again, unless a savepoint rolled that entry back.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, text
+from sqlalchemy import Row, inspect, select, text
 from sqlalchemy.orm import Session
 
 from simkeep.db.base import utcnow
@@ -67,10 +71,12 @@ def record(
     data: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """Append one entry to the chain inside the caller's transaction."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
-    prev = session.scalar(select(AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1))
-    prev_hash = prev or GENESIS_HASH
+    prev_hash = _head_in_transaction(session)
+    if prev_hash is None:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+        prev = session.scalar(select(AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1))
+        prev_hash = prev or GENESIS_HASH
     # Microsecond precision survives both databases, so the hash recomputes identically after a read.
     at = utcnow()
     payload = json.loads(_canonical(data or {}))
@@ -96,7 +102,25 @@ def record(
     )
     session.add(entry)
     session.flush()
+    session.info[_HEAD] = (session.get_transaction(), entry)
     return entry
+
+
+_HEAD = "simkeep.audit.head"
+
+
+def _head_in_transaction(session: Session) -> str | None:
+    """The hash of the last entry this transaction appended, if it still stands; else None (ask the
+    database). A new transaction, or a savepoint rolled back over the entry (which leaves it transient),
+    makes it unknown."""
+    held = session.info.get(_HEAD)
+    if held is None:
+        return None
+    transaction, entry = held
+    if transaction is None or transaction is not session.get_transaction() or not inspect(entry).persistent:
+        del session.info[_HEAD]
+        return None
+    return str(entry.entry_hash)
 
 
 @dataclass(frozen=True)

@@ -156,9 +156,15 @@ class EmbeddedHlr:
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        # The entries this adapter has read, held so that the session's identity map (which keeps an object
+        # only while something refers to it) answers the operation's later steps without another query.
+        self._held: dict[str, EmbeddedHlrSubscriber] = {}
 
     def _get(self, imsi: str) -> EmbeddedHlrSubscriber | None:
-        return self._session.get(EmbeddedHlrSubscriber, imsi)
+        entry = self._session.get(EmbeddedHlrSubscriber, imsi)
+        if entry is not None:
+            self._held[imsi] = entry
+        return entry
 
     def provision(self, imsi: str, auth: SimAuth | None = None) -> None:  # noqa: ARG002 - see the class
         """Create the IMSI's subscriber entry if absent."""
@@ -198,6 +204,7 @@ class EmbeddedHlr:
         """Delete the IMSI's entry."""
         entry = self._get(imsi)
         if entry is not None:
+            self._held.pop(imsi, None)
             self._session.delete(entry)
             self._session.flush()
 

@@ -239,11 +239,16 @@ def _bar_if_present(adapter: NetworkAdapter, imsi: str) -> None:
 def _perform(
     session: Session, settings: Settings | None, adapter: NetworkAdapter, op: NetworkOperation
 ) -> None:
+    # ``op.step`` is written once, after the last step that went through: it is durable only with the
+    # transaction anyway, and set per step it made the embedded HLR's next query flush it each time.
+    done: int | None = None
     try:
         for index, (_name, step) in enumerate(steps(session, settings, adapter, op), start=1):
             step()
-            op.step = index
+            done = index
     finally:
+        if done is not None:
+            op.step = done
         if not adapter.transactional:
             close = getattr(adapter, "close", None)
             if close is not None:

@@ -56,11 +56,18 @@ def _fee(amount_minor: int, currency: str) -> Fee:
     return Fee(amount_minor=amount_minor, currency=currency, display=f"{amount_minor / 100:.2f} {currency}")
 
 
-def to_read(session: Session, order: ReplacementOrder) -> ReplacementRead:
-    """The API view of an order."""
+def _view_rows(session: Session, order: ReplacementOrder) -> tuple[Line, Sim | None]:
     line = session.get(Line, order.line_id)
-    sim = session.get(Sim, order.new_sim_id) if order.new_sim_id else None
     assert line is not None
+    return line, session.get(Sim, order.new_sim_id) if order.new_sim_id else None
+
+
+def to_read(
+    session: Session, order: ReplacementOrder, *, line: Line | None = None, sim: Sim | None = None
+) -> ReplacementRead:
+    """The API view of an order (``line`` and ``sim``: its rows, when the caller holds them)."""
+    if line is None:
+        line, sim = _view_rows(session, order)
     return ReplacementRead(
         reference=order.reference,
         msisdn=line.msisdn,
@@ -81,6 +88,14 @@ def to_read(session: Session, order: ReplacementOrder) -> ReplacementRead:
         closed_at=order.closed_at,
         next_steps=workflow.next_steps(order),
     )
+
+
+def committed(session: Session, order: ReplacementOrder) -> ReplacementRead:
+    """Commit, and the order's view as committed. The view is read in the transaction: read after it, the
+    line and the SIM would open a second one, which on SQLite queues for the write lock once more."""
+    read = to_read(session, order)
+    session.commit()
+    return read
 
 
 @router.get("/fees", response_model=list[FeeRead])
@@ -141,8 +156,7 @@ def submit(
         application=application,
         checks=checks,
     )
-    session.commit()
-    return to_read(session, order)
+    return committed(session, order)
 
 
 def _application(body: ReplacementCreate) -> OnlineApplication | None:
@@ -202,8 +216,7 @@ def decide(reference: str, body: Decision, session: DbSession, actor: Reviewer) 
     order = service.decide(
         session, actor=actor, reference=reference, approve=body.approve, reason=body.reason
     )
-    session.commit()
-    return to_read(session, order)
+    return committed(session, order)
 
 
 @router.post("/replacements/{reference}/payment", response_model=ReplacementRead)
@@ -216,24 +229,21 @@ def pay(reference: str, body: PaymentCreate, session: DbSession, actor: SignedIn
         method=PaymentMethod(body.method),
         payment_reference=body.payment_reference,
     )
-    session.commit()
-    return to_read(session, order)
+    return committed(session, order)
 
 
 @router.post("/replacements/{reference}/fee-waiver", response_model=ReplacementRead)
 def waive(reference: str, body: Reason, session: DbSession, actor: StaffActor) -> ReplacementRead:
     """Waive the fee, with a reason (staff)."""
     order = service.waive(session, actor=actor, reference=reference, reason=body.reason)
-    session.commit()
-    return to_read(session, order)
+    return committed(session, order)
 
 
 @router.post("/replacements/{reference}/sim", response_model=ReplacementRead)
 def assign_sim(reference: str, body: SimAssignment, session: DbSession, actor: StaffActor) -> ReplacementRead:
     """Give the paid order its SIM: the scanned one at a store, else one from the warehouse (staff)."""
     order = service.assign_sim(session, actor=actor, reference=reference, iccid=body.iccid)
-    session.commit()
-    return to_read(session, order)
+    return committed(session, order)
 
 
 @router.post("/replacements/{reference}/shipment", response_model=ReplacementRead)
@@ -245,8 +255,7 @@ def ship(
     order = service.ship(
         session, settings, actor=actor, reference=reference, tracking_number=body.tracking_number
     )
-    session.commit()
-    return to_read(session, order)
+    return committed(session, order)
 
 
 @router.post("/replacements/{reference}/reshipment", response_model=ReplacementRead)
@@ -257,16 +266,14 @@ def reship(
     order = service.reship(
         session, settings, actor=actor, reference=reference, tracking_number=body.tracking_number
     )
-    session.commit()
-    return to_read(session, order)
+    return committed(session, order)
 
 
 @router.post("/replacements/{reference}/delivery", response_model=ReplacementRead)
 def deliver(reference: str, session: DbSession, actor: Admin) -> ReplacementRead:
     """Record a delivery the carrier did not report (admins; carriers report it by webhook)."""
     order = service.confirm_delivery(session, actor=actor, reference=reference)
-    session.commit()
-    return to_read(session, order)
+    return committed(session, order)
 
 
 @router.post("/replacements/{reference}/activation", response_model=ReplacementRead)
@@ -277,16 +284,18 @@ def activate(
     order = activation.activate(
         session, settings, actor=actor, reference=reference, iccid_digits=body.iccid_last_digits
     )
+    # The view's line and SIM, loaded in the transaction: read after the network's steps, they would open
+    # a transaction of their own (the session keeps an object only while something refers to it).
+    line, sim = _view_rows(session, order)
     commit_and_apply(session, settings)
-    return to_read(session, order)
+    return to_read(session, order, line=line, sim=sim)
 
 
 @router.post("/replacements/{reference}/cancellation", response_model=ReplacementRead)
 def cancel(reference: str, body: Reason, session: DbSession, actor: SignedInActor) -> ReplacementRead:
     """Cancel an open order; a refund is recorded when one is owed."""
     order = service.cancel(session, actor=actor, reference=reference, reason=body.reason)
-    session.commit()
-    return to_read(session, order)
+    return committed(session, order)
 
 
 @router.post("/replacements:expire", response_model=ExpiryRun)

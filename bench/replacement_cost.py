@@ -1,0 +1,102 @@
+"""What one store replacement costs the server: CPU time per flow, with nothing else running.
+
+Run from the repository root: ``python bench/replacement_cost.py [--flows N] [--backends sqlite,postgres]``.
+For each backend it makes a fresh database (a temporary SQLite file; a new schema in
+SIMKEEP_BENCH_POSTGRES_URL) with a store, its clerk and N + 20 holders each with a store SIM waiting, starts
+``simkeep serve --workers 1`` as an operator would, and runs the flow of ``bench/load_mixed.py`` (submit with
+the in-person check, cash payment, the scanned SIM, activation: four requests) for each holder in turn, one
+after another. The first 20 flows warm the server up; over the other N it reads the CPU time of the server's
+processes from /proc (on PostgreSQL also that of every PostgreSQL server process on the machine).
+
+This is the figure that decides how many replacements a second fit beside the CAMARA checks in
+``bench/load_mixed.py`` on a given machine; unlike a latency under load it holds when something else
+shares the machine. The last lines are ``RESULT replacement_cpu_ms_<backend> <ms> ms`` (server CPU per
+flow; on PostgreSQL the database server's included) and ``RESULT replacement_wall_ms_<backend> <ms> ms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the data factories live in tests/
+
+from sqlalchemy.orm import Session  # noqa: E402
+
+from _keepalive_data import database, drop  # noqa: E402  (sibling scripts)
+from camara_check import SECRET, _cpu_seconds, free_port, server_pids, stop, wait_ready  # noqa: E402
+from load_mixed import Counter, seed_flows, service_env  # noqa: E402
+from simkeep.config import Settings  # noqa: E402
+
+WARM_UP = 20
+
+
+def bench_backend(backend: str, flows: int, workdir: Path) -> list[str]:
+    """One backend's run; its RESULT lines."""
+    engine, url = database(backend)
+    try:
+        settings = Settings(environment="development", secret_key=SECRET, database_url=url)
+        with Session(engine) as session:
+            clerk, pairs = seed_flows(session, settings, flows + WARM_UP)
+        env = service_env(url)
+        simkeep = str(Path(sys.executable).parent / "simkeep")
+        base = f"http://127.0.0.1:{free_port()}"
+        log = workdir / f"serve-{backend}.log"
+        with log.open("wb") as out:
+            server = subprocess.Popen(
+                [simkeep, "serve", "--port", base.rsplit(":", 1)[1], "--workers", "1", "--no-upgrade"],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            wait_ready(server, base, log)
+            counter = Counter.signed_in(base, clerk)
+
+            def run(batch: list[tuple[str, str]]) -> None:
+                for msisdn, iccid in batch:
+                    _, error = counter.flow(msisdn, iccid)
+                    if error is not None:
+                        raise SystemExit(f"{backend}: a flow failed: {error}")
+
+            run(pairs[:WARM_UP])
+            ours, postgres = server_pids(server.pid)
+            pids = ours | postgres if backend == "postgres" else ours
+            cpu = _cpu_seconds(pids)
+            began = time.perf_counter()
+            run(pairs[WARM_UP:])
+            wall = time.perf_counter() - began
+            cpu = _cpu_seconds(pids) - cpu
+        finally:
+            stop(server)
+        cpu_ms, wall_ms = cpu / flows * 1000, wall / flows * 1000
+        print(f"{backend}: {flows} store replacements one after another: {wall_ms:.1f} ms each, "
+              f"server CPU {cpu_ms:.1f} ms each", flush=True)  # fmt: skip
+        return [
+            f"RESULT replacement_cpu_ms_{backend} {cpu_ms:.1f} ms",
+            f"RESULT replacement_wall_ms_{backend} {wall_ms:.1f} ms",
+        ]
+    finally:
+        drop(engine, backend)
+
+
+def main() -> None:
+    """Measure each backend and print the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--flows", type=int, default=200)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    options = parser.parse_args()
+    results: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="simkeep-bench-replacement-") as tmp:
+        for backend in [b.strip() for b in options.backends.split(",") if b.strip()]:
+            results += bench_backend(backend, options.flows, Path(tmp))
+    print("\n".join(results))
+
+
+if __name__ == "__main__":
+    main()
