@@ -14,7 +14,7 @@ from simkeep import __version__
 from simkeep.body_limit import BodyLimitMiddleware
 from simkeep.camara.fastpath import CamaraFastPath
 from simkeep.config import Settings, get_settings
-from simkeep.db.engine import make_engine, make_session_factory
+from simkeep.db.engine import make_engine, make_session_factory, read_only_sqlite_engine
 from simkeep.errors import PROBLEM_RESPONSES, install_error_handlers
 from simkeep.logging import configure_logging
 from simkeep.request_id import new_request_id
@@ -99,10 +99,28 @@ def create_app(
 
         app.state.session_scope = scope
         app.state.owns_database = True  # the CAMARA hot path opens read connections of its own
+        reader = None
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            # Reads that must not queue for the write lock (a request's token): WAL lets them run beside it.
+            reader = read_only_sqlite_engine(
+                settings.database_url,
+                timeout_seconds=settings.sqlite_busy_timeout_ms / 1000,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_pool_size * 2,
+            )
+
+            @contextmanager
+            def read_scope() -> Iterator[Session]:
+                with Session(reader) as session:
+                    yield session
+
+            app.state.read_scope = read_scope
         try:
             yield
         finally:
             engine.dispose()
+            if reader is not None:
+                reader.dispose()
 
     app = FastAPI(
         title="simkeep",

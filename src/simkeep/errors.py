@@ -13,7 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 
 log = structlog.get_logger(__name__)
 
@@ -190,6 +190,24 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("request.data_error", error=type(exc).__name__)
         return await on_domain_error(request, error)
 
+    async def on_operational_error(request: Request, exc: Exception) -> Response:
+        # SQLite's write lock stayed taken for the whole busy timeout (``SIMKEEP_SQLITE_BUSY_TIMEOUT_MS``):
+        # nothing was written, and the same request may succeed in a moment. Any other operational failure
+        # of the database is a server fault, raised as such.
+        if "database is locked" not in str(getattr(exc, "orig", exc)):
+            raise exc
+        log.warning("request.database_busy", path=request.url.path)
+        response = problem(
+            503,
+            "DATABASE_BUSY",
+            "Database busy",
+            "The database was busy with other writes for too long; nothing was changed. Try again.",
+            request.url.path,
+        )
+        response.headers["Retry-After"] = "1"
+        return response
+
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(DataError, on_data_error)
+    app.add_exception_handler(OperationalError, on_operational_error)

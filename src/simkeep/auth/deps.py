@@ -42,11 +42,30 @@ AppSettings = Annotated[Settings, Depends(get_app_settings)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def current_actor(session: DbSession, settings: AppSettings, credentials: Credentials) -> Actor:
+def current_actor(
+    request: Request, session: DbSession, settings: AppSettings, credentials: Credentials
+) -> Actor:
     """The caller: anonymous without a token, else the token's staff user or line holder."""
     if credentials is None:
         return ANONYMOUS
-    return service.resolve(session, settings, credentials.credentials)
+    return resolve_token(request, session, settings, credentials.credentials)
+
+
+def resolve_token(request: Request, session: Session, settings: Settings, token: str) -> Actor:
+    """:func:`service.resolve`; on SQLite outside the transaction the endpoint will write in.
+
+    A sync dependency runs in one trip to the thread pool and the endpoint in another, with the event loop
+    in between. On SQLite every simkeep transaction holds the write lock (``BEGIN IMMEDIATE``), so a
+    transaction begun by the token's lookup held the lock across that gap: under load, requests held it
+    while they waited for a thread. The lookup only reads, so on SQLite it reads on a read-only connection
+    (``app.state.read_scope``), which in WAL mode neither takes nor waits for the lock. On PostgreSQL reads
+    lock nothing and the lookup stays in the request's transaction.
+    """
+    read_scope = getattr(request.app.state, "read_scope", None)
+    if read_scope is None:
+        return service.resolve(session, settings, token)
+    with read_scope() as reader:
+        return service.resolve(reader, settings, token)
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]

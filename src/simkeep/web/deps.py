@@ -7,9 +7,8 @@ from urllib.parse import quote
 
 from fastapi import Depends, Request
 
-from simkeep.auth import service as auth_service
 from simkeep.auth.actors import ANONYMOUS, Actor
-from simkeep.auth.deps import AppSettings, DbSession
+from simkeep.auth.deps import AppSettings, DbSession, resolve_token
 from simkeep.errors import AuthenticationFailed, NotAllowed
 from simkeep.models import StaffRole
 from simkeep.web.security import SESSION_COOKIE
@@ -29,7 +28,7 @@ def page_actor(request: Request, session: DbSession, settings: AppSettings) -> A
     if not token or len(token) > 200:
         return ANONYMOUS
     try:
-        return auth_service.resolve(session, settings, token)
+        return resolve_token(request, session, settings, token)
     except AuthenticationFailed:
         return ANONYMOUS
 
