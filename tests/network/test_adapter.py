@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from simkeep.config import Settings
@@ -84,6 +87,32 @@ class TestEmbeddedHlr:
         hlr.provision("001010000000103")
         savepoint.rollback()
         assert hlr.lookup("001010000000103") is None
+
+    def test_an_operations_steps_read_each_entry_once_and_few_are_held(self, db: Session) -> None:
+        """Later steps on an IMSI find its entry without a query; a long run holds only the latest few."""
+        imsis = [f"0010100000002{n:02d}" for n in range(20)]
+        for imsi in imsis:
+            EmbeddedHlr(db).provision(imsi)
+        db.expunge_all()
+        hlr = EmbeddedHlr(db)
+        selects: list[str] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.lstrip().upper().startswith("SELECT"):
+                selects.append(statement)
+
+        event.listen(db.get_bind(), "before_cursor_execute", count)
+        try:
+            hlr.set_barred(imsis[0], barred=True)
+            hlr.bind_number(imsis[0], "+8613800000200")  # one more SELECT: who else holds the number
+            hlr.set_barred(imsis[0], barred=False)
+            assert hlr.lookup(imsis[0]) == NetworkSubscriber(imsis[0], "+8613800000200", False, "cs+ps")
+            assert len(selects) == 2
+            for imsi in imsis:
+                assert hlr.lookup(imsi) is not None
+        finally:
+            event.remove(db.get_bind(), "before_cursor_execute", count)
+        assert list(hlr._held) == imsis[-8:]  # the bound is the point
 
 
 class TestNetworkFor:

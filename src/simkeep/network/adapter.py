@@ -145,6 +145,10 @@ def move_number(network: NetworkAdapter, *, msisdn: str, old_imsi: str | None, n
     network.set_barred(new_imsi, barred=False)
 
 
+#: How many of its latest entries an :class:`EmbeddedHlr` keeps referenced.
+_HELD_ENTRIES = 8
+
+
 class EmbeddedHlr:
     """The HLR table in simkeep's own database, changed inside the caller's transaction.
 
@@ -156,14 +160,18 @@ class EmbeddedHlr:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        # The entries this adapter has read, held so that the session's identity map (which keeps an object
-        # only while something refers to it) answers the operation's later steps without another query.
+        # The last entries this adapter has read, held so that the session's identity map (which keeps an
+        # object only while something refers to it) answers an operation's later steps without another
+        # query. An operation touches two IMSIs; a reconciliation's repairs may touch millions: few are held.
         self._held: dict[str, EmbeddedHlrSubscriber] = {}
 
     def _get(self, imsi: str) -> EmbeddedHlrSubscriber | None:
         entry = self._session.get(EmbeddedHlrSubscriber, imsi)
         if entry is not None:
+            self._held.pop(imsi, None)
             self._held[imsi] = entry
+            if len(self._held) > _HELD_ENTRIES:
+                del self._held[next(iter(self._held))]
         return entry
 
     def provision(self, imsi: str, auth: SimAuth | None = None) -> None:  # noqa: ARG002 - see the class
