@@ -171,6 +171,36 @@ class TestBatches:
         assert _events(engine)["d1"][0] == one
         assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=1), T0 + timedelta(hours=2)]
 
+    def test_an_event_stored_before_amid_new_ones(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch holding, among new events, one that an earlier run stored: the new ones are imported and
+        move the clocks, the old one is counted as present and moves nothing. On PostgreSQL a batch of new
+        events is copied straight into the events table; this one's copy fails on the stored event, leaves
+        nothing behind, and the batch is inserted skipping it."""
+        engine, settings = fresh
+        (one, a), (two, b) = _lines(engine, settings, 2)
+        copies: list[bool] = []
+        real_copied = importer.ActivityWriter._copied
+
+        def copied(self: importer.ActivityWriter, cursor: Any, payload: str) -> bool:
+            copies.append(real_copied(self, cursor, payload))
+            return copies[-1]
+
+        monkeypatch.setattr(importer.ActivityWriter, "_copied", copied)
+        first = tmp_path / "first.csv"
+        first.write_text(HEADER + f"m2,{b},sms,{_at(9)}\n")
+        assert import_activity(engine, settings, first).imported == 1
+        second = tmp_path / "second.csv"
+        second.write_text(
+            HEADER + f"m1,{a},sms,{_at(1)}\nm2,{b},sms,{_at(9)}\nm3,{b},data,{_at(3)}\nm4,{a},sms,{_at(4)}\n"
+        )
+        result = import_activity(engine, settings, second)
+        assert (result.imported, result.already_present, result.rejected) == (3, 1, 0)
+        assert sorted(_events(engine)) == ["m1", "m2", "m3", "m4"]
+        assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=4), T0 + timedelta(hours=9)]
+        assert copies == ([True, False] if engine.dialect.name == "postgresql" else [])
+
     def test_quotes_blank_lines_and_crlf(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
         """Quoted fields, blank lines and CRLF line ends read as the csv module reads them; an unclosed
         quote costs its own line only."""

@@ -27,7 +27,7 @@ Lock order on PostgreSQL, everywhere in keep-alive: a line's calendar row before
 sweep locks the due calendar rows (``SKIP LOCKED``), then (by updating them) the ``lines`` rows of the lines
 it recycles; recording activity locks the calendar row, then the line; the activity import upserts the
 calendar rows, then updates the lines. Lines whose calendar is not computed yet
-(``lines.deadline_at IS NULL``, a partial index) are taken by their ``lines`` row (``SKIP LOCKED``).
+(``lines.calendar_pending``, a partial index) are taken by their ``lines`` row (``SKIP LOCKED``).
 
 The results equal those of :mod:`simkeep.keepalive.schedule`'s pure functions (the tests pin them down).
 """
@@ -204,10 +204,10 @@ def compute_missing(
     """
     done = 0
     since = "COALESCE(last_activity_at, activated_at)"
-    # Found by the partial index on ``deadline_at IS NULL`` (a few lines); ``+plan_id`` keeps SQLite from
-    # walking the plan's (millions of) lines by the plan_id index instead.
+    # Found by the partial index on ``calendar_pending`` (``deadline_at IS NULL``, a few lines); ``+plan_id``
+    # keeps SQLite from walking the plan's (millions of) lines by the plan_id index instead.
     pick = (
-        f"SELECT id, {since} AS since FROM lines WHERE deadline_at IS NULL "
+        f"SELECT id, {since} AS since FROM lines WHERE calendar_pending "
         f"AND status != '{LineStatus.RECYCLED.value}' AND +plan_id = :plan LIMIT :limit"
     )
     upsert = (

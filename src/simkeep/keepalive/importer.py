@@ -24,9 +24,10 @@ Built for throughput (figures: ``bench/activity_import.py``):
   skips the per-row foreign key re-check (the batch finds its lines under the write lock that inserts the
   events). The batch's numbers are resolved to lines with one query;
   the events are inserted with ``ON CONFLICT (event_id) DO NOTHING`` (an executemany on SQLite, with the
-  batch's constants written into the statement; COPY into a temporary table then ``INSERT ... SELECT`` on
-  PostgreSQL): a duplicate, within the file or from an earlier
-  run, is counted as already present and never moves a clock. Each line's newest counting event of the batch
+  batch's constants written into the statement; on PostgreSQL a COPY straight into ``usage_events`` in a
+  savepoint, and only when that copy meets a stored event, a COPY into a temporary table then ``INSERT ...
+  SELECT``): a duplicate, within the file or from an earlier run, is counted as already present and never
+  moves a clock. Each line's newest counting event of the batch
   (noted while checking, or, when the batch held duplicates, taken in SQL from the events it did insert) goes
   into a temporary table; one ``UPDATE`` moves those lines' ``since`` in ``line_calendar``, keeping their
   next sweep time (which can only have become early: the sweep corrects it when it comes), per plan one
@@ -41,6 +42,7 @@ import csv
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -253,16 +255,16 @@ _MOVES_POSTGRES = (
 )
 _EVENTS_POSTGRES = (
     "CREATE TEMP TABLE IF NOT EXISTS ka_events (event_id text NOT NULL, line_id integer NOT NULL, "
-    "kind text NOT NULL, occurred_at timestamptz NOT NULL, counted boolean NOT NULL)"
+    "kind text NOT NULL, occurred_at timestamptz NOT NULL, counted boolean NOT NULL, "
+    "received_at timestamptz NOT NULL)"
 )
+_EVENT_COLUMNS = "(event_id, line_id, kind, occurred_at, counted, received_at)"
 _INSERT_SQLITE = (
     "INSERT INTO usage_events (event_id, line_id, kind, occurred_at, counted, received_at) "
     "VALUES (?, ?, ?, ?, {counted}, '{received}') ON CONFLICT (event_id) DO NOTHING"
 )
 _INSERT_POSTGRES = (
-    "INSERT INTO usage_events (event_id, line_id, kind, occurred_at, counted, received_at) "
-    "SELECT event_id, line_id, kind, occurred_at, counted, :now FROM ka_events "
-    "ON CONFLICT (event_id) DO NOTHING"
+    f"INSERT INTO usage_events {_EVENT_COLUMNS} SELECT * FROM ka_events ON CONFLICT (event_id) DO NOTHING"
 )
 
 Line = tuple[int, int, str, str]  # line id, plan id, status, last activity (or activation) as a stamp
@@ -335,12 +337,15 @@ class ActivityWriter:
         cursor = driver(self.session.connection()).cursor()
         try:
             if self.sql.postgres:
+                # The stamp as text in :meth:`text_of`'s format, made by the server: a batch's datetimes
+                # built by the driver and formatted back by this process cost more than the query.
                 cursor.execute(
-                    "SELECT msisdn, id, plan_id, status, COALESCE(last_activity_at, activated_at) "
+                    "SELECT msisdn, id, plan_id, status, to_char(COALESCE(last_activity_at, activated_at) "
+                    "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"') "
                     "FROM lines WHERE msisdn = ANY(%s)",
                     (numbers,),
                 )
-                return [(r[0], r[1], r[2], r[3], self.text_of(r[4])) for r in cursor.fetchall()]
+                return cast(list[tuple[str, int, int, str, str]], cursor.fetchall())
             cursor.execute(
                 "SELECT msisdn, id, plan_id, status, COALESCE(last_activity_at, activated_at) "
                 "FROM lines WHERE msisdn IN (SELECT value FROM json_each(?))",
@@ -517,7 +522,15 @@ class ActivityWriter:
 
     def _insert(self, rows: Iterable[tuple[Any, ...]], now: datetime, *, every: bool) -> int:
         """Insert the events not stored yet: ``(event id, line id, kind, occurred_at[, counted])``, without
-        ``counted`` when ``every`` event counts; returns how many. Notes the id the new ones come after."""
+        ``counted`` when ``every`` event counts; returns how many. Notes the id the new ones come after.
+
+        PostgreSQL: the batch is copied straight into ``usage_events``, in a savepoint, as if none of its
+        events were stored yet (the usual case: a mediation system exports each event once). A duplicate
+        (from an earlier run, a concurrent import, or within the file) fails that copy on the unique key;
+        the savepoint is rolled back and the batch goes through a temporary table and ``INSERT ... ON
+        CONFLICT DO NOTHING``, which skips the duplicates. The straight copy costs the server half of that
+        insert (its speculative insertion per row), measured: 3.5 s against 0.9 + 6.3 s per million events.
+        """
         session = self.session
         self.floor = int(session.scalar(text("SELECT COALESCE(MAX(id), 0) FROM usage_events")) or 0)
         cursor = driver(session.connection()).cursor()
@@ -529,28 +542,53 @@ class ActivityWriter:
                     _INSERT_SQLITE.format(counted="1" if every else "?", received=self.text_of(now)), rows
                 )
                 return int(cursor.rowcount)
-            session.execute(text(_EVENTS_POSTGRES))
-            session.execute(text("TRUNCATE ka_events"))
+            received = self.text_of(now)
 
             def flag(row: tuple[Any, ...]) -> str:
                 return "t" if every or row[4] else "f"
 
-            with cursor.copy(
-                "COPY ka_events (event_id, line_id, kind, occurred_at, counted) FROM STDIN"
-            ) as copy:
-                copy.write(
-                    "".join(
-                        f"{copy_text(row[0])}\t{row[1]}\t{row[2]}\t{row[3]}\t{flag(row)}\n" for row in rows
-                    )
-                )
+            payload = "".join(
+                f"{copy_text(row[0])}\t{row[1]}\t{row[2]}\t{row[3]}\t{flag(row)}\t{received}\n"
+                for row in rows
+            )
+            if not payload:
+                return 0
+            if self._copied(cursor, payload):
+                return payload.count("\n")
+            session.execute(text(_EVENTS_POSTGRES))
+            session.execute(text("TRUNCATE ka_events"))
+            with cursor.copy(f"COPY ka_events {_EVENT_COLUMNS} FROM STDIN") as copy:
+                copy.write(payload)
         finally:
             cursor.close()
-        if self.replica:
-            session.execute(text("SET LOCAL session_replication_role = replica"))
-        result = session.execute(stamps(_INSERT_POSTGRES, "now"), {"now": now})
-        if self.replica:
-            session.execute(text("SET LOCAL session_replication_role = origin"))
+        with self._replica_role():
+            result = session.execute(text(_INSERT_POSTGRES))
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def _copied(self, cursor: Any, payload: str) -> bool:
+        """PostgreSQL: copy ``payload`` straight into ``usage_events``; False, with nothing written, when an
+        event of it is stored already (or twice in it)."""
+        import psycopg
+
+        cursor.execute("SAVEPOINT ka_copy")
+        try:
+            with self._replica_role(), cursor.copy(f"COPY usage_events {_EVENT_COLUMNS} FROM STDIN") as copy:
+                copy.write(payload)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT ka_copy")
+            cursor.execute("RELEASE SAVEPOINT ka_copy")
+            return False
+        cursor.execute("RELEASE SAVEPOINT ka_copy")
+        return True
+
+    @contextmanager
+    def _replica_role(self) -> Iterator[None]:
+        """PostgreSQL, with :attr:`replica`: the events' foreign key trigger skipped for the statement."""
+        if self.replica:
+            self.session.execute(text("SET LOCAL session_replication_role = replica"))
+        yield
+        if self.replica:
+            self.session.execute(text("SET LOCAL session_replication_role = origin"))
 
     def _move(self, moves: list[tuple[int, int, str]] | None, now: datetime) -> None:
         """Move lines' clocks forward (never back) with their calendar: ``(line, plan, newest event)``.
@@ -573,18 +611,14 @@ class ActivityWriter:
             )
         elif not moves:
             return
-        elif sql.postgres:
-            session.execute(
-                text(
-                    "INSERT INTO ka_moves (line_id, plan_id, at) SELECT * FROM unnest("
-                    "CAST(:ids AS integer[]), CAST(:plans AS integer[]), CAST(:ats AS timestamptz[]))"
-                ),
-                {"ids": [m[0] for m in moves], "plans": [m[1] for m in moves], "ats": [m[2] for m in moves]},
-            )
         else:
             cursor = driver(session.connection()).cursor()
             try:
-                cursor.executemany("INSERT INTO ka_moves (line_id, plan_id, at) VALUES (?, ?, ?)", moves)
+                if sql.postgres:
+                    with cursor.copy("COPY ka_moves (line_id, plan_id, at) FROM STDIN") as copy:
+                        copy.write("".join(f"{line}\t{plan}\t{at}\n" for line, plan, at in moves))
+                else:
+                    cursor.executemany("INSERT INTO ka_moves (line_id, plan_id, at) VALUES (?, ?, ?)", moves)
             finally:
                 cursor.close()
         if sql.postgres:
