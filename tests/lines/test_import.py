@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -11,9 +12,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from stdnum.cn import ric
 
+import simkeep.lines.importer as lines_importer
 from simkeep.config import Settings
 from simkeep.identity.service import document_hash
 from simkeep.lines.importer import LINE_COLUMNS, LineWriter, import_lines
@@ -43,11 +45,20 @@ ACTIVITY = "2025-10-01T12:00:00Z"
 FUTURE = "2099-01-01T00:00:00Z"
 
 
+@pytest.fixture(params=["batches", "first-load"])
+def load_mode(request: pytest.FixtureRequest) -> str:
+    """How the imports of a test run: batch by batch, or as a first load whatever the file's size, so that
+    on PostgreSQL every test of this module also runs through :func:`~simkeep.lines.importer.first_load`
+    (tests/lines/conftest.py leaves that variant out on SQLite, which has no first load)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def cli(
-    fresh: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    fresh: tuple[Engine, Settings], load_mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[ImportCli]:
     """The command on a private, empty database."""
+    monkeypatch.setattr(lines_importer, "FIRST_LOAD_MIN_ROWS", 0 if load_mode == "first-load" else 10**12)
     yield from import_cli(fresh, monkeypatch, tmp_path)
 
 
@@ -530,9 +541,11 @@ class TestConcurrentRuns:
             fed = sorted(conn.execute(text("SELECT msisdn FROM camara_changes")).scalars())
         assert fed == sorted(msisdn(n) for n in range(1, 13))
 
-    def test_plan_created_by_someone_else_meanwhile_is_used(self, cli: ImportCli) -> None:
+    def test_plan_created_by_someone_else_meanwhile_is_used(self, cli: ImportCli, load_mode: str) -> None:
         """A plan code that appears in the database after the run started (another import, or a user) is
         used by the later batches that name it, neither created again nor listed as created."""
+        if load_mode == "first-load":
+            pytest.skip("a first load keeps other writers out of plans (TestFirstLoad)")
         rows = [line_row(1), line_row(2), line_row(3, plan="LATE8"), line_row(4, plan="LATE8")]
 
         def meanwhile(done: int, _total: int) -> None:
@@ -767,9 +780,13 @@ class TestImportLines:
         assert_only(cli, 1, 3, 5)
 
     def test_batch_failed_by_a_deadlock_runs_again(
-        self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+        self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch, load_mode: str
     ) -> None:
         """A batch rolled back as a deadlock's victim is written again, with the plan it created, once."""
+        if load_mode == "first-load":
+            pytest.skip(
+                "a first load holds its locks from the start; a failure rolls it back (TestFirstLoad)"
+            )
         method = "_write_pg" if cli.engine.dialect.name == "postgresql" else "_write_sqlite"
         real = getattr(LineWriter, method)
         failed: list[int] = []
@@ -837,8 +854,6 @@ class TestBulkConnection:
         the tables' triggers (the replica role), so it writes the feed itself, in the same transaction;
         where it may not skip them (``checks-on``) the triggers write it."""
         if checks:
-            import simkeep.lines.importer as lines_importer
-
             real = lines_importer.bulk_connection
             monkeypatch.setattr(
                 lines_importer, "bulk_connection", lambda conn, **_: real(conn, own_references=False)
@@ -869,8 +884,6 @@ class TestBulkConnection:
 
     def test_same_outcome_with_the_checks_on(self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch) -> None:
         """Where the checks cannot be skipped (a PostgreSQL role lacking the privilege) all is the same."""
-        import simkeep.lines.importer as lines_importer
-
         real = lines_importer.bulk_connection
 
         def checked(conn: Any, *, own_references: bool) -> Any:
@@ -913,3 +926,211 @@ class TestReaders:
         assert sorted((e.line, e.field) for e in result.errors) == [(4, "imsi"), (5, "row"), (9, "iccid")]
         assert (result.rows, result.imported, result.rejected) == (6, 3, 3)
         assert_only(cli, 1, 4, 6)
+
+
+FIRST_LOAD_TABLES = (
+    "subscribers",
+    "sims",
+    "lines",
+    "sim_changes",
+    "embedded_hlr_subscribers",
+    "camara_changes",
+)
+
+
+@pytest.fixture
+def first_cli(
+    fresh: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[ImportCli]:
+    """The command on a private, empty PostgreSQL database, where any file is big enough for a first load."""
+    if fresh[0].dialect.name != "postgresql":
+        pytest.skip("a first load is PostgreSQL's")
+    monkeypatch.setattr(lines_importer, "FIRST_LOAD_MIN_ROWS", 0)
+    yield from import_cli(fresh, monkeypatch, tmp_path)
+
+
+def indexes(engine: Engine) -> dict[str, str]:
+    """Every index of the tables a first load writes, by name: its definition."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = ANY(:tables)"
+            ),
+            {"tables": list(FIRST_LOAD_TABLES)},
+        )
+        return {str(name): str(definition) for name, definition in found}
+
+
+def first_loads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each pass of the imports to come made of :func:`~simkeep.lines.importer.first_load`."""
+    outcomes: list[bool] = []
+    real = lines_importer.first_load
+
+    @contextmanager
+    def spy(conn: Any, *, wanted: bool) -> Iterator[bool]:
+        with real(conn, wanted=wanted) as on:
+            outcomes.append(on)
+            yield on
+
+    monkeypatch.setattr(lines_importer, "first_load", spy)
+    return outcomes
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    """Rows in each table a first load writes, and in plans."""
+    with engine.connect() as conn:
+        return {
+            table: int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - constants
+            for table in (*FIRST_LOAD_TABLES, "plans")
+        }
+
+
+class TestFirstLoad:
+    """PostgreSQL: a big file into a database without lines loads in one transaction, which locks out other
+    sessions, drops the secondary indexes of the tables it writes and builds them again before it commits."""
+
+    def test_indexes_are_built_again_and_other_sessions_wait(
+        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Mid-load, another session can read plans but neither read the lines or SIMs nor add a plan; after
+        it, every index is back as it was and the lines are whole."""
+        before = indexes(first_cli.engine)
+        loads = first_loads(monkeypatch)
+        seen: dict[str, str] = {}
+
+        def meanwhile(done: int, _total: int) -> None:
+            if done != 2:
+                return
+            for name, sql in (
+                ("read lines", "SELECT count(*) FROM lines"),
+                ("read sims", "SELECT count(*) FROM sims"),
+                ("read plans", "SELECT count(*) FROM plans"),
+                ("add a plan", "INSERT INTO plans (code, name, inactivity_days) VALUES ('X1', 'X1', 90)"),
+            ):
+                with first_cli.engine.connect() as other:
+                    other.execute(text("SET lock_timeout = '200ms'"))
+                    try:
+                        other.execute(text(sql))
+                        seen[name] = "done"
+                    except DBAPIError as exc:
+                        seen[name] = type(exc.orig).__name__
+                    other.rollback()
+
+        rows = [line_row(n) for n in range(1, 6)]
+        path = first_cli.write(HEADER, rows)
+        result = import_lines(
+            first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False, on_progress=meanwhile
+        )
+        assert loads == [True]
+        assert seen == {
+            "read lines": "LockNotAvailable",
+            "read sims": "LockNotAvailable",
+            "read plans": "done",
+            "add a plan": "LockNotAvailable",
+        }
+        assert (result.imported, result.rejected) == (5, 0)
+        assert indexes(first_cli.engine) == before
+        assert_only(first_cli, 1, 2, 3, 4, 5)
+        assert import_lines(first_cli.engine, first_cli.settings, path).already_present == 5
+
+    @pytest.mark.parametrize(
+        ("repeat", "field", "reason"),
+        [
+            ({"msisdn": msisdn(1)}, "msisdn", "the MSISDN is also on line 2"),  # found building the index
+            ({"imsi": imsi(1)}, "imsi", "the IMSI is also on line 2"),  # refused by the HLR's primary key
+        ],
+        ids=["unique-index", "primary-key"],
+    )
+    def test_a_key_of_an_earlier_batch_sends_the_file_batch_by_batch(
+        self,
+        first_cli: ImportCli,
+        monkeypatch: pytest.MonkeyPatch,
+        repeat: dict[str, str],
+        field: str,
+        reason: str,
+    ) -> None:
+        """A row repeating a key of an earlier batch rolls the first load back whole; the file is then
+        imported batch by batch, which names the row, and the indexes are as they were."""
+        before = indexes(first_cli.engine)
+        loads = first_loads(monkeypatch)
+        rows = [line_row(1), line_row(2), line_row(3, **repeat), line_row(4)]
+        result = import_lines(
+            first_cli.engine, first_cli.settings, first_cli.write(HEADER, rows), batch_rows=2
+        )
+        assert loads == [True, False]
+        assert [(e.line, e.field, e.reason) for e in result.errors] == [(4, field, reason)]
+        assert (result.rows, result.imported, result.rejected) == (4, 3, 1)
+        assert_only(first_cli, 1, 2, 4)
+        assert indexes(first_cli.engine) == before
+
+    def test_a_key_already_in_the_database_sends_the_file_batch_by_batch(
+        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An ICCID already in the SIM stock (no line exists yet, so the load is a first one) is refused as
+        the batch-by-batch import refuses it; the stock SIM is untouched."""
+        with first_cli.sessions() as session:
+            stock = factories.sim(session)
+            session.commit()
+        loads = first_loads(monkeypatch)
+        rows = [line_row(1), line_row(2, iccid=stock.iccid), line_row(3)]
+        result = import_lines(
+            first_cli.engine, first_cli.settings, first_cli.write(HEADER, rows), batch_rows=2
+        )
+        assert loads == [True, False]
+        assert [(e.line, e.field, e.reason) for e in result.errors] == [
+            (3, "iccid", "the ICCID is already in the SIM table")
+        ]
+        m = migrated(first_cli)
+        assert set(m.lines) == {msisdn(1), msisdn(3)}
+        assert m.sims[stock.id].status == SimStatus.IN_STOCK
+
+    def test_a_failure_midway_leaves_the_database_as_it_was(
+        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An error in the second batch rolls back the first batch too, the plan it created and the dropped
+        indexes included; running the file again imports it whole."""
+        before_indexes, before_rows = indexes(first_cli.engine), counts(first_cli.engine)
+        real = LineWriter._write_pg
+        calls: list[int] = []
+
+        def fail_second(writer: LineWriter, cur: Any, batch: Batch) -> Any:
+            calls.append(batch.lines[0])
+            if len(calls) == 2:
+                msg = "the disk is full"
+                raise OSError(msg)
+            return real(writer, cur, batch)
+
+        monkeypatch.setattr(LineWriter, "_write_pg", fail_second)
+        path = first_cli.write(HEADER, [line_row(n) for n in range(1, 5)])
+        with pytest.raises(OSError, match="the disk is full"):
+            import_lines(first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False)
+        assert calls == [2, 4]
+        assert counts(first_cli.engine) == before_rows
+        assert indexes(first_cli.engine) == before_indexes
+        monkeypatch.setattr(LineWriter, "_write_pg", real)
+        result = import_lines(first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False)
+        assert (result.imported, result.created_plans) == (4, ["KEEP8"])
+        assert_only(first_cli, 1, 2, 3, 4)
+
+    def test_only_while_no_line_exists(self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Once lines exist, a file however big is imported batch by batch: the service is in use."""
+        loads = first_loads(monkeypatch)
+        import_lines(
+            first_cli.engine, first_cli.settings, first_cli.write(HEADER, [line_row(1)], name="a.csv")
+        )
+        import_lines(
+            first_cli.engine, first_cli.settings, first_cli.write(HEADER, [line_row(2)], name="b.csv")
+        )
+        assert loads == [True, False]
+        assert_only(first_cli, 1, 2)
+
+    def test_small_files_go_batch_by_batch(
+        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Below FIRST_LOAD_MIN_ROWS lines a file is imported batch by batch, even into an empty database."""
+        monkeypatch.setattr(lines_importer, "FIRST_LOAD_MIN_ROWS", 3)  # the file has 2 lines, header included
+        loads = first_loads(monkeypatch)
+        import_lines(first_cli.engine, first_cli.settings, first_cli.write(HEADER, [line_row(1)]))
+        assert loads == [False]
+        assert_only(first_cli, 1)

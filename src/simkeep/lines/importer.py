@@ -15,9 +15,9 @@ import re
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -691,6 +691,7 @@ class LineWriter:
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
         self.replica = replica and self.postgres  # PostgreSQL: skip the foreign-key triggers of the inserts
+        self.first_load = False  # set inside first_load(): one transaction, the indexes built after
         self.line_ledger = RunLedger()
         self.sim_ledger = RunLedger()
         self.created_plans: list[str] = []
@@ -703,6 +704,8 @@ class LineWriter:
             return 0, 0, []
         if not self.postgres:  # the staging tables the reader built, in place of the batch before
             driver(self.conn).deserialize(batch.payload, name=SQLITE_STAGE_SCHEMA)
+        if self.first_load:  # inside the load's one transaction (see first_load)
+            return self._write(driver(self.conn).cursor(), batch)
         return write_batch(
             self.conn, lambda cur: self._write(cur, batch), save=self._save, restore=self._restore
         )
@@ -821,6 +824,8 @@ class LineWriter:
         cur.execute("SET LOCAL client_min_messages = warning")
         for ddl in _PG_STAGE:
             cur.execute(ddl)
+        if self.first_load:  # one transaction for every batch: the rows staged before are still there
+            cur.execute("TRUNCATE sk_import_subs, sk_import_lines")
         cur.execute(_PG_LOCK)
         self._ensure_plans(cur, extra.plans, now)
         with cur.copy("COPY sk_import_subs FROM STDIN (NULL '')") as copy:
@@ -847,6 +852,9 @@ class LineWriter:
         self.line_ledger.add(p["lb"], batch.lines)
         self.sim_ledger.add(p["mb"], batch.lines)
         _index_joins(cur, on=False)
+        if self.first_load:  # no unique key to refuse a row but the primary ones: see first_load
+            self._insert_pg(cur, p, lookup=bool(existing))
+            return n - len(errors), 0, errors
         cur.execute("SAVEPOINT sk_batch")
         try:
             self._insert_pg(cur, p, lookup=bool(existing))
@@ -922,6 +930,95 @@ def sqlite_stage(conn: Connection) -> Iterator[None]:
         raw.execute(f"DETACH DATABASE {SQLITE_STAGE_SCHEMA}")
 
 
+#: The smallest file (in lines) that a PostgreSQL import into an empty ``lines`` table loads as a first load.
+FIRST_LOAD_MIN_ROWS = 100_000
+#: The tables a first load locks against every other session, and whose secondary indexes it builds after.
+_FIRST_LOAD_TABLES = (
+    "subscribers", "sims", "lines", "sim_changes", "embedded_hlr_subscribers", "camara_changes",
+)  # fmt: skip
+#: Indexes a first load keeps: the import looks subscribers up by their reference.
+_FIRST_LOAD_KEEPS = ("uq_subscribers_external_ref",)
+#: Each droppable index of the tables (not a primary key, not one a foreign key needs): its table, its name,
+#: whether a unique constraint owns it, and the definition that builds it again.
+_PG_SECONDARY_INDEXES = (
+    "SELECT t.oid::regclass::text, c.relname, k.oid IS NOT NULL, "
+    "COALESCE(pg_get_constraintdef(k.oid), pg_get_indexdef(i.indexrelid)) "
+    "FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_class AS t ON t.oid = i.indrelid "
+    "LEFT JOIN pg_constraint AS k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid "
+    "AND k.contype IN ('u', 'x') "
+    "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT i.indisprimary AND c.relname <> ALL(%s) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_constraint AS f WHERE f.contype = 'f' AND f.conindid = i.indexrelid) "
+    "ORDER BY 1, 2"
+)
+_FIRST_LOAD_SORT_MEMORY_KB = 256 * 1024
+
+
+class FirstLoadConflict(Exception):
+    """A first load met a row that a unique key refuses; it was rolled back whole (see :func:`first_load`)."""
+
+
+@contextmanager
+def first_load(conn: Connection, *, wanted: bool) -> Iterator[bool]:
+    """Whether this import is a first load: when ``wanted`` (a file of at least :data:`FIRST_LOAD_MIN_ROWS`
+    lines), on PostgreSQL, while no line exists yet. That is an operator's first migration.
+
+    A first load runs in one transaction that locks the tables it writes against every other session
+    (readers too; ``plans`` against writers only), drops their secondary indexes (unique keys included, but
+    not primary keys, the keys a foreign key refers to, or the subscriber reference the import looks up),
+    loads every batch, and builds the indexes again before it commits: building an index sorts its rows
+    once, where inserting a million rows one by one into a dozen indexes cost the server a third of the
+    import's time.
+
+    It is optimistic and all or nothing. Rows repeated within a batch are refused before the database sees
+    them, as always; a key that an existing row or an earlier batch already holds is only found when a
+    primary key refuses an insert or a unique index cannot be built. Then the whole load is rolled back,
+    indexes included, and :class:`FirstLoadConflict` is raised, for the import to run again batch by batch,
+    which names every refused row. So is a failure or an interruption anywhere: the database is left as it
+    was. Elsewhere, and for a role that may not drop the indexes, this yields False and changes nothing.
+    """
+    if not wanted or conn.dialect.name != "postgresql":
+        yield False
+        return
+    import psycopg
+
+    transaction = conn.begin()
+    cur = driver(conn).cursor()
+    rebuild: list[str] = []
+    try:
+        cur.execute(_PG_LOCK)  # plans stay readable
+        cur.execute(f"LOCK TABLE {', '.join(_FIRST_LOAD_TABLES)} IN ACCESS EXCLUSIVE MODE")
+        cur.execute("SELECT EXISTS (SELECT 1 FROM lines)")
+        if not cur.fetchone()[0]:
+            cur.execute(_PG_SECONDARY_INDEXES, (list(_FIRST_LOAD_TABLES), list(_FIRST_LOAD_KEEPS)))
+            for table, name, constraint, definition in cur.fetchall():
+                if constraint:
+                    cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+                    rebuild.append(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+                else:
+                    cur.execute(f'DROP INDEX "{name}"')
+                    rebuild.append(definition)
+    except psycopg.Error:  # pragma: no cover - a role that may not lock or drop them
+        rebuild = []
+    if not rebuild:
+        transaction.rollback()
+        yield False
+        return
+    try:
+        yield True
+        cur.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'")
+        if int(cur.fetchone()[0]) < _FIRST_LOAD_SORT_MEMORY_KB:
+            cur.execute(f"SET LOCAL maintenance_work_mem = '{_FIRST_LOAD_SORT_MEMORY_KB}kB'")
+        for ddl in rebuild:
+            cur.execute(ddl)
+    except psycopg.errors.UniqueViolation as exc:
+        transaction.rollback()
+        raise FirstLoadConflict(str(exc).splitlines()[0]) from exc
+    except BaseException:
+        transaction.rollback()
+        raise
+    transaction.commit()
+
+
 def _index_joins(cur: Any, *, on: bool) -> None:
     """Make the planner probe indexes for the small staging tables instead of scanning whole tables."""
     setting = "off" if on else "on"
@@ -942,7 +1039,30 @@ def import_lines(
     """Import lines from ``path``; raises :class:`ImportFileUnreadable` before writing anything."""
     started = time.perf_counter()
     total = check_file(path, LINE_COLUMNS)
-    key = document_key(settings.secret_key)
+    load = partial(
+        _load_lines, engine, path, total, document_key(settings.secret_key), batch_rows, parallel, on_progress
+    )
+    try:
+        result = load(first=True)
+    except FirstLoadConflict:  # a key repeated across batches or already held: batch by batch, as named
+        result = load(first=False)
+    result.seconds = time.perf_counter() - started
+    record_run(engine, actor=actor, action="lines.imported", result=result)
+    return result
+
+
+def _load_lines(  # noqa: PLR0917 - the arguments of import_lines, bound once for both attempts
+    engine: Engine,
+    path: Path,
+    total: int,
+    key: bytes,
+    batch_rows: int,
+    parallel: bool | None,
+    on_progress: Callable[[int, int], None] | None,
+    *,
+    first: bool,
+) -> ImportResult:
+    """One pass over the file: a first load if ``first`` and :func:`first_load` agree, else batch by batch."""
     result = ImportResult(file=str(path))
     with (
         engine.connect() as conn,
@@ -958,8 +1078,8 @@ def import_lines(
         batches = batches_of(
             read, total_lines=total, batch_rows=batch_rows, readers=readers_for(path, parallel)
         )
-        load_batches(result, batches, writer, on_progress, total)
+        wanted = first and total >= FIRST_LOAD_MIN_ROWS
+        with closing(batches), first_load(conn, wanted=wanted) as writer.first_load:
+            load_batches(result, batches, writer, on_progress, total)
         result.created_plans = writer.created_plans
-    result.seconds = time.perf_counter() - started
-    record_run(engine, actor=actor, action="lines.imported", result=result)
     return result

@@ -21,7 +21,7 @@ import re
 import time
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,7 +446,7 @@ def _produce(read: Callable[[Part], Iterator[Batch]], part: Part, send: Any) -> 
 
 def batches_of(
     read: Callable[[Part], Iterator[Batch]], *, total_lines: int, batch_rows: int, readers: int
-) -> Iterator[Batch]:
+) -> Generator[Batch]:
     """The batches of the file in file order, one per chunk of ``batch_rows`` lines.
 
     With ``readers`` > 1 (and POSIX), that many forked processes parse chunks in turn, each sending its
