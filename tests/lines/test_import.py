@@ -950,12 +950,14 @@ def first_cli(
 
 
 def indexes(engine: Engine) -> dict[str, str]:
-    """Every index of the tables a first load writes, by name: its definition."""
+    """Every index and constraint of the tables a first load writes, by name: its definition."""
     with engine.connect() as conn:
         found = conn.execute(
             text(
                 "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-                "AND tablename = ANY(:tables)"
+                "AND tablename = ANY(:tables) UNION ALL "
+                "SELECT conname || ' (constraint)', pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = ANY(CAST(:tables AS regclass[]))"
             ),
             {"tables": list(FIRST_LOAD_TABLES)},
         )
@@ -996,6 +998,7 @@ class TestFirstLoad:
         """Mid-load, another session can read plans but neither read the lines or SIMs nor add a plan; after
         it, every index is back as it was and the lines are whole."""
         before = indexes(first_cli.engine)
+        assert {"uq_lines_msisdn", "uq_lines_msisdn (constraint)", "ix_lines_plan_id"} <= before.keys()
         loads = first_loads(monkeypatch)
         seen: dict[str, str] = {}
 
