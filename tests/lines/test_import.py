@@ -928,7 +928,7 @@ class TestReaders:
         assert_only(cli, 1, 4, 6)
 
 
-FIRST_LOAD_TABLES = (
+WRITTEN_TABLES = (
     "subscribers",
     "sims",
     "lines",
@@ -959,7 +959,7 @@ def indexes(engine: Engine) -> dict[str, str]:
                 "SELECT conname || ' (constraint)', pg_get_constraintdef(oid) FROM pg_constraint "
                 "WHERE conrelid = ANY(CAST(:tables AS regclass[]))"
             ),
-            {"tables": list(FIRST_LOAD_TABLES)},
+            {"tables": list(WRITTEN_TABLES)},
         )
         return {str(name): str(definition) for name, definition in found}
 
@@ -984,7 +984,7 @@ def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {
             table: int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - constants
-            for table in (*FIRST_LOAD_TABLES, "plans")
+            for table in (*WRITTEN_TABLES, "plans")
         }
 
 
@@ -995,8 +995,8 @@ class TestFirstLoad:
     def test_indexes_are_built_again_and_other_sessions_wait(
         self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Mid-load, another session can read plans but neither read the lines or SIMs nor add a plan; after
-        it, every index is back as it was and the lines are whole."""
+        """Mid-load, another session can read plans and poll the CAMARA change feed, but neither read the
+        lines or SIMs nor add a plan; after it, every index is back as it was and the lines are whole."""
         before = indexes(first_cli.engine)
         assert {"uq_lines_msisdn", "uq_lines_msisdn (constraint)", "ix_lines_plan_id"} <= before.keys()
         loads = first_loads(monkeypatch)
@@ -1009,6 +1009,7 @@ class TestFirstLoad:
                 ("read lines", "SELECT count(*) FROM lines"),
                 ("read sims", "SELECT count(*) FROM sims"),
                 ("read plans", "SELECT count(*) FROM plans"),
+                ("poll the change feed", "SELECT count(*) FROM camara_changes"),
                 ("add a plan", "INSERT INTO plans (code, name, inactivity_days) VALUES ('X1', 'X1', 90)"),
             ):
                 with first_cli.engine.connect() as other:
@@ -1030,6 +1031,7 @@ class TestFirstLoad:
             "read lines": "LockNotAvailable",
             "read sims": "LockNotAvailable",
             "read plans": "done",
+            "poll the change feed": "done",
             "add a plan": "LockNotAvailable",
         }
         assert (result.imported, result.rejected) == (5, 0)
