@@ -35,7 +35,7 @@ from simkeep.models import (
 )
 from simkeep.sims.importer import Batch
 from tests import factories
-from tests.helpers import side_by_side
+from tests.helpers import side_by_side, snapshot
 from tests.sims import Deadlock, ImportCli, errors_of, import_cli
 
 HEADER = ",".join(LINE_COLUMNS)
@@ -979,15 +979,6 @@ def first_loads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return outcomes
 
 
-def counts(engine: Engine) -> dict[str, int]:
-    """Rows in each table a first load writes, and in plans."""
-    with engine.connect() as conn:
-        return {
-            table: int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - constants
-            for table in (*WRITTEN_TABLES, "plans")
-        }
-
-
 class TestFirstLoad:
     """PostgreSQL: a big file into a database without lines loads in one transaction, which locks out other
     sessions, drops the secondary indexes of the tables it writes and builds them again before it commits."""
@@ -1095,7 +1086,9 @@ class TestFirstLoad:
     ) -> None:
         """An error in the second batch rolls back the first batch too, the plan it created and the dropped
         indexes included; running the file again imports it whole."""
-        before_indexes, before_rows = indexes(first_cli.engine), counts(first_cli.engine)
+        with first_cli.sessions() as session:
+            before_rows = snapshot(session)
+        before_indexes = indexes(first_cli.engine)
         real = LineWriter._write_pg
         calls: list[int] = []
 
@@ -1111,7 +1104,8 @@ class TestFirstLoad:
         with pytest.raises(OSError, match="the disk is full"):
             import_lines(first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False)
         assert calls == [2, 4]
-        assert counts(first_cli.engine) == before_rows
+        with first_cli.sessions() as session:
+            assert snapshot(session) == before_rows
         assert indexes(first_cli.engine) == before_indexes
         monkeypatch.setattr(LineWriter, "_write_pg", real)
         result = import_lines(first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False)
