@@ -266,6 +266,25 @@ class TestConcurrentRuns:
         assert [r.rejected for r in results] == [0, 0]
         assert set(stock(cli)) == {iccid(n) for n in range(1, 51)}
 
+    def test_other_run_taking_a_refused_rows_id(self, cli: ImportCli) -> None:
+        """On SQLite a batch's ids follow the highest id taken, one per row, so a row refused at the end of
+        a batch leaves an id that a run beside it takes next. That run's SIM, met in this run's next batch,
+        is already present, not a repeat of the refused row's line."""
+        import_sims(cli.engine, cli.settings, cli.write(HEADER, [row(2)], name="before.csv"), parallel=False)
+        other = cli.write(HEADER, [row(3)], name="other.csv")
+
+        def meanwhile(done: int, _total: int) -> None:
+            if done == 2:  # the first batch: row 1 imported, row 2 already present
+                import_sims(cli.engine, cli.settings, other, parallel=False)
+
+        path = cli.write(HEADER, [row(1), row(2), row(3), row(4)])
+        result = import_sims(
+            cli.engine, cli.settings, path, batch_rows=2, parallel=False, on_progress=meanwhile
+        )
+        assert result.errors == []
+        assert (result.imported, result.already_present, result.rejected) == (2, 2, 0)
+        assert set(stock(cli)) == {iccid(n) for n in range(1, 5)}
+
 
 class TestBadRows:
     """Each bad row is reported with its line and reason; the good rows around it are imported regardless."""

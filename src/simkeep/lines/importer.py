@@ -31,6 +31,7 @@ from simkeep.identifiers import E164, imsi_problem, msisdn_problem
 from simkeep.sims.importer import (
     BATCH_ROWS,
     SIM_KINDS,
+    SQLITE_STAGE_SCHEMA,
     Batch,
     ImportResult,
     Part,
@@ -51,6 +52,8 @@ from simkeep.sims.importer import (
     records,
     sqlite_next_id,
     sqlite_now,
+    sqlite_stage,
+    staged_database,
     write_batch,
 )
 
@@ -449,20 +452,9 @@ def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) ->
     Python lists cost a pickle and an unpickle of every value on top (another fifth, measured).
     """
     if not postgres:  # the subscribers' rows hold their position first already (see _line_batch)
-        import sqlite3
-
-        stage = sqlite3.connect(":memory:", isolation_level=None)
-        try:
-            stage.execute("PRAGMA journal_mode = OFF")
-            stage.execute("BEGIN")
-            for sql in _SQLITE_STAGE:
-                stage.execute(sql)
-            stage.executemany(_SQLITE_LOAD_SUBS, subs)
-            stage.executemany(_SQLITE_LOAD_LINES, lines)
-            stage.execute("COMMIT")
-            return stage.serialize(), None
-        finally:
-            stage.close()
+        return staged_database(
+            (_SQLITE_STAGE[0], _SQLITE_LOAD_SUBS, subs), (_SQLITE_STAGE[1], _SQLITE_LOAD_LINES, lines)
+        ), None
 
     # COPY reads these with NULL '' (no value is empty unless absent). No checked value holds a tab, line
     # break or carriage return (names, references and plan codes must be printable; e-mail addresses hold
@@ -591,7 +583,6 @@ _NOW = ":now, :now"
 #: and the writer attaches as ``sk_stage`` (see :func:`sqlite_stage`), and every insert reads them from
 #: there: the lines feed four inserts, and reading rows out of JSON costs each of them about as much as the
 #: insert itself. The statements name the staging tables unqualified, which SQLite resolves to ``sk_stage``.
-SQLITE_STAGE_SCHEMA = "sk_stage"
 _SQLITE_STAGE = (
     "CREATE TABLE sk_import_subs (k INTEGER PRIMARY KEY, ref, real_name, document_type, hmac, last4, "
     "country, email, phone, language)",
@@ -769,10 +760,12 @@ class LineWriter:
         cur.execute(_EXISTING_SUBS)
         existing = {int(k): bool(same) for k, same in cur}
         errors: list[RowError] = []
+        refused: list[int] = []
         if not all(existing.values()):
             bad = json.dumps([k for k, same in existing.items() if not same])
             cur.execute(f"SELECT k FROM sk_import_lines WHERE sub_k IN {_JSON_SET}", (bad,))
-            errors = [RowError(batch.lines[k], "document_number", _OTHER_DOCUMENT) for (k,) in cur.fetchall()]
+            refused = [k for (k,) in cur.fetchall()]
+            errors = [RowError(batch.lines[k], "document_number", _OTHER_DOCUMENT) for k in refused]
             cur.execute(f"DELETE FROM sk_import_lines WHERE sub_k IN {_JSON_SET}", (bad,))
         if existing:
             cur.execute(f"DELETE FROM sk_import_subs WHERE k IN {_JSON_SET}", (json.dumps(list(existing)),))
@@ -792,8 +785,9 @@ class LineWriter:
             cur.execute("DELETE FROM sk_import_subs WHERE k NOT IN (SELECT sub_k FROM sk_import_lines)")
             self._insert_sqlite(cur, p, lookup=True)
         cur.execute("RELEASE sk_batch")
-        self.line_ledger.add(p["lb"], batch.lines)  # ids are base + position: a refused row leaves a gap
-        self.sim_ledger.add(p["mb"], batch.lines)
+        # ids are base + position: a refused row leaves a gap, which another run may fill
+        self.line_ledger.add(p["lb"], batch.lines, drop.union(refused))
+        self.sim_ledger.add(p["mb"], batch.lines, drop.union(refused))
         return n - len(errors) - len(drop), present, errors + more
 
     @staticmethod
@@ -913,21 +907,6 @@ class LineWriter:
             if k not in drop:
                 reject(k, "imsi", self.sim_ledger, None, "the embedded HLR already has this IMSI or number")
         return drop, present, errors
-
-
-@contextmanager
-def sqlite_stage(conn: Connection) -> Iterator[None]:
-    """On SQLite, an in-memory schema attached for the batches' staging tables (see :func:`_serialise`),
-    detached on the way out; nothing on PostgreSQL, whose staging tables are temporary ones."""
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    raw = driver(conn)
-    raw.execute(f"ATTACH DATABASE ':memory:' AS {SQLITE_STAGE_SCHEMA}")
-    try:
-        yield
-    finally:
-        raw.execute(f"DETACH DATABASE {SQLITE_STAGE_SCHEMA}")
 
 
 #: The smallest file (in lines) that a PostgreSQL import into an empty ``lines`` table loads as a first load.
