@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg.errors import ForeignKeyViolation
 from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError
 
 from simkeep.config import Settings
 from simkeep.db.engine import make_session_factory
@@ -42,12 +44,12 @@ def cli(
 
 def iccid(n: int) -> str:
     """A valid ICCID (Luhn) for serial ``n``."""
-    return factories.make_iccid(100 + n)
+    return factories.make_iccid(600_000 + n)
 
 
 def imsi(n: int) -> str:
     """An IMSI for serial ``n``."""
-    return factories.make_imsi(100 + n)
+    return factories.make_imsi(600_000 + n)
 
 
 def bad_luhn(value: str) -> str:
@@ -562,6 +564,62 @@ class TestImportSims:
         assert [(e.line, e.reason) for e in result.errors] == [(5, "the ICCID is also on line 2")]
         assert (result.imported, result.rejected) == (3, 1)
         assert set(stock(cli)) == {iccid(1), iccid(2), iccid(3)}
+
+
+class TestPostgresStoreCheck:
+    """On PostgreSQL a batch skips its rows' foreign key trigger (the replica role) only while every store the
+    reader checked the rows against exists, held so by a lock; otherwise the trigger runs."""
+
+    @pytest.fixture(autouse=True)
+    def _postgres_only(self, cli: ImportCli) -> None:
+        if cli.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite checks its foreign keys as it always does")
+
+    def test_rows_skip_the_trigger_and_the_key_still_holds(
+        self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The stock goes in as replica; afterwards the foreign key still refuses a SIM in a missing store."""
+        roles: list[str] = []
+        real = SimWriter._write_pg
+
+        def write(writer: SimWriter, cur: Any, batch: Batch) -> Any:
+            outcome = real(writer, cur, batch)
+            cur.execute("SHOW session_replication_role")
+            roles.append(cur.fetchone()[0])
+            return outcome
+
+        monkeypatch.setattr(SimWriter, "_write_pg", write)
+        path = cli.write(HEADER, [row(1, location="store", store=STORE), row(2)])
+        assert import_sims(cli.engine, cli.settings, path, parallel=False).imported == 2
+        assert roles == ["replica"]
+        assert stock(cli)[iccid(1)][4] == STORE
+        with cli.engine.connect() as conn, pytest.raises(IntegrityError, match="fk_sims_store_id_stores"):
+            conn.execute(
+                text(
+                    "INSERT INTO sims (iccid, imsi, kind, status, location, store_id, batch, created_at, "
+                    "updated_at) VALUES (:iccid, :imsi, 'physical', 'in_stock', 'store', -1, 'B1', now(), "
+                    "now())"
+                ),
+                {"iccid": iccid(3), "imsi": imsi(3)},
+            )
+
+    def test_store_deleted_meanwhile_is_caught_by_the_key(self, cli: ImportCli) -> None:
+        """A store deleted (with SQL: simkeep never deletes one) after the run read the stores: the next batch
+        runs with the foreign key trigger, which refuses its SIM for that store; nothing refers to it."""
+        with cli.sessions() as session:
+            factories.store(session, "SH-GONE")
+            session.commit()
+
+        def meanwhile(done: int, _total: int) -> None:
+            if done == 2:
+                with cli.engine.begin() as conn:
+                    conn.execute(text("DELETE FROM stores WHERE code = 'SH-GONE'"))
+
+        rows = [row(1), row(2), row(3, location="store", store="SH-GONE"), row(4)]
+        path = cli.write(HEADER, rows)
+        with pytest.raises(ForeignKeyViolation, match="fk_sims_store_id_stores"):
+            import_sims(cli.engine, cli.settings, path, batch_rows=2, parallel=False, on_progress=meanwhile)
+        assert set(stock(cli)) == {iccid(1), iccid(2)}
 
 
 AUTH_HEADER = f"{HEADER},auth_algorithm,k,opc"

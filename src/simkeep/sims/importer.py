@@ -22,9 +22,11 @@ import re
 import time
 from array import array
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 
@@ -349,19 +351,32 @@ def _records_with(
     """:func:`records` with a fast path: lines ``clean`` accepts skip the CSV reader."""
     with path.open(encoding="utf-8-sig", newline="\n") as handle:
         next(handle, None)  # the header, checked by check_file
-        skip = _skipper(part)
-        number = 1
-        for text in handle:
-            number += 1
-            if skip is not None and skip(number):
-                continue
-            row = clean(text)
-            if row is not None:
-                yield number, row
-                continue
-            record = one_record(text, fields)
-            if record is not None:
-                yield number, record
+        for first, texts in _stretches(handle, part):
+            for number, text in enumerate(texts, first):
+                row = clean(text)
+                if row is not None:
+                    yield number, row
+                    continue
+                record = one_record(text, fields)
+                if record is not None:
+                    yield number, record
+
+
+def _stretches(handle: Iterator[str], part: Part | None) -> Iterator[tuple[int, Iterator[str]]]:
+    """The physical lines of ``part``'s chunks after the header, as (first line's number, its lines) per
+    chunk, each to be read whole before the next; the other readers' chunks are passed over without a
+    Python step per line. Lines past the counted chunks (the file grew) come last, for ``in_chunks`` to
+    refuse."""
+    if part is None or part.of == 1:
+        yield 2, handle
+        return
+    for chunk in range(part.chunks):
+        lines = islice(handle, part.size)
+        if chunk % part.of == part.index:
+            yield 2 + chunk * part.size, lines
+        else:
+            deque(lines, maxlen=0)
+    yield 2 + part.chunks * part.size, handle
 
 
 def one_record(text: str, fields: int) -> list[str] | str | None:
@@ -1051,10 +1066,15 @@ _SIM_INSERT_PG = (
 class SimWriter:
     """Writes batches of SIM stock in one transaction each, classifying rows a unique key refuses."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, stores: Sequence[int] = ()) -> None:
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
         self.ledger = RunLedger()
+        #: PostgreSQL: the stores the rows may name (checked by the reader). While every one of them exists,
+        #: held so by a lock on ``stores``, a batch skips its rows' foreign key trigger (the replica role,
+        #: where the connection may take it): a second of the server's time per million rows.
+        self.stores = sorted(stores)
+        self.replica = self.postgres and _may_skip_pg_checks(conn)
 
     def write(self, batch: Batch) -> tuple[int, int, list[RowError]]:
         """Insert one batch; return (imported, already present, errors)."""
@@ -1114,6 +1134,8 @@ class SimWriter:
         n = len(batch.lines)
         cur.execute("SET LOCAL client_min_messages = warning")
         cur.execute("LOCK TABLE sims IN SHARE ROW EXCLUSIVE MODE")
+        if self.replica and self._stores_held(cur):
+            cur.execute("SET LOCAL session_replication_role = replica")
         cur.execute(_SIM_NEXT_ID_PG)
         base = int(cur.fetchone()[0])
         cur.execute("SAVEPOINT sk_batch")
@@ -1130,6 +1152,12 @@ class SimWriter:
         except psycopg.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT sk_batch")
         return self._write_pg_staged(cur, batch, now)
+
+    def _stores_held(self, cur: Any) -> bool:
+        """Whether every store the reader knew still exists, locked against changes until the batch ends."""
+        cur.execute("LOCK TABLE stores IN SHARE MODE")
+        cur.execute("SELECT count(*) FROM stores WHERE id = ANY(%s)", (self.stores,))
+        return int(cur.fetchone()[0]) == len(self.stores)
 
     def _write_pg_staged(self, cur: Any, batch: Batch, now: str) -> tuple[int, int, list[RowError]]:
         """Stage the batch, find the rows a unique key refuses, and insert the others."""
@@ -1218,7 +1246,7 @@ def import_sims(
     with engine.connect() as conn, sqlite_stage(conn):  # keys come in order: no need for bulk_connection
         stores = load_stores(conn)
         postgres = conn.dialect.name == "postgresql"
-        writer = SimWriter(conn)
+        writer = SimWriter(conn, stores=list(stores.values()))
 
         def read(part: Part) -> Iterator[Batch]:
             return check_sim_rows(path, part, stores=stores, postgres=postgres, columns=columns, seal=seal)
