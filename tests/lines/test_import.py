@@ -511,6 +511,22 @@ class TestBadRows:
         assert cli.state() == before
 
 
+class TestBatches:
+    """A file written in several batches, each staged on its own (on SQLite, in a database of its own)."""
+
+    def test_batches_of_different_shapes(self, cli: ImportCli) -> None:
+        """A batch of 200 holders, then one of a single holder's lines: on SQLite their staging tables
+        fill different numbers of pages, and the second batch is read as well as the first."""
+        holder = {"subscriber_ref": "C0001", "document_number": resident_id(1)}
+        rows = [line_row(n) for n in range(1, 201)] + [line_row(n, **holder) for n in range(201, 401)]
+        result = import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), batch_rows=200)
+        assert (result.imported, result.rejected) == (400, 0)
+        m = migrated(cli)
+        assert set(m.lines) == {msisdn(n) for n in range(1, 401)}
+        assert {s.iccid for s in m.sims.values()} == {iccid(n) for n in range(1, 401)}
+        assert len(m.subscribers) == 200  # the second batch's holder is line 1's
+
+
 class TestConcurrentRuns:
     """Imports run side by side (two operators, or a retried job) store each line once, whole."""
 

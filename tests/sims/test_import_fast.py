@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from simkeep.sims.importer import (
     clean_stock_line,
     one_record,
     records,
+    staged_database,
 )
 from simkeep.sims.secrets import open_auth, seal_many
 from tests import factories
@@ -231,3 +233,26 @@ class TestWriters:
         with cli.engine.connect() as conn:
             for iccid, sealed in conn.execute(text("SELECT iccid, auth_sealed FROM sims")):
                 assert open_auth(vault, iccid=iccid, algorithm="comp128v1", sealed=sealed).k is not None
+
+
+class TestStagedDatabase:
+    """The staging database a reader builds for SQLite's writer (``staged_database``)."""
+
+    def test_tables_start_on_the_same_pages_whatever_their_rows(self) -> None:
+        """The writer's cached statements read the tables from the pages they found them on in the first
+        batch, so every batch's database must place them alike, however many rows each table holds."""
+
+        def roots(first_rows: int) -> list[tuple[str, int]]:
+            payload = staged_database(
+                ("CREATE TABLE a (k INTEGER PRIMARY KEY, v)", "INSERT INTO a (v) VALUES (?)",
+                 [("x" * 100,)] * first_rows),
+                ("CREATE TABLE b (k INTEGER PRIMARY KEY, v)", "INSERT INTO b (v) VALUES (?)", [("y",)] * 3),
+            )  # fmt: skip
+            db = sqlite3.connect(":memory:")
+            try:
+                db.deserialize(payload)
+                return db.execute("SELECT name, rootpage FROM sqlite_master ORDER BY name").fetchall()
+            finally:
+                db.close()
+
+        assert roots(1) == roots(5000)
