@@ -906,30 +906,24 @@ def check_sim_rows(
                         lines.append(line)
                         continue
                 errors.append(RowError(line, *checked))
-            if secrets:
-                _seal_rows(good, cast(Sealer, seal))
-            batch = Batch(count, errors, lines, _stock_payload(good, postgres=postgres))
+            batch = Batch(count, errors, lines, _stock_payload(good, postgres=postgres, seal=seal))
         yield batch
 
 
-def _seal_rows(good: list[Sequence[Any]], seal: Sealer) -> None:
-    """Replace the ``(k, opc)`` of each row that has secrets by their sealed form, for the whole batch."""
-    pending = [k for k, row in enumerate(good) if row[7] is not None]
-    sealed = seal([(good[k][0], *good[k][7]) for k in pending])
-    for k, text in zip(pending, sealed, strict=True):
-        good[k] = (*good[k][:7], text)
-
-
-def _stock_payload(good: list[Sequence[Any]], *, postgres: bool) -> Any:
+def _stock_payload(good: list[Sequence[Any]], *, postgres: bool, seal: Sealer | None) -> Any:
     """A batch's good rows as COPY text (PostgreSQL, columns :data:`_SIM_COPY_COLUMNS`), or for SQLite as
-    the staging table ``sk_import_stock`` in a database of its own (:func:`staged_database`)."""
+    the staging table ``sk_import_stock`` in a database of its own (:func:`staged_database`); the ``(k,
+    opc)`` of each row that has secrets written in their sealed form, the batch's sealed together."""
+    keyed = [(r[0], *r[7]) for r in good if r[7] is not None]
+    sealed = iter(cast(Sealer, seal)(keyed) if keyed else ())
     if postgres:
         return "".join(
             f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{NULL if r[4] is None else r[4]}\t{copy_text(r[5])}\t"
-            f"{r[6] or NULL}\t{r[7] or NULL}\n"
+            f"{r[6] or NULL}\t{NULL if r[7] is None else next(sealed)}\n"
             for r in good
         )
-    return staged_database((_SIM_STAGE_SQLITE, _SIM_LOAD_STAGE_SQLITE, good))
+    rows = ((*r[:7], None if r[7] is None else next(sealed)) for r in good)
+    return staged_database((_SIM_STAGE_SQLITE, _SIM_LOAD_STAGE_SQLITE, rows))
 
 
 def _stock_row(
