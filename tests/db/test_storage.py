@@ -8,18 +8,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from simkeep.config import Settings
-from simkeep.models import SimKind, SimLocation, SimStatus
+from simkeep.db.base import utcnow
+from simkeep.models import Sim, SimKind, SimLocation, SimStatus
 from simkeep.sims.service import reserve_from_stock
 from simkeep.web.console.queries import stock_counts
 from tests import factories
 
 
-def _pick_statement(db: Session) -> tuple[str, Any]:
+def _pick_statement(
+    db: Session, location: SimLocation = SimLocation.WAREHOUSE, store_id: int | None = None
+) -> tuple[str, Any]:
     """The SELECT that reserve_from_stock sends, with its parameters, as the driver receives them."""
     sent: list[tuple[str, Any]] = []
 
@@ -30,7 +33,7 @@ def _pick_statement(db: Session) -> tuple[str, Any]:
     connection = db.connection()
     event.listen(connection, "before_cursor_execute", capture)
     try:
-        reserve_from_stock(db, kind=SimKind.PHYSICAL, location=SimLocation.WAREHOUSE)
+        reserve_from_stock(db, kind=SimKind.PHYSICAL, location=location, store_id=store_id)
     finally:
         event.remove(connection, "before_cursor_execute", capture)
     assert sent, "reserve_from_stock sent no SELECT on sims"
@@ -38,7 +41,7 @@ def _pick_statement(db: Session) -> tuple[str, Any]:
 
 
 class TestStockPickIndex:
-    """``ix_sims_stock_pick`` (status, kind, location, store_id) serves picking and counting stock.
+    """``ix_sims_stock_pick`` (status, kind, location, store_id, id) serves picking and counting stock.
 
     A partial index of the SIMs in stock alone was tried (it saves the lines import one index entry per
     line) and not kept: the console's stock counts, which cover every SIM by status, then read the whole
@@ -61,6 +64,45 @@ class TestStockPickIndex:
             cursor.execute(f"EXPLAIN {statement}", parameters)
         plan = " ".join(str(row[-1]) for row in cursor.fetchall())
         assert "ix_sims_stock_pick" in plan, plan
+
+    def test_the_pick_reads_its_places_first_entry_when_the_old_stock_is_used(self, db: Session) -> None:
+        """Stock is used oldest first. With the oldest 15,000 of 20,000 SIMs used and the statistics
+        gathered, the pick (warehouse and store) reads ix_sims_stock_pick from its place's first entry:
+        not the primary key, which PostgreSQL walked past every used SIM (migration 0017), and no sort."""
+        store = factories.store(db)
+        now = utcnow()
+        db.execute(
+            insert(Sim),
+            [
+                {
+                    "iccid": factories.make_iccid(700_000 + n),
+                    "imsi": factories.make_imsi(700_000 + n),
+                    "kind": SimKind.ESIM if n % 10 == 9 else SimKind.PHYSICAL,
+                    "status": SimStatus.ACTIVE if n < 15_000 else SimStatus.IN_STOCK,
+                    "location": SimLocation.STORE if n % 20 == 7 else SimLocation.WAREHOUSE,
+                    "store_id": store.id if n % 20 == 7 else None,
+                    "batch": "test",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for n in range(20_000)
+            ],
+        )
+        db.execute(text("ANALYZE sims"))
+        picked = reserve_from_stock(db, kind=SimKind.PHYSICAL, location=SimLocation.WAREHOUSE)
+        assert picked.iccid == factories.make_iccid(700_000 + 15_000)  # the oldest in stock
+        raw = db.connection().connection.driver_connection
+        assert raw is not None
+        sqlite = db.get_bind().dialect.name == "sqlite"
+        for location, store_id in ((SimLocation.WAREHOUSE, None), (SimLocation.STORE, store.id)):
+            statement, parameters = _pick_statement(db, location, store_id)
+            cursor = raw.cursor()
+            cursor.execute(f"{'EXPLAIN QUERY PLAN' if sqlite else 'EXPLAIN'} {statement}", parameters)
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+            assert "ix_sims_stock_pick" in plan, plan
+            assert "pk_sims" not in plan, plan
+            assert "Sort" not in plan, plan  # PostgreSQL
+            assert "TEMP B-TREE" not in plan, plan  # SQLite
 
     def test_the_console_counts_read_the_index_alone(self, db: Session) -> None:
         """SQLite: the console's SIM counts by place, kind and status scan the index, not the table."""

@@ -51,7 +51,17 @@ class Sim(Base):
     """One SIM card or eSIM profile."""
 
     __tablename__ = "sims"
-    __table_args__ = (Index("ix_sims_stock_pick", "status", "kind", "location", "store_id"),)
+    __table_args__ = (
+        Index(
+            "ix_sims_stock_pick",
+            "status",
+            "kind",
+            "location",
+            "store_id",
+            "id",
+            postgresql_with={"deduplicate_items": "off"},
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     iccid: Mapped[str] = mapped_column(String(20), unique=True)

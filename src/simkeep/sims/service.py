@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from simkeep.identifiers import normalise_iccid
@@ -10,6 +10,26 @@ from simkeep.models import Sim, SimKind, SimLocation, SimStatus
 from simkeep.sims.errors import NoSimInStock, SimNotAvailable
 
 _PICK_ATTEMPTS = 20
+
+
+def stock_pick(kind: SimKind, location: SimLocation, store_id: int | None) -> Select[int]:
+    """The ids of the SIMs in stock of ``kind`` at a place (the warehouse, or the store ``store_id``),
+    oldest first, rows locked and locked ones skipped: add the ``limit``.
+
+    It reads ``ix_sims_stock_pick`` (status, kind, location, store_id, id) from the place's first entry.
+    The store is matched as a range of one value and the rows are ordered by store, then id: with an
+    equality PostgreSQL would count the store as fixed and see the primary key's order as the one asked for,
+    and walk the primary key from the oldest SIM, on the assumption that SIMs in stock are spread evenly over
+    the ids. Stock is used oldest first, so it would pass over every used SIM (0.4-0.6 s a pick with
+    500,000 used of 1,000,000, migration 0017).
+    """
+    place = Sim.store_id.is_(None) if store_id is None else Sim.store_id.between(store_id, store_id)
+    return (
+        select(Sim.id)
+        .where(Sim.status == SimStatus.IN_STOCK, Sim.kind == kind, Sim.location == location, place)
+        .order_by(Sim.store_id, Sim.id)
+        .with_for_update(skip_locked=True)
+    )
 
 
 def _claim(session: Session, sim_id: int) -> bool:
@@ -32,18 +52,7 @@ def reserve_from_stock(
     way the conditional update is the final arbiter.
     """
     for _ in range(_PICK_ATTEMPTS):
-        stmt = (
-            select(Sim.id)
-            .where(
-                Sim.status == SimStatus.IN_STOCK,
-                Sim.kind == kind,
-                Sim.location == location,
-                Sim.store_id.is_(store_id) if store_id is None else Sim.store_id == store_id,
-            )
-            .order_by(Sim.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
+        stmt = stock_pick(kind, location, store_id).limit(1)
         sim_id = session.scalar(stmt)
         if sim_id is None:
             break

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from simkeep.audit.service import record
@@ -16,6 +16,7 @@ from simkeep.auth.actors import Actor
 from simkeep.errors import InvalidInput
 from simkeep.models import Sim, SimKind, SimLocation, SimStatus, Store
 from simkeep.sims.errors import NoSimInStock
+from simkeep.sims.service import stock_pick
 
 MAX_TRANSFER = 10_000
 
@@ -48,20 +49,7 @@ def transfer_stock(
             f"Move 1 to {MAX_TRANSFER} SIMs at a time.", code="TRANSFER_QUANTITY", field="quantity"
         )
     source_store = source.store.id if source.store else None
-    ids = list(
-        session.scalars(
-            select(Sim.id)
-            .where(
-                Sim.status == SimStatus.IN_STOCK,
-                Sim.kind == kind,
-                Sim.location == source.location,
-                Sim.store_id.is_(None) if source_store is None else Sim.store_id == source_store,
-            )
-            .order_by(Sim.id)
-            .limit(quantity)
-            .with_for_update(skip_locked=True)
-        )
-    )
+    ids = list(session.scalars(stock_pick(kind, source.location, source_store).limit(quantity)))
     if len(ids) < quantity:
         raise NoSimInStock(
             f"Only {len(ids)} {kind} SIMs are in stock at {source.label}.",
