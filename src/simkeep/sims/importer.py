@@ -1066,7 +1066,7 @@ _SIM_INSERT_PG = (
 class SimWriter:
     """Writes batches of SIM stock in one transaction each, classifying rows a unique key refuses."""
 
-    def __init__(self, conn: Connection, *, stores: Sequence[int] = ()) -> None:
+    def __init__(self, conn: Connection, *, stores: Sequence[int]) -> None:
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
         self.ledger = RunLedger()
