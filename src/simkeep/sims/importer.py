@@ -299,21 +299,17 @@ def records(
         taken = 0  # physical lines the reader has taken for the current record
         broken = False
         start = 1  # the line the current record starts on
-        skip = _skipper(part)
 
         def feed() -> Iterator[str]:
             nonlocal taken, broken, start
-            number = 1
-            for text in handle:
-                number += 1
-                if skip is not None and skip(number):
-                    continue
-                if taken:
-                    broken = True
-                    yield _CLOSE_QUOTE
-                taken = 1
-                start = number
-                yield text
+            for first, texts in _stretches(handle, part):
+                for number, text in enumerate(texts, first):
+                    if taken:
+                        broken = True
+                        yield _CLOSE_QUOTE
+                    taken = 1
+                    start = number
+                    yield text
             if taken:
                 broken = True
                 yield _CLOSE_QUOTE
@@ -393,14 +389,6 @@ def one_record(text: str, fields: int) -> list[str] | str | None:
     if len(row) == fields:
         return row
     return f"expected {fields} fields, found {len(row)}" if row else None
-
-
-def _skipper(part: Part | None) -> Callable[[int], bool] | None:
-    """Whether a physical line lies outside ``part``'s chunks (None: nothing is skipped)."""
-    if part is None or part.of == 1:
-        return None
-    size, index, of = part.size, part.index, part.of
-    return lambda number: (number - 2) // size % of != index
 
 
 def in_chunks(rows: Iterable[tuple[int, R]], part: Part) -> Iterator[tuple[int, Iterator[tuple[int, R]]]]:
