@@ -50,6 +50,15 @@ def _lines(engine: Engine, settings: Settings, count: int) -> list[tuple[int, st
         return [(h.line.id, h.msisdn) for h in holders]
 
 
+def _recycled_number(engine: Engine, settings: Settings) -> str:
+    """The number of a recycled line."""
+    with Session(engine) as db:
+        recycled = factories.holder(db, settings)
+        recycled.line.status = LineStatus.RECYCLED
+        db.commit()
+        return recycled.msisdn
+
+
 def _events(engine: Engine) -> dict[str, tuple[int, str, datetime, bool]]:
     """Every stored event by id: (line id, kind, occurred_at, counted)."""
     with Session(engine) as db:
@@ -83,11 +92,7 @@ class TestBatches:
         """Each bad line is reported with its own line number and reason; every good line is stored."""
         engine, settings = fresh
         (first, a), (_, b) = _lines(engine, settings, 2)
-        with Session(engine) as db:
-            recycled = factories.holder(db, settings)
-            recycled.line.status = LineStatus.RECYCLED
-            db.commit()
-            gone = recycled.msisdn
+        gone = _recycled_number(engine, settings)
         body = [
             f"g1,{a},sms,{_at(1)}",  # line 2
             f"g2,{b},data,{_at(2)}",
@@ -223,6 +228,31 @@ class TestBatches:
         assert sorted(_events(engine)) == ["q1", "q2", "q4"]
         assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=6)]
 
+    def test_batches_of_blank_lines_only(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
+        """Batches holding only blank lines, between and after the others: nothing of them is counted, and
+        readers taking batches in turns keep their turns (the next batch comes after them)."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        body = [
+            f"e1,{msisdn},sms,{_at(1)}",
+            f"e2,{msisdn},sms,{_at(2)}",
+            "",
+            "",
+            "",
+            "",
+            f"e3,{msisdn},sms,{_at(3)}",
+        ]
+        path = tmp_path / "blanks.csv"
+        path.write_text(HEADER + "\n".join(body) + "\n\n\n")
+        seen: list[tuple[int, int]] = []
+        result = import_activity(
+            engine, settings, path, batch_rows=2, on_progress=lambda n, t: seen.append((n, t))
+        )
+        assert (result.rows, result.imported, result.rejected) == (3, 3, 0)
+        assert seen[-1][0] == 3
+        assert sorted(_events(engine)) == ["e1", "e2", "e3"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=3)]
+
     def test_a_kind_the_plan_does_not_count_is_stored_without_moving_the_clock(
         self, fresh: tuple[Engine, Settings], tmp_path: Path
     ) -> None:
@@ -298,6 +328,144 @@ class TestBatches:
         assert seen == [(3, 7), (6, 7), (7, 7)]
 
 
+class TestCheckedByTheDatabase:
+    """Batches whose every line passes the checks that need no database (on SQLite staged by the reader and
+    checked and inserted in SQL): numbers without a line or with a recycled one, plans that count different
+    kinds, and JSON values that are not text."""
+
+    def test_numbers_without_a_line_or_recycled_are_reported_by_line_number(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each event of a number without a line or with a recycled line is reported on its own line, with
+        the API's message; the other events of the same batch are stored and move their clocks; whatever the
+        batch size."""
+        engine, settings = fresh
+        (first, a), (second, b) = _lines(engine, settings, 2)
+        gone = _recycled_number(engine, settings)
+        unknown = "+8613999999999"
+        body = [
+            f"u1,{a},sms,{_at(1)}",  # line 2
+            f"u2,{unknown},sms,{_at(2)}",  # line 3: no such line
+            f"u3,{b},data,{_at(3)}",
+            f"u4,{gone},sms,{_at(4)}",  # line 5: recycled
+            f"u5,{unknown},voice,{_at(5)}",  # line 6: no such line
+            f"u6,{a},voice,{_at(6)}",
+        ]
+        path = tmp_path / "unknown.csv"
+        path.write_text(HEADER + "\n".join(body) + "\n")
+        staged = _count_staged(monkeypatch)
+        for batch_rows in (2, 1000):
+            with Session(engine) as db:
+                db.query(UsageEvent).delete()
+                db.commit()
+            staged.clear()
+            result = import_activity(engine, settings, path, batch_rows=batch_rows)
+            assert (result.rows, result.imported, result.already_present, result.rejected) == (6, 3, 0, 3)
+            assert [(e.line, e.field, e.reason) for e in result.errors] == [
+                (3, "msisdn", "no line has this number"),
+                (5, "msisdn", "the number was recycled"),
+                (6, "msisdn", "no line has this number"),
+            ]
+            assert sorted(_events(engine)) == ["u1", "u3", "u6"]
+            assert _clocks(engine, [first, second]) == [T0 + timedelta(hours=6), T0 + timedelta(hours=3)]
+            assert len(staged) == (-(-6 // batch_rows) if engine.dialect.name == "sqlite" else 0)
+
+    def test_json_lines_with_blank_lines_number_errors_by_file_line(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """JSON lines skip blank lines, so a batch's events are not on consecutive lines: an event of a
+        number without a line is still reported on its own file line."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        rows = [
+            {"event_id": "b1", "msisdn": msisdn, "kind": "sms", "occurred_at": _at(1)},
+            None,
+            None,
+            {"event_id": "b2", "msisdn": "+8613999999999", "kind": "sms", "occurred_at": _at(2)},
+            None,
+            {"event_id": "b3", "msisdn": msisdn, "kind": "data", "occurred_at": _at(3)},
+        ]
+        path = tmp_path / "blank.jsonl"
+        path.write_text("".join("\n" if row is None else json.dumps(row) + "\n" for row in rows))
+        result = import_activity(engine, settings, path)
+        assert (result.rows, result.imported, result.rejected) == (3, 2, 1)
+        assert [(e.line, e.field) for e in result.errors] == [(4, "msisdn")]
+        assert sorted(_events(engine)) == ["b1", "b3"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=3)]
+
+    def test_lines_on_plans_counting_different_kinds_in_one_batch(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """One batch over two plans: each event counts by its own line's plan, and each clock moves to its
+        line's newest counting event."""
+        engine, settings = fresh
+        (one, a), (two, b) = _lines(engine, settings, 2)
+        with Session(engine) as db:
+            topups = Plan(code="topups", name="Top-ups only", counting_kinds=["topup"])
+            db.add(topups)
+            db.flush()
+            line = db.get(Line, two)
+            assert line is not None
+            line.plan_id = topups.id
+            db.commit()
+        body = [
+            f"p1,{a},sms,{_at(5)}",
+            f"p2,{b},sms,{_at(9)}",  # does not count on the top-ups plan
+            f"p3,{b},topup,{_at(4)}",
+            f"p4,{a},topup,{_at(2)}",
+        ]
+        path = tmp_path / "plans.csv"
+        path.write_text(HEADER + "\n".join(body) + "\n")
+        assert import_activity(engine, settings, path).imported == 4
+        assert {k: v[3] for k, v in _events(engine).items()} == {
+            "p1": True,
+            "p2": False,
+            "p3": True,
+            "p4": True,
+        }
+        assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=5), T0 + timedelta(hours=4)]
+
+    def test_json_values_that_are_not_text_are_reported(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """A list, an object or a number where text belongs is reported in its field (it once stopped the
+        import with an unhashable-type error); the good lines of the batch are stored."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        good = {"event_id": "t1", "msisdn": msisdn, "kind": "sms", "occurred_at": _at(1)}
+        rows = [
+            good,
+            {**good, "event_id": ["t2"]},
+            {**good, "event_id": "t3", "msisdn": [msisdn]},
+            {**good, "event_id": "t4", "kind": {"kind": "sms"}},
+            {**good, "event_id": "t5", "occurred_at": [_at(5)]},
+            {**good, "event_id": "t6", "msisdn": 8613800138000},
+            {**good, "event_id": "t7", "occurred_at": _at(7)},
+        ]
+        path = tmp_path / "types.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        result = import_activity(engine, settings, path)
+        assert (result.rows, result.imported, result.rejected) == (7, 2, 5)
+        assert [(e.line, e.field) for e in result.errors] == [
+            (2, "event_id"), (3, "msisdn"), (4, "kind"), (5, "occurred_at"), (6, "msisdn"),
+        ]  # fmt: skip
+        assert sorted(_events(engine)) == ["t1", "t7"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=7)]
+
+
+def _count_staged(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Note each batch written from the reader's staged database (SQLite), by its rows."""
+    staged: list[int] = []
+    real = importer.ActivityWriter._write_staged
+
+    def write_staged(self: importer.ActivityWriter, prepared: Any, batch: Any) -> Any:
+        staged.append(prepared.rows)
+        return real(self, prepared, batch)
+
+    monkeypatch.setattr(importer.ActivityWriter, "_write_staged", write_staged)
+    return staged
+
+
 class TestPostgresTriggers:
     """On PostgreSQL the events' insert skips its foreign key trigger, and nothing else does."""
 
@@ -344,17 +512,17 @@ class TestFailures:
         [(line_id, msisdn)] = _lines(engine, settings, 1)
         path = tmp_path / "fails.csv"
         path.write_text(HEADER + "".join(f"f{i},{msisdn},sms,{_at(i)}\n" for i in range(1, 10)))
-        real_insert = importer.ActivityWriter._insert
+        real_move = importer.ActivityWriter._move
         calls = {"n": 0}
 
-        def failing_insert(self: importer.ActivityWriter, rows: Any, now: datetime, *, every: bool) -> int:
-            calls["n"] += 1
+        def failing_move(self: importer.ActivityWriter, *args: Any) -> None:
+            calls["n"] += 1  # after the batch's events are inserted, before its clocks move
             if calls["n"] == 2:
                 msg = "disk full (injected)"
                 raise OSError(msg)
-            return real_insert(self, rows, now, every=every)
+            real_move(self, *args)
 
-        monkeypatch.setattr(importer.ActivityWriter, "_insert", failing_insert)
+        monkeypatch.setattr(importer.ActivityWriter, "_move", failing_move)
         with pytest.raises(OSError, match="injected"):
             import_activity(engine, settings, path, batch_rows=3)
         assert sorted(_events(engine)) == ["f1", "f2", "f3"]

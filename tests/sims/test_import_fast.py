@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
 import sqlite3
+import threading
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,8 @@ from simkeep.sims.importer import (
     Part,
     _stock_row,
     clean_stock_line,
+    in_turns,
+    may_fork_readers,
     one_record,
     records,
     staged_database,
@@ -256,3 +263,43 @@ class TestStagedDatabase:
                 db.close()
 
         assert roots(1) == roots(5000)
+
+
+class TestForkingReaders:
+    """Reader processes (``in_turns``), forked from the main thread only (``may_fork_readers``)."""
+
+    def test_items_dealt_to_readers_come_back_in_order(self) -> None:
+        """Each reader makes every third item; taken in turns they arrive in order, each made by a forked
+        reader of its own; the sequence ends wherever the items end."""
+
+        def produce(index: int, of: int, total: int) -> Iterator[tuple[int, int]]:
+            return ((item, os.getpid()) for item in range(index, total, of))
+
+        for total in (0, 1, 6, 7, 8):
+            items = list(in_turns(partial(produce, total=total), readers=3))
+            assert [item for item, _ in items] == list(range(total))
+            makers = {item % 3: pid for item, pid in items}
+            assert os.getpid() not in makers.values()
+            assert len(set(makers.values())) == min(total, 3)
+            assert all(makers[item % 3] == pid for item, pid in items)
+        assert [item for item, _ in in_turns(partial(produce, total=5), readers=0)] == list(range(5))
+
+    def test_the_main_thread_forks_and_other_threads_read_in_process(self) -> None:
+        """A reader forked from a thread whose siblings are inside SQLite would inherit SQLite's mutexes held
+        and wait forever; an import on such a thread reads in its own process instead."""
+        seen: list[bool] = []
+        thread = threading.Thread(target=lambda: seen.append(may_fork_readers()))
+        thread.start()
+        thread.join()
+        assert seen == [False]
+        assert may_fork_readers() is ("fork" in multiprocessing.get_all_start_methods())
+
+        def pids(_index: int, _of: int) -> Iterator[int]:
+            return iter([os.getpid()])
+
+        assert list(in_turns(pids, readers=1)) != [os.getpid()]
+        made: list[list[int]] = []
+        thread = threading.Thread(target=lambda: made.append(list(in_turns(pids, readers=2))))
+        thread.start()
+        thread.join()
+        assert made == [[os.getpid()]]

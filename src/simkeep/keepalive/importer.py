@@ -14,25 +14,30 @@ Built for throughput (figures: ``bench/activity_import.py``):
 - **Checking by column.** A batch is checked column by column, each distinct number and timestamp once
   (they repeat); only a batch with a bad row is checked row by row, to report each bad line.
 - **Reading beside writing.** A file of 4 MiB or more is read, split and checked (every check that needs
-  no database) by one forked reader process, which sends each batch's columns down a pipe (each column
-  joined into one string, with each number's newest event: a few strings, not a million pickled objects)
-  while this process writes the batch before: the writer's core then only looks lines up and writes.
-  (Threads would not do: the driver gives the GIL up and takes it back for every row it inserts, so a
-  reading thread starves the writer; measured, a writer thread gained nothing.) Batches are written in file
-  order, one at a time; the pipe holds about one, so memory stays flat.
+  no database) by one forked reader process, which sends each batch down a pipe while this process writes
+  the batch before: the writer's core then only looks lines up and writes. On SQLite the reader stages a
+  batch in a small database of its own (its events, and its distinct numbers with each one's newest event;
+  :class:`Staged`), which the writer attaches and inserts from in SQL, with no Python step per event; on
+  PostgreSQL it sends the batch's columns, each joined into one string (a few strings, not a million
+  pickled objects). (Threads would not do: the driver gives the GIL up and takes it back for every row it
+  inserts, so a reading thread starves the writer; measured, a writer thread gained nothing.) Batches are
+  written in file order, one at a time; the pipe holds about one, so memory stays flat.
 - **Set-based writing, one transaction per batch.** On SQLite the connection gets a large page cache and
   skips the per-row foreign key re-check (the batch finds its lines under the write lock that inserts the
-  events). The batch's numbers are resolved to lines with one query;
-  the events are inserted with ``ON CONFLICT (event_id) DO NOTHING`` (an executemany on SQLite, with the
-  batch's constants written into the statement; on PostgreSQL a COPY straight into ``usage_events`` in a
-  savepoint, and only when that copy meets a stored event, a COPY into a temporary table then ``INSERT ...
-  SELECT``): a duplicate, within the file or from an earlier run, is counted as already present and never
-  moves a clock. Each line's newest counting event of the batch
+  events). The batch's numbers are resolved to lines with one query (on SQLite one join of the staged
+  numbers into a temporary table, ``ka_found``, which also finds the events of numbers without a live line,
+  reported by line number); the events are inserted with ``ON CONFLICT (event_id) DO NOTHING`` (on SQLite
+  one ``INSERT ... SELECT`` from the staged events joined to ``ka_found``; on PostgreSQL a COPY straight
+  into ``usage_events`` in a savepoint, and only when that copy meets a stored event, a COPY into a
+  temporary table then ``INSERT ... SELECT``): a duplicate, within the file or from an earlier run, is
+  counted as already present and never moves a clock. Each line's newest counting event of the batch
   (noted while checking, or, when the batch held duplicates, taken in SQL from the events it did insert) goes
   into a temporary table; one ``UPDATE`` moves those lines' ``since`` in ``line_calendar``, keeping their
   next sweep time (which can only have become early: the sweep corrects it when it comes), per plan one
   upsert writes the whole calendar of lines that had none yet, and one ``UPDATE ... FROM`` moves their
   clocks forward (never back) with their deadline, computed in SQL as the API computes them.
+- A batch holding a bad line (or a value that is not text, in JSON lines) is checked line by line, in
+  Python, on either database, so that each bad line is reported with its own reason.
 """
 
 # ruff: noqa: S608 - SQL text is assembled from constants and the plans' integers; values are bound parameters.
@@ -49,7 +54,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from simkeep.config import Settings
@@ -59,6 +64,8 @@ from simkeep.keepalive.batch import Dialect, first_action, stamps, thresholds
 from simkeep.keepalive.service import CLOCK_SKEW, PlanPolicy, policies
 from simkeep.models import LineStatus, UsageKind
 from simkeep.sims.importer import (
+    READERS,
+    SQLITE_STAGE_SCHEMA,
     UNCLOSED_QUOTE,
     ImportFileUnreadable,
     ImportResult,
@@ -68,9 +75,12 @@ from simkeep.sims.importer import (
     copy_text,
     driver,
     gc_paused,
-    in_reader_process,
+    in_turns,
     reads_in_parallel,
     record_run,
+    sqlite_next_id,
+    sqlite_stage,
+    staged_database,
 )
 
 COLUMNS = ("event_id", "msisdn", "kind", "occurred_at")
@@ -126,9 +136,23 @@ class Columns(NamedTuple):
 
 
 @dataclass
+class Staged:
+    """SQLite: a batch whose lines passed the checks that need no database, staged by the reader in a small
+    database of its own (:func:`staged_database`: the tables :data:`_STAGE_NUMBERS` and
+    :data:`_STAGE_EVENTS`), which the writer attaches and inserts from in SQL."""
+
+    payload: bytes
+    #: The kinds the batch holds.
+    kinds_present: frozenset[str]
+    #: How many distinct numbers it holds.
+    numbers: int
+
+
+@dataclass
 class Prepared:
-    """A batch ready for the writer: its distinct numbers to look up, and its columns when no line is bad
-    (its values as read, and its unreadable lines, otherwise)."""
+    """A batch ready for the writer: when no line is bad, its columns (PostgreSQL) or its staged database
+    (SQLite), with its distinct numbers to look up on PostgreSQL; otherwise its values as read and its
+    unreadable lines."""
 
     rows: int
     lines: Sequence[int]
@@ -136,6 +160,7 @@ class Prepared:
     columns: Columns | None
     values: list[Any] | None
     errors: list[RowError]
+    staged: Staged | None = None
 
 
 # --- reading ----------------------------------------------------------------------------------------------
@@ -175,9 +200,15 @@ def _raw_batch(raws: list[str], first: int) -> RawBatch:
     return batch
 
 
-def csv_batches(path: Path, *, batch_rows: int = BATCH_ROWS) -> Iterator[RawBatch]:
+def csv_batches(
+    path: Path, *, batch_rows: int = BATCH_ROWS, part: tuple[int, int] = (0, 1)
+) -> Iterator[RawBatch]:
     """The file's data lines in batches of ``batch_rows`` physical lines (the header, checked by
-    ``check_file``, is skipped); a batch of blank lines only is not yielded."""
+    ``check_file``, is skipped). ``part``: ``(index, of)``, only batches ``index``, ``index + of``, ... (a
+    reader of ``of`` reading in turns: see :func:`in_turns`); alone, a batch of blank lines only is not
+    yielded, with others it is (empty), so that every reader keeps its turns."""
+    index, of = part
+    number = 0  # of the next batch
     next_line = 2  # file line of the first line in ``pending``
     pending: list[str] = []
     with path.open(encoding="utf-8-sig") as handle:  # universal newlines: \r\n and \r end a line too
@@ -197,35 +228,45 @@ def csv_batches(path: Path, *, batch_rows: int = BATCH_ROWS) -> Iterator[RawBatc
             pending = pending + raws if pending else raws
             while pending and (len(pending) >= batch_rows or not chunk):
                 take, pending = pending[:batch_rows], pending[batch_rows:]
-                batch = _raw_batch(take, next_line)
+                if number % of == index:
+                    batch = _raw_batch(take, next_line)
+                    if batch.rows or of > 1:
+                        yield batch
+                number += 1
                 next_line += len(take)
-                if batch.rows:
-                    yield batch
             if not chunk:
                 break
 
 
-def json_batches(path: Path, *, batch_rows: int = BATCH_ROWS) -> Iterator[RawBatch]:
-    """JSON lines in batches: one object per line, blank lines skipped."""
+def json_batches(
+    path: Path, *, batch_rows: int = BATCH_ROWS, part: tuple[int, int] = (0, 1)
+) -> Iterator[RawBatch]:
+    """JSON lines in batches of ``batch_rows`` objects, blank lines skipped; ``part`` as in
+    :func:`csv_batches` (the other readers' lines are counted, not parsed)."""
+    index, of = part
+    number = 0
     batch = RawBatch()
     with path.open(encoding="utf-8-sig") as handle:
         for line_no, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
             batch.rows += 1
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                obj = None
-            if not isinstance(obj, dict):
-                batch.errors.append(RowError(line_no, "row", "not a JSON object"))
-            else:
-                cast(list[int], batch.lines).append(line_no)
-                batch.values.append([obj.get(name) for name in COLUMNS])
+            if number % of == index:
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    obj = None
+                if not isinstance(obj, dict):
+                    batch.errors.append(RowError(line_no, "row", "not a JSON object"))
+                else:
+                    cast(list[int], batch.lines).append(line_no)
+                    batch.values.append([obj.get(name) for name in COLUMNS])
             if batch.rows >= batch_rows:
-                yield batch
+                if number % of == index:
+                    yield batch
+                number += 1
                 batch = RawBatch()
-    if batch.rows:
+    if batch.rows and number % of == index:
         yield batch
 
 
@@ -258,6 +299,17 @@ _EVENTS_POSTGRES = (
     "kind text NOT NULL, occurred_at timestamptz NOT NULL, counted boolean NOT NULL, "
     "received_at timestamptz NOT NULL)"
 )
+#: SQLite: the lines of a staged batch's numbers (``n`` as in ``ka_numbers``), with their newest events.
+_FOUND_SQLITE = (
+    "CREATE TEMP TABLE IF NOT EXISTS ka_found (n INTEGER PRIMARY KEY, line_id INTEGER NOT NULL, "
+    "plan_id INTEGER NOT NULL, recycled INTEGER NOT NULL, since TEXT NOT NULL, newest TEXT NOT NULL)"
+)
+#: SQLite: whether an event (``e``) counts on its line's plan (``f``), by ``ka_counting``.
+_COUNTED_SQLITE = (
+    "EXISTS (SELECT 1 FROM temp.ka_counting AS c WHERE c.plan_id = f.plan_id AND c.kind = e.kind)"
+)
+#: SQLite: the moves of a staged batch whose events are all new and all count.
+_STAGED_MOVES = "SELECT line_id, plan_id, newest FROM temp.ka_found WHERE NOT recycled AND newest > since"
 _EVENT_COLUMNS = "(event_id, line_id, kind, occurred_at, counted, received_at)"
 _INSERT_SQLITE = (
     "INSERT INTO usage_events (event_id, line_id, kind, occurred_at, counted, received_at) "
@@ -291,6 +343,64 @@ def _newest(numbers: Sequence[str], at: list[str]) -> dict[str, str]:
     return newest
 
 
+_Clean = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], list[str]]
+
+#: SQLite staging (see :class:`Staged`): each distinct number of the batch (``n`` from 1, in order of first
+#: appearance) with its newest event of the batch (of any kind), and the batch's events (``k``: the event's
+#: position in the batch, from 1), naming their number by ``n``.
+_STAGE_NUMBERS = (
+    "CREATE TABLE ka_numbers (n INTEGER PRIMARY KEY, msisdn TEXT NOT NULL, newest TEXT NOT NULL)",
+    "INSERT INTO ka_numbers (msisdn, newest) VALUES (?, ?)",
+)
+_STAGE_EVENTS = (
+    "CREATE TABLE ka_events (k INTEGER PRIMARY KEY, event_id TEXT NOT NULL, n INTEGER NOT NULL, "
+    "kind TEXT NOT NULL, at TEXT NOT NULL)",
+    "INSERT INTO ka_events (event_id, n, kind, at) VALUES (?, ?, ?, ?)",
+)
+
+
+def _columns(
+    ids: tuple[str, ...],
+    numbers: tuple[str, ...],
+    kinds: tuple[str, ...],
+    occurred: tuple[str, ...],
+    at: list[str],
+) -> Columns | None:
+    """A clean batch's :class:`Columns` (PostgreSQL); None when a value holds a newline (JSON lines: its own
+    check reports it)."""
+    texts = (ids, numbers, kinds, occurred)
+    joined = ["\n".join(column) for column in (*texts, at)]
+    if any(text.count("\n") != len(ids) - 1 for text in joined):
+        return None
+    newest = _newest(numbers, at)
+    ids_text, numbers_text, kinds_text, occurred_text, at_text = joined
+    return Columns(
+        ids_text,
+        numbers_text,
+        kinds_text,
+        occurred_text,
+        at_text,
+        frozenset(kinds),
+        "\n".join(newest),
+        "\n".join(newest.values()),
+    )
+
+
+def _staged(
+    ids: tuple[str, ...],
+    numbers: tuple[str, ...],
+    kinds: tuple[str, ...],
+    occurred: tuple[str, ...],  # noqa: ARG001 - the clean columns, as :func:`_columns` takes them
+    at: list[str],
+) -> Staged:
+    """A clean batch staged for SQLite's writer (:class:`Staged`)."""
+    newest = _newest(numbers, at)
+    n_of = {msisdn: n for n, msisdn in enumerate(newest, start=1)}
+    events = zip(ids, map(n_of.__getitem__, numbers), kinds, at, strict=True)
+    payload = staged_database((*_STAGE_NUMBERS, newest.items()), (*_STAGE_EVENTS, events))
+    return Staged(payload, frozenset(kinds), len(newest))
+
+
 class ActivityWriter:
     """Checks one batch of events and writes it, moving the clocks of their lines, in one transaction.
 
@@ -309,6 +419,7 @@ class ActivityWriter:
         self.latest = latest
         self.numbers: dict[str, bool] = {}
         self.stamps: dict[str, str | tuple[str, str]] = {}
+        self._counting_staged = False
         session.rollback()
 
     def stamp(self, value: str) -> str | tuple[str, str]:
@@ -409,20 +520,27 @@ class ActivityWriter:
             self.stamps.clear()
         if len(self.numbers) > _CACHE_MAX:
             self.numbers.clear()
-        distinct = {v[1] for v in raw.values if isinstance(v[1], str)}
-        columns = self._columns(raw, distinct)
-        if columns is None:
+        clean = self._clean(raw)
+        if clean is not None and not self.sql.postgres:
+            return Prepared(raw.rows, raw.lines, [], None, None, [], _staged(*clean))
+        columns = None if clean is None else _columns(*clean)
+        if clean is None or columns is None:
+            distinct = {v[1] for v in raw.values if isinstance(v[1], str)}
             return Prepared(raw.rows, raw.lines, sorted(distinct), None, raw.values, raw.errors)
-        return Prepared(raw.rows, raw.lines, sorted(distinct), columns, None, [])
+        return Prepared(raw.rows, raw.lines, sorted(set(clean[1])), columns, None, [])
 
-    def _columns(self, raw: RawBatch, distinct: set[str]) -> Columns | None:
-        """The batch's columns, with its timestamps as the database is given them; None when a line is
-        bad (or unreadable), which :meth:`_check` then finds and reports."""
+    def _clean(self, raw: RawBatch) -> _Clean | None:
+        """The batch's columns (event ids, numbers, kinds, timestamps as read, and as the database is given
+        them) when every line passed the checks that need no database; None when a line is bad (or
+        unreadable), which :meth:`_check` then finds and reports."""
         if raw.errors or not raw.values:
             return None
-        ids, numbers, kinds, occurred = zip(*raw.values, strict=True)
-        if len(distinct) != len(set(numbers)) or not set(kinds) <= _KINDS or not _good_ids(ids):
-            return None  # a number that is not text, or a bad kind or event id
+        ids, numbers, kinds, occurred = columns = tuple(zip(*raw.values, strict=True))
+        if any(set(map(type, column)) != {str} for column in columns):
+            return None  # a value that is not text (JSON lines)
+        distinct = set(numbers)
+        if not set(kinds) <= _KINDS or not _good_ids(ids):
+            return None  # a bad kind or event id
         formats = self.numbers
         for msisdn in distinct:
             valid = formats.get(msisdn)
@@ -433,22 +551,7 @@ class ActivityWriter:
         if not self._good_stamps(occurred):
             return None
         at = cast(list[str], list(map(self.stamps.__getitem__, occurred)))
-        texts = cast(tuple[tuple[str, ...], ...], (ids, numbers, kinds, occurred))
-        joined = ["\n".join(column) for column in (*texts, at)]
-        if any(text.count("\n") != len(ids) - 1 for text in joined):
-            return None  # a value holding a newline (JSON lines): its own check reports it
-        newest = _newest(texts[1], at)
-        ids_text, numbers_text, kinds_text, occurred_text, at_text = joined
-        return Columns(
-            ids_text,
-            numbers_text,
-            kinds_text,
-            occurred_text,
-            at_text,
-            frozenset(kinds),
-            "\n".join(newest),
-            "\n".join(newest.values()),
-        )
+        return cast(_Clean, (ids, numbers, kinds, occurred, at))
 
     def _check_fast(
         self, columns: Columns, numbers: list[str], found: list[tuple[str, int, int, str, str]]
@@ -499,6 +602,10 @@ class ActivityWriter:
 
     def write(self, prepared: Prepared) -> tuple[int, int, list[RowError]]:
         """Check and insert one prepared batch; return (imported, already present, errors)."""
+        if not prepared.rows:  # a reader's turn over blank lines only
+            return 0, 0, []
+        if prepared.staged is not None:
+            return self._write_staged(prepared, prepared.staged)
         session, now, columns = self.session, utcnow(), prepared.columns
         found = self._lines(prepared.numbers)
         checked = None if columns is None else self._check_fast(columns, prepared.numbers, found)
@@ -514,11 +621,81 @@ class ActivityWriter:
         imported = self._insert(rows, now, every=every) if count else 0
         if imported == count:  # every event is new: the newest per line, found while checking, moves
             plan_of = {line[1]: line[2] for line in found}
-            self._move([(line_id, plan_of[line_id], at) for line_id, at in newest.items()], now)
+            moves = [(line_id, plan_of[line_id], at) for line_id, at in newest.items()]
+            self._move(moves, now, sorted({plan for _, plan, _ in moves}))
         elif imported:  # some were duplicates: only the events inserted now may move a clock
             self._move(None, now)
         session.commit()
         return imported, count - imported, errors
+
+    def _write_staged(self, prepared: Prepared, staged: Staged) -> tuple[int, int, list[RowError]]:
+        """SQLite: check and insert a staged batch in SQL (see :class:`Staged`). Its numbers' lines are found
+        with one join into ``ka_found``; the events of numbers without a line or with a recycled one are
+        reported and left out, the others inserted with one ``INSERT ... SELECT``."""
+        session, now = self.session, utcnow()
+        driver(cast(Connection, session.bind)).deserialize(staged.payload, name=SQLITE_STAGE_SCHEMA)
+        cursor = driver(session.connection()).cursor()  # the write transaction begins here
+        try:
+            cursor.execute(_FOUND_SQLITE)
+            cursor.execute("DELETE FROM temp.ka_found")
+            cursor.execute(
+                f"INSERT INTO temp.ka_found (n, line_id, plan_id, recycled, since, newest) "
+                f"SELECT s.n, l.id, l.plan_id, l.status = '{LineStatus.RECYCLED.value}', "
+                f"COALESCE(l.last_activity_at, l.activated_at), s.newest "
+                f"FROM {SQLITE_STAGE_SCHEMA}.ka_numbers AS s JOIN lines AS l ON l.msisdn = s.msisdn"
+            )
+            cursor.execute("SELECT plan_id, count(*), total(recycled) FROM temp.ka_found GROUP BY plan_id")
+            by_plan = cursor.fetchall()
+            plans = [int(plan) for plan, _, _ in by_plan]
+            found, recycled = sum(row[1] for row in by_plan), sum(row[2] for row in by_plan)
+            errors: list[RowError] = []
+            if found < staged.numbers or recycled:
+                cursor.execute(
+                    f"SELECT e.k, f.recycled FROM {SQLITE_STAGE_SCHEMA}.ka_events AS e "
+                    "LEFT JOIN temp.ka_found AS f ON f.n = e.n WHERE f.n IS NULL OR f.recycled ORDER BY e.k"
+                )
+                lines = prepared.lines
+                errors = [
+                    RowError(lines[k - 1], *(E_RECYCLED if gone else E_NO_LINE))
+                    for k, gone in cursor.fetchall()
+                ]
+            every = all(staged.kinds_present <= self.counting[plan] for plan in plans)
+            if not every:
+                self._stage_counting(cursor)
+            counted = "1" if every else _COUNTED_SQLITE
+            self.floor = sqlite_next_id(cursor, "usage_events") - 1
+            cursor.execute(
+                "INSERT INTO usage_events (event_id, line_id, kind, occurred_at, counted, received_at) "
+                f"SELECT e.event_id, f.line_id, e.kind, e.at, {counted}, ? "
+                f"FROM {SQLITE_STAGE_SCHEMA}.ka_events AS e CROSS JOIN temp.ka_found AS f ON f.n = e.n "
+                "WHERE NOT f.recycled ON CONFLICT (event_id) DO NOTHING",
+                (self.text_of(now),),
+            )
+            imported = int(cursor.rowcount)
+        finally:
+            cursor.close()
+        count = prepared.rows - len(errors)
+        if imported == count and every:  # every event is new and counts: each number's newest moves its line
+            self._move(_STAGED_MOVES, now, plans)
+        elif imported:  # some were duplicates, or do not count: only the counting events inserted now move
+            self._move(None, now)
+        session.commit()
+        return imported, count - imported, errors
+
+    def _stage_counting(self, cursor: Any) -> None:
+        """SQLite: ``ka_counting``, the kinds each plan counts (for :data:`_COUNTED_SQLITE`), once."""
+        if self._counting_staged:
+            return
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS ka_counting (plan_id INTEGER NOT NULL, kind TEXT NOT NULL, "
+            "PRIMARY KEY (plan_id, kind)) WITHOUT ROWID"
+        )
+        cursor.execute("DELETE FROM temp.ka_counting")
+        cursor.executemany(
+            "INSERT INTO temp.ka_counting (plan_id, kind) VALUES (?, ?)",
+            [(plan, kind) for plan, kinds in self.counting.items() for kind in sorted(kinds)],
+        )
+        self._counting_staged = True
 
     def _insert(self, rows: Iterable[tuple[Any, ...]], now: datetime, *, every: bool) -> int:
         """Insert the events not stored yet: ``(event id, line id, kind, occurred_at[, counted])``, without
@@ -590,15 +767,20 @@ class ActivityWriter:
         if self.replica:
             self.session.execute(text("SET LOCAL session_replication_role = origin"))
 
-    def _move(self, moves: list[tuple[int, int, str]] | None, now: datetime) -> None:
+    def _move(
+        self, moves: list[tuple[int, int, str]] | str | None, now: datetime, plan_ids: list[int] | None = None
+    ) -> None:
         """Move lines' clocks forward (never back) with their calendar: ``(line, plan, newest event)``.
 
-        ``None``: take each line's newest counting event among those this batch inserted, in SQL.
+        ``None``: take each line's newest counting event among those this batch inserted, in SQL; a string:
+        a ``SELECT`` of those three columns. ``plan_ids``: the moves' plans (at least), when known.
         """
         session, sql = self.session, self.sql
         session.execute(text(_MOVES_POSTGRES if sql.postgres else _MOVES_SQLITE))
         session.execute(text("TRUNCATE ka_moves" if sql.postgres else "DELETE FROM ka_moves"))
-        if moves is None:
+        if isinstance(moves, str):
+            session.execute(text(f"INSERT INTO ka_moves (line_id, plan_id, at) {moves}"))
+        elif moves is None:
             session.execute(
                 text(
                     "INSERT INTO ka_moves (line_id, plan_id, at) "
@@ -624,7 +806,10 @@ class ActivityWriter:
         if sql.postgres:
             session.execute(text("ANALYZE ka_moves"))
         moved = "(l.last_activity_at IS NULL OR l.last_activity_at < m.at)"
-        plan_ids = [int(p) for p in session.scalars(text("SELECT DISTINCT plan_id FROM ka_moves ORDER BY 1"))]
+        if plan_ids is None:
+            plan_ids = [
+                int(p) for p in session.scalars(text("SELECT DISTINCT plan_id FROM ka_moves ORDER BY 1"))
+            ]
         if sql.postgres:
             # Lines whose calendar the sweep has not computed yet are locked first, as the sweep locks them
             # (by their lines row) before writing their calendar row; the others' calendar rows come before
@@ -700,16 +885,18 @@ def import_activity(
         gc_paused(),  # a batch is a million short-lived lists and tuples, with no reference cycles
         engine.connect() as conn,
         bulk_connection(conn, own_references=True) as replica,
+        sqlite_stage(conn),
         Session(bind=conn) as session,
     ):
         writer = ActivityWriter(session, latest=utcnow() + CLOCK_SKEW, replica=replica)
         source = json_batches if is_json else csv_batches
 
-        def prepared() -> Iterator[Prepared]:
-            return map(writer.prepare, source(path, batch_rows=batch_rows))
+        def prepared(index: int, of: int) -> Iterator[Prepared]:
+            return map(writer.prepare, source(path, batch_rows=batch_rows, part=(index, of)))
 
-        # A big file is read and checked by a reader process while this one writes the batch before.
-        for batch in in_reader_process(prepared, parallel=reads_in_parallel(path, parallel)):
+        # A big file is read and checked by reader processes in turns while this one writes the batch before.
+        readers = READERS if reads_in_parallel(path, parallel) else 0
+        for batch in in_turns(prepared, readers=readers):
             imported, present, errors = writer.write(batch)
             result.rows += batch.rows
             result.imported += imported

@@ -19,6 +19,7 @@ import gc
 import json
 import multiprocessing
 import re
+import threading
 import time
 from array import array
 from bisect import bisect_right
@@ -458,6 +459,23 @@ def _produce(read: Callable[[Part], Iterator[Batch]], part: Part, send: Any) -> 
         send.close()
 
 
+def may_fork_readers() -> bool:
+    """Whether reader processes may be forked here: where the platform forks (POSIX), and only from the main
+    thread; otherwise the file is read in this process.
+
+    A forked child has only the thread that forked it, and every lock as it was at that moment: a lock held
+    by another thread (SQLite's own mutexes, taken for each of its allocations, say) stays held forever in
+    the child. The readers stage batches with SQLite, so a reader forked while a sibling thread was inside
+    SQLite waits forever (seen: two imports run on threads side by side). A process that runs imports on
+    worker threads (a server) has such siblings, so only the main thread forks; a command's main thread has
+    none that use SQLite (the progress bar's refresh thread draws only).
+    """
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and threading.current_thread() is threading.main_thread()
+    )
+
+
 def batches_of(
     read: Callable[[Part], Iterator[Batch]], *, total_lines: int, batch_rows: int, readers: int
 ) -> Generator[Batch]:
@@ -468,7 +486,7 @@ def batches_of(
     file in order. A pipe holds about one batch, so memory stays flat however big the file.
     """
     parts = parts_of(total_lines, batch_rows, readers)
-    if readers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if readers <= 1 or not may_fork_readers():
         yield from read(parts_of(total_lines, batch_rows, 1)[0])
         return
     with _reader_pipes(read, parts) as pipes:
@@ -484,16 +502,31 @@ def batches_of(
                 raise RuntimeError(msg)
 
 
-def in_reader_process(produce: Callable[[], Iterator[T]], *, parallel: bool) -> Iterator[T]:
-    """What ``produce`` yields, made in one forked reader process (with ``parallel``, and POSIX) and sent down
-    a pipe while the caller works on the item before; otherwise made here. The pipe holds about one item,
-    so memory stays flat; a failure of the reader is raised here, as :func:`batches_of` raises it."""
-    if not parallel or "fork" not in multiprocessing.get_all_start_methods():
-        yield from produce()
+def in_turns(produce: Callable[[int, int], Iterator[T]], *, readers: int) -> Iterator[T]:
+    """What ``produce(index, readers)`` yields for each reader ``index``, taken in turns (reader 0's first
+    item, reader 1's first, ..., reader 0's second, ...) until a reader has no item at its turn; each
+    reader a forked process (where :func:`may_fork_readers`) sending its items down its own pipe while the
+    caller works on the item before. With ``readers`` < 1, or where no reader may fork, ``produce(0, 1)``
+    runs here.
+
+    The producer deals the items: reader ``index`` makes items ``index``, ``index + readers``, ...; so the
+    caller gets them in order, and when one reader ends at its turn every other one has ended too (checked).
+    A pipe holds about one item, so memory stays flat; a failure of a reader is raised here, as
+    :func:`batches_of` raises it.
+    """
+    if readers < 1 or not may_fork_readers():
+        yield from produce(0, 1)
         return
-    with _reader_pipes(lambda _part: produce(), [Part(1, 1)]) as [receive]:
-        while (item := _received(receive.recv())) is not None:
+    parts = [Part(1, 1, index, readers) for index in range(readers)]
+    with _reader_pipes(lambda part: produce(part.index, part.of), parts) as pipes:
+        turn = 0
+        while (item := _received(pipes[turn % readers].recv())) is not None:
             yield item
+            turn += 1
+        for later in range(turn + 1, turn + readers):
+            if _received(pipes[later % readers].recv()) is not None:  # pragma: no cover - a reader's bug
+                msg = "an import reader sent an item after the one before it had ended"
+                raise RuntimeError(msg)
 
 
 @contextmanager
