@@ -46,6 +46,22 @@ class TestUsageEventApi:
         assert r.status_code == 403
         assert snapshot(db) == before
 
+    def test_a_time_holding_a_nul_is_refused(
+        self, client: TestClient, db: Session, settings: Settings
+    ) -> None:
+        """A NUL inside or after the time (Python 3.11's parser would read up to it) is a malformed time: 422
+        with a code, and nothing changes."""
+        h = factories.holder(db, settings)
+        headers = staff_headers(client, factories.staff(db, StaffRole.ADMIN).username)
+        before = snapshot(db)
+        for stamp in ("2026-11-01T00:00:00+00:00\x00", "2026-11-01T00:00:00\x00+00:00"):
+            body = {"event_id": "api-nul", "msisdn": h.msisdn, "kind": "sms", "occurred_at": stamp}
+            r = client.post("/api/v1/usage-events", json=body, headers=headers)
+            assert r.status_code == 422, r.text
+            assert "USAGE_EVENT_INVALID" in r.text
+            assert "occurred_at" in r.text
+        assert snapshot(db) == before
+
     def test_undo_not_recycled(self, client: TestClient, db: Session, settings: Settings) -> None:
         """Undo of a live line is a 409 with a code."""
         h = factories.holder(db, settings)

@@ -452,6 +452,34 @@ class TestCheckedByTheDatabase:
         assert sorted(_events(engine)) == ["t1", "t7"]
         assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=7)]
 
+    def test_json_strings_holding_a_nul_are_reported(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """A JSON string may hold a NUL (``\\u0000``), which PostgreSQL refuses in any text: such a number, id
+        or time is reported in its field (a number holding one once stopped the import on PostgreSQL when the
+        batch's numbers were looked up), and the good lines of the batch are stored."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        good = {"event_id": "z1", "msisdn": msisdn, "kind": "sms", "occurred_at": _at(1)}
+        rows = [
+            good,
+            {**good, "event_id": "z2", "msisdn": msisdn + "\x00"},
+            {**good, "event_id": "z3\x00"},
+            {**good, "event_id": "z4", "occurred_at": _at(4) + "\x00"},
+            {**good, "event_id": "z5", "occurred_at": _at(5)},
+        ]
+        path = tmp_path / "nul.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        result = import_activity(engine, settings, path, batch_rows=2)
+        assert (result.rows, result.imported, result.rejected) == (5, 2, 3)
+        assert [(e.line, e.field) for e in result.errors] == [
+            (2, "msisdn"),
+            (3, "event_id"),
+            (4, "occurred_at"),
+        ]
+        assert sorted(_events(engine)) == ["z1", "z5"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=5)]
+
 
 def _count_staged(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Note each batch written from the reader's staged database (SQLite), by its rows."""

@@ -424,6 +424,8 @@ class ActivityWriter:
 
     def stamp(self, value: str) -> str | tuple[str, str]:
         """``value`` as the database is given it (UTC text), or the error."""
+        if "\x00" in value:  # Python 3.11's parser stops at a NUL after the time and takes the rest as read
+            return E_STAMP
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -525,7 +527,9 @@ class ActivityWriter:
             return Prepared(raw.rows, raw.lines, [], None, None, [], _staged(*clean))
         columns = None if clean is None else _columns(*clean)
         if clean is None or columns is None:
-            distinct = {v[1] for v in raw.values if isinstance(v[1], str)}
+            # Only numbers that can be a line's are looked up (a JSON string may hold a NUL, which
+            # PostgreSQL refuses in any text).
+            distinct = {v[1] for v in raw.values if isinstance(v[1], str) and E164.match(v[1])}
             return Prepared(raw.rows, raw.lines, sorted(distinct), None, raw.values, raw.errors)
         return Prepared(raw.rows, raw.lines, sorted(set(clean[1])), columns, None, [])
 

@@ -166,6 +166,8 @@ def parse_event(  # noqa: PLR0911 - one early return per field, in order
         return "kind", "one of " + ", ".join(k.value for k in UsageKind)
     if isinstance(occurred_at, str):
         try:
+            if "\x00" in occurred_at:  # Python 3.11's parser stops at a NUL after the time
+                raise ValueError(occurred_at)
             stamp = datetime.fromisoformat(occurred_at)
         except ValueError:
             return "occurred_at", "not an ISO 8601 timestamp (like 2024-05-01T08:30:00+08:00)"
