@@ -20,6 +20,7 @@ from simkeep.identity.vault import Vault, get_vault
 from simkeep.network.adapter import SimAuth
 from simkeep.sims.importer import (
     SIM_COLUMNS,
+    STAGE_ROWS_PER_INSERT,
     Part,
     _stock_row,
     clean_stock_line,
@@ -263,6 +264,33 @@ class TestStagedDatabase:
                 db.close()
 
         assert roots(1) == roots(5000)
+
+
+class TestStagedRows:
+    """A staging table is filled many rows to a statement (``STAGE_ROWS_PER_INSERT``)."""
+
+    @pytest.mark.parametrize("count", [0, 1, 63, 64, 65, 200])
+    def test_every_row_lands_whole_and_in_order(self, count: int) -> None:
+        """Whatever the number of rows (none, fewer than a statement holds, a whole number of statements, one
+        more), the table holds each row once, its values in their columns, in the order given."""
+        assert STAGE_ROWS_PER_INSERT == 64
+        rows = [(f"v{n}", n, None if n % 3 else b"\x00\x01", n / 2) for n in range(count)]
+        create = "CREATE TABLE t (k INTEGER PRIMARY KEY, a, b, c, d)"
+        payload = staged_database((create, "INSERT INTO t (a, b, c, d) VALUES (?, ?, ?, ?)", iter(rows)))
+        db = sqlite3.connect(":memory:")
+        try:
+            db.deserialize(payload)
+            assert db.execute("SELECT k, a, b, c, d FROM t ORDER BY k").fetchall() == [
+                (n + 1, *row) for n, row in enumerate(rows)
+            ]
+        finally:
+            db.close()
+
+    def test_a_row_of_another_width_is_refused(self) -> None:
+        """A row with a value too few would shift every value after it into the wrong column: refused."""
+        rows = [("a", 1), ("b",), ("c", 3, "x")]
+        with pytest.raises(ValueError, match="2 values each"):
+            staged_database(("CREATE TABLE t (a, b)", "INSERT INTO t (a, b) VALUES (?, ?)", rows))
 
 
 class TestForkingReaders:
