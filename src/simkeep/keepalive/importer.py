@@ -14,8 +14,9 @@ Built for throughput (figures: ``bench/activity_import.py``):
 - **Checking by column.** A batch is checked column by column, each distinct number and timestamp once
   (they repeat); only a batch with a bad row is checked row by row, to report each bad line.
 - **Reading beside writing.** A file of 4 MiB or more is read, split and checked (every check that needs
-  no database) by one forked reader process, which sends each batch down a pipe while this process writes
-  the batch before: the writer's core then only looks lines up and writes. On SQLite the reader stages a
+  no database) by two forked reader processes taking the batches in turns (:func:`in_turns`), each
+  sending its batches down its own pipe while this process writes the batch before: the writer's core
+  then only looks lines up and writes. On SQLite the reader stages a
   batch in a small database of its own (its events, and its distinct numbers with each one's newest event;
   :class:`Staged`), which the writer attaches and inserts from in SQL, with no Python step per event; on
   PostgreSQL it sends the batch's columns, each joined into one string (a few strings, not a million
