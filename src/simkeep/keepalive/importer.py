@@ -62,7 +62,7 @@ from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.identifiers import E164
 from simkeep.keepalive.batch import Dialect, first_action, stamps, thresholds
-from simkeep.keepalive.service import CLOCK_SKEW, PlanPolicy, policies
+from simkeep.keepalive.service import CLOCK_SKEW, PlanPolicy, parse_time, policies
 from simkeep.models import LineStatus, UsageKind
 from simkeep.sims.importer import (
     READERS,
@@ -387,13 +387,7 @@ def _columns(
     )
 
 
-def _staged(
-    ids: tuple[str, ...],
-    numbers: tuple[str, ...],
-    kinds: tuple[str, ...],
-    occurred: tuple[str, ...],  # noqa: ARG001 - the clean columns, as :func:`_columns` takes them
-    at: list[str],
-) -> Staged:
+def _staged(ids: tuple[str, ...], numbers: tuple[str, ...], kinds: tuple[str, ...], at: list[str]) -> Staged:
     """A clean batch staged for SQLite's writer (:class:`Staged`)."""
     newest = _newest(numbers, at)
     n_of = {msisdn: n for n, msisdn in enumerate(newest, start=1)}
@@ -425,10 +419,8 @@ class ActivityWriter:
 
     def stamp(self, value: str) -> str | tuple[str, str]:
         """``value`` as the database is given it (UTC text), or the error."""
-        if "\x00" in value:  # Python 3.11's parser stops at a NUL after the time and takes the rest as read
-            return E_STAMP
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = parse_time(value)
         except ValueError:
             return E_STAMP
         if parsed.tzinfo is None:
@@ -525,7 +517,8 @@ class ActivityWriter:
             self.numbers.clear()
         clean = self._clean(raw)
         if clean is not None and not self.sql.postgres:
-            return Prepared(raw.rows, raw.lines, [], None, None, [], _staged(*clean))
+            ids, numbers, kinds, _, at = clean
+            return Prepared(raw.rows, raw.lines, [], None, None, [], _staged(ids, numbers, kinds, at))
         columns = None if clean is None else _columns(*clean)
         if clean is None or columns is None:
             # Only numbers that can be a line's are looked up (a JSON string may hold a NUL, which

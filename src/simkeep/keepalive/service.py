@@ -152,6 +152,16 @@ class RecordedEvent:
     days_left: int | None
 
 
+def parse_time(text: str) -> datetime:
+    """An event's ISO 8601 time, as the API and the activity import read it; ValueError if malformed.
+
+    A NUL is refused first: Python 3.11's ``fromisoformat`` stops at a NUL after the time and takes what
+    it read."""
+    if "\x00" in text:
+        raise ValueError(text)
+    return datetime.fromisoformat(text)
+
+
 def parse_event(  # noqa: PLR0911 - one early return per field, in order
     *, event_id: object, msisdn: object, kind: object, occurred_at: object, now: datetime
 ) -> tuple[str, str, UsageKind, datetime] | tuple[str, str]:
@@ -166,9 +176,7 @@ def parse_event(  # noqa: PLR0911 - one early return per field, in order
         return "kind", "one of " + ", ".join(k.value for k in UsageKind)
     if isinstance(occurred_at, str):
         try:
-            if "\x00" in occurred_at:  # Python 3.11's parser stops at a NUL after the time
-                raise ValueError(occurred_at)
-            stamp = datetime.fromisoformat(occurred_at)
+            stamp = parse_time(occurred_at)
         except ValueError:
             return "occurred_at", "not an ISO 8601 timestamp (like 2024-05-01T08:30:00+08:00)"
     elif isinstance(occurred_at, datetime):
