@@ -167,8 +167,9 @@ class TestVerifyCommand:
         """A tampered entry: exit 1, and the first broken entry is named."""
         with Session(cli_env) as s:
             record(s, actor="cli", action="test.one", subject_type="t", subject_id=1)
-            b_id = record(s, actor="cli", action="test.two", subject_type="t", subject_id=1).id
+            b = record(s, actor="cli", action="test.two", subject_type="t", subject_id=1)
             s.commit()
+            b_id = b.id  # given at the flush
             _disable_guard(s)
             s.execute(text("UPDATE audit_log SET actor = 'mallory' WHERE id = :id"), {"id": b_id})
             s.commit()

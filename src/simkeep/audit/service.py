@@ -70,7 +70,8 @@ def record(
     reason: str = "",
     data: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append one entry to the chain inside the caller's transaction."""
+    """Append one entry to the chain inside the caller's transaction (written, and given its id, at the
+    session's next flush)."""
     prev_hash = _head_in_transaction(session)
     if prev_hash is None:
         if session.get_bind().dialect.name == "postgresql":
@@ -100,8 +101,9 @@ def record(
             data=payload,
         ),
     )
+    # Not flushed here: the transaction's entries go in with its next flush, in the order they were added
+    # (the unit of work keeps it), so a request that records several transitions writes them together.
     session.add(entry)
-    session.flush()
     session.info[_HEAD] = (session.get_transaction(), entry)
     return entry
 
@@ -117,7 +119,12 @@ def _head_in_transaction(session: Session) -> str | None:
     if held is None:
         return None
     transaction, entry = held
-    if transaction is None or transaction is not session.get_transaction() or not inspect(entry).persistent:
+    state = inspect(entry)
+    if (
+        transaction is None
+        or transaction is not session.get_transaction()
+        or not (state.pending or state.persistent)
+    ):
         del session.info[_HEAD]
         return None
     return str(entry.entry_hash)

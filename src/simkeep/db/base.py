@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -55,3 +55,17 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
+
+
+_HELD = "simkeep.held"
+
+
+def hold(session: Session, *objects: object) -> None:
+    """Keep ``objects`` referenced for as long as ``session`` lives.
+
+    A session keeps a loaded object only while something else refers to it, so a row a service loaded and
+    let go of is read again (one more statement inside the transaction) when the request's answer asks for
+    it. For rows a request's answer reads after the service returns; a session that loads rows in bulk must
+    not hold them.
+    """
+    session.info.setdefault(_HELD, []).extend(o for o in objects if o is not None)

@@ -168,17 +168,22 @@ class EmbeddedHlr:
     def _get(self, imsi: str) -> EmbeddedHlrSubscriber | None:
         entry = self._session.get(EmbeddedHlrSubscriber, imsi)
         if entry is not None:
-            self._held.pop(imsi, None)
-            self._held[imsi] = entry
-            if len(self._held) > _HELD_ENTRIES:
-                del self._held[next(iter(self._held))]
+            self._keep(entry)
         return entry
+
+    def _keep(self, entry: EmbeddedHlrSubscriber) -> None:
+        self._held.pop(entry.imsi, None)
+        self._held[entry.imsi] = entry
+        if len(self._held) > _HELD_ENTRIES:
+            del self._held[next(iter(self._held))]
 
     def provision(self, imsi: str, auth: SimAuth | None = None) -> None:  # noqa: ARG002 - see the class
         """Create the IMSI's subscriber entry if absent."""
         if self._get(imsi) is None:
-            self._session.add(EmbeddedHlrSubscriber(imsi=imsi, msisdn=None, network_access_mode=LIVE))
+            entry = EmbeddedHlrSubscriber(imsi=imsi, msisdn=None, network_access_mode=LIVE)
+            self._session.add(entry)
             self._session.flush()
+            self._keep(entry)
 
     def bind_number(self, imsi: str, msisdn: str) -> None:
         """Give ``msisdn`` to ``imsi``."""
@@ -205,8 +210,9 @@ class EmbeddedHlr:
         entry = self._get(imsi)
         if entry is None:
             raise NetworkError(f"IMSI {imsi[:5]}… is not provisioned")
+        # Not flushed: the mode touches no unique key, and the next step's flush (or the caller's) writes
+        # it, together with a number taken off the same entry.
         entry.network_access_mode = BARRED if barred else LIVE
-        self._session.flush()
 
     def remove(self, imsi: str) -> None:
         """Delete the IMSI's entry."""

@@ -85,13 +85,16 @@ def schedule(
         not_before=not_before,
         created_by=actor,
     )
+    adapter = network_for(session, settings)
+    inline = adapter.transactional and not_before is None
+    if inline:
+        op.attempts = 1
     session.add(op)
     session.flush()
-    adapter = network_for(session, settings)
-    if adapter.transactional and not_before is None:
-        op.attempts = 1
+    if inline:
         _perform(session, settings, adapter, op)
-        _finish(session, settings, op)
+        # A number moved for an order is recorded by the caller (activation), in this same transaction.
+        _finish(session, settings, op, complete=False)
         return op
     run_at = not_before or (utcnow() + INLINE_HEAD_START)
     enqueue(
@@ -253,15 +256,16 @@ def _perform(
             close = getattr(adapter, "close", None)
             if close is not None:
                 close()
-    session.flush()
 
 
-def _finish(session: Session, settings: Settings | None, op: NetworkOperation) -> None:
+def _finish(
+    session: Session, settings: Settings | None, op: NetworkOperation, *, complete: bool = True
+) -> None:
     op.status = NetworkOpStatus.DONE
     op.done_at = utcnow()
     op.last_error = None
     session.flush()
-    if op.kind == NetworkOpKind.MOVE and op.order_id is not None:
+    if complete and op.kind == NetworkOpKind.MOVE and op.order_id is not None:
         from simkeep.replacements.activation import complete_activation
 
         complete_activation(session, settings, op=op)

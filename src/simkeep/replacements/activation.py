@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from simkeep.audit.service import record
 from simkeep.auth.actors import SYSTEM, Actor
 from simkeep.config import Settings
-from simkeep.db.base import utcnow
+from simkeep.db.base import hold, utcnow
 from simkeep.identity.assurance import Method
 from simkeep.identity.service import Evidence, ProofContext, alert_on_lock, assess, require
 from simkeep.lines import repository as lines_repo
@@ -75,6 +75,7 @@ def activate(
         raise SimChangeLocked("The SIM-change lock is on for this line; the holder must turn it off first.")
     new_sim = session.get(Sim, order.new_sim_id)
     assert new_sim is not None
+    hold(session, line, new_sim)  # the answer shows the number and the SIM
     if order.channel == Channel.STORE:
         if order.store_id != actor.store_id and actor.role != StaffRole.ADMIN:
             raise ActorNotAllowed("This order belongs to another store.")
@@ -172,8 +173,6 @@ def _record_activation(
     now = utcnow()
     if old_sim is not None:
         old_sim.status = SimStatus.RETIRED
-    line.sim_id = None
-    session.flush()
     line.sim_id = new_sim.id
     new_sim.status = SimStatus.ACTIVE
     line.status = LineStatus.ACTIVE

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,7 @@ from simkeep.audit.service import record
 from simkeep.auth.actors import SYSTEM, Actor
 from simkeep.billing import service as billing
 from simkeep.config import Settings
-from simkeep.db.base import utcnow
+from simkeep.db.base import hold, utcnow
 from simkeep.errors import InvalidInput
 from simkeep.identity.application import (
     CheckOutcome,
@@ -144,6 +144,7 @@ def submit(
 
     line = line_for_actor(session, actor=actor, msisdn=msisdn, for_update=True)
     holder = lines_repo.holder_of(session, line)
+    hold(session, line)  # the answer shows the order's number
     assert holder is not None
     ctx = ProofContext(
         session=session,
@@ -219,15 +220,15 @@ def submit(
 
 def _link_proofs(session: Session, line: Line, order: ReplacementOrder) -> None:
     """Attach the proofs just recorded for this submission to the order."""
-    for attempt in session.scalars(
-        select(ProofAttempt).where(
+    session.execute(
+        update(ProofAttempt)
+        .where(
             ProofAttempt.line_id == line.id,
             ProofAttempt.order_id.is_(None),
             ProofAttempt.action == "replacement.submit",
         )
-    ):
-        attempt.order_id = order.id
-    session.flush()
+        .values(order_id=order.id)
+    )
 
 
 def _verify(
@@ -392,6 +393,7 @@ def assign_sim(
             session, kind=SimKind(order.sim_kind), location=SimLocation.WAREHOUSE
         )
     _attach_sim(session, order, sim, actor if actor.is_staff else SYSTEM)
+    hold(session, sim)  # the answer shows the SIM
     return order
 
 

@@ -193,7 +193,6 @@ def apply(
     if t.target in TERMINAL_STATES:
         order.open_line_id = None
         order.closed_at = now
-    session.flush()
     _log(session, order, name, previous, actor=actor, note=note, data=data or {})
     _announce(session, order, note=note)
 
@@ -286,6 +285,8 @@ def _refund_text(session: Session, order: ReplacementOrder, *, english: bool) ->
 
 def _eta(session: Session, order: ReplacementOrder) -> str:
     """The parcel's expected delivery date, where shipping knows one."""
+    if order.channel != Channel.ONLINE_MAIL:
+        return "-"  # only a mailed SIM travels in a parcel
     from simkeep.shipping.service import expected_delivery
 
     eta = expected_delivery(session, order)

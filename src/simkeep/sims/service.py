@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from simkeep.identifiers import normalise_iccid
 from simkeep.models import Sim, SimKind, SimLocation, SimStatus
@@ -76,7 +77,9 @@ def reserve_by_iccid(session: Session, *, iccid: str, kind: SimKind, store_id: i
         raise SimNotAvailable(f"That SIM is not an unused {kind} SIM in this store's stock.")
     if not _claim(session, sim.id):
         raise SimNotAvailable("That SIM was just taken by another order.")
-    session.refresh(sim)
+    # What the claim wrote, without reading the row again: its status, and a time read when next asked.
+    set_committed_value(sim, "status", SimStatus.RESERVED)
+    session.expire(sim, ["updated_at"])
     return sim
 
 
