@@ -1,18 +1,19 @@
 """Load: CAMARA SIM Swap checks at a rate while store replacements run through the API (issue 9 item 5).
 
-Run from the repository root: ``python bench/load_mixed.py [--lines N] [--flows-per-second F]
-[--duration S] [--workers W] [--backends postgres,sqlite] [--check-delay-ms D]``. For each backend it makes
+Run from the repository root: ``python bench/load_mixed.py [--lines N] [--flows-per-second F] [--duration S]
+[--workers W] [--backends postgres,sqlite] [--check-rate R | --check-delay-ms D]``. For each backend it makes
 a fresh database with N lines (default 200,000) for the checks, plus one store, a clerk, and enough holders
 and store SIMs for ``F * S`` replacement flows (defaults 20 per second for 60 s); runs ``simkeep worker
---exit-when-idle`` once, so that the day's scheduled jobs (the daily sweep over the N lines, its reminders
-and recyclings, their messages) are done, as they are during a working day; starts ``simkeep serve
---workers W`` and ``simkeep worker`` as an operator would; then, for S seconds, wrk drives ``POST
-/sim-swap/v2/check`` with 64 connections, each waiting D ms (default 1.8, a mean) after an answer, which
-offers the issue's 20,000 checks a second or a little more here (``--check-delay-ms 0``: as fast as the
-server answers), while a pool of clerk clients starts F store replacements a second (submit with the
-in-person check, cash payment, the scanned SIM, activation: four requests). Face matching is not part of a
-store flow. It checks that every check answered 200 or 404 (wrk's errors and non-2xx counts: 404 is the
-unknown numbers drawn), that every flow ended activated, and prints:
+--exit-when-idle`` once, so that the day's scheduled jobs (the daily sweep over the N lines, its reminders and
+recyclings, their messages) are done, as they are during a working day; starts ``simkeep serve --workers W``
+and ``simkeep worker`` as an operator would; then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with
+64 connections on a schedule of R checks a second (default 20,000, the issue's rate, whatever the latency: see
+``PACED_RATE``; ``--check-rate 0``: as fast as the server answers; the older ``--check-delay-ms D`` has each
+connection wait D ms after an answer instead, which offers less as the latency grows), while a pool of clerk
+clients starts F store replacements a second (submit with the in-person check, cash payment, the scanned SIM,
+activation: four requests). Face matching is not part of a store flow. It checks that every check answered 200
+or 404 (wrk's errors and non-2xx counts: 404 is the unknown numbers drawn), that every flow ended activated,
+and prints:
 
 ``RESULT load_camara_rps_<backend>``, ``RESULT load_camara_p99_ms_<backend>``, ``RESULT
 load_camara_errors_<backend>``, ``RESULT load_flows_per_s_<backend>``, ``RESULT load_flow_p99_s_<backend>``
@@ -68,6 +69,38 @@ function delay()
   return low
 end
 """
+#: Checks on a schedule (the default): each wrk thread hands out send times ``period`` ms apart, one per
+#: request, and ``delay()`` waits (in whole milliseconds, as wrk takes it) until the request's time comes.
+#: The offered rate is the issue's, whatever the latency, as long as a connection is free (64 of them); a
+#: server that falls behind gets the next requests at once, and a backlog older than 100 ms is dropped
+#: rather than sent in a burst. The clock is CLOCK_MONOTONIC through LuaJIT's FFI (wrk embeds LuaJIT).
+PACED_RATE = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } simkeep_timespec;
+int clock_gettime(int clk_id, simkeep_timespec *tp);
+]]
+local clock = ffi.new("simkeep_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1000000
+end
+local period = %(period)f
+local due = nil
+function delay()
+  local now = now_ms()
+  if due == nil or due < now - 100 then
+    due = now
+  end
+  local wait = due - now
+  due = due + period
+  if wait < 1 then
+    return 0
+  end
+  return math.floor(wait)
+end
+"""
+WRK_THREADS = 2
 from simkeep.config import Settings  # noqa: E402
 from simkeep.db.base import utcnow  # noqa: E402
 from simkeep.models import StaffRole  # noqa: E402
@@ -190,6 +223,15 @@ def settle(env: dict[str, str], workdir: Path, backend: str) -> None:
     print(f"{backend}: the day's scheduled jobs done in {time.perf_counter() - started:.1f} s", flush=True)
 
 
+def pacing(options: argparse.Namespace) -> str:
+    """The wrk script's ``delay()`` for the options: a schedule, a wait after each answer, or none."""
+    if options.check_delay_ms is not None:
+        return PACED_MEAN % {"delay": options.check_delay_ms} if options.check_delay_ms > 0 else ""
+    if options.check_rate > 0:
+        return PACED_RATE % {"period": WRK_THREADS * 1000 / options.check_rate}
+    return ""
+
+
 def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> list[str]:
     """One backend's run; its RESULT lines."""
     engine, url = database(backend)
@@ -216,15 +258,14 @@ def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> l
             form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
             token = httpx.post(base + "/oauth2/token", data=form, timeout=120).json()["access_token"]
             script = workdir / f"check-{backend}.lua"
-            paced = PACED_MEAN % {"delay": options.check_delay_ms} if options.check_delay_ms > 0 else ""
-            script.write_text(LUA % {"lines": options.lines, "token": token} + paced)
+            script.write_text(LUA % {"lines": options.lines, "token": token} + pacing(options))
             counter = Counter.signed_in(base, clerk)
             outcome: dict[str, Load] = {}
 
             def load_checks() -> None:
                 target = base + "/sim-swap/v2/check"
                 outcome["load"] = run_wrk(
-                    target, script, connections=64, duration=options.duration, threads=2
+                    target, script, connections=64, duration=options.duration, threads=WRK_THREADS
                 )
 
             checks = threading.Thread(target=load_checks)
@@ -274,11 +315,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument(
+        "--check-rate",
+        type=float,
+        default=20_000,
+        help="checks a second, sent on a schedule (the issue's 20,000; 0: as fast as the server answers)",
+    )
+    parser.add_argument(
         "--check-delay-ms",
         type=float,
-        default=1.8,
-        help="each wrk connection waits this long (mean, ms) after an answer: the checks come at a rate, as "
-        "the issue's 20,000/s, instead of as fast as the server answers (0: as fast as it answers)",
+        default=None,
+        help="instead of --check-rate: each wrk connection waits this long (mean, ms) after an answer, so "
+        "the rate falls as the latency grows (the benchmark's pacing until 2026-12-02; 0: as fast as the "
+        "server answers)",
     )
     options = parser.parse_args()
     results: list[str] = []
