@@ -10,7 +10,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from simkeep.audit.service import GENESIS_HASH, record, verify_chain
+from simkeep.audit.service import GENESIS_HASH, link_pending, record, verify_chain
 from simkeep.cli import app
 from simkeep.config import Settings, get_settings
 from simkeep.models import AuditEntry
@@ -32,6 +32,8 @@ class TestChain:
         """Each entry carries the hash of the one before; the first carries the genesis hash."""
         a = record(db, actor="cli", action="test.one", subject_type="t", subject_id=1, data={"x": "中文"})
         b = record(db, actor="cli", action="test.two", subject_type="t", subject_id=1)
+        assert (a.prev_hash, a.id) == (None, None)  # linked and written at the commit
+        link_pending(db)
         assert a.prev_hash == GENESIS_HASH
         assert b.prev_hash == a.entry_hash
         db.expire_all()
@@ -43,6 +45,7 @@ class TestChain:
         record(db, actor="cli", action="test.one", subject_type="t", subject_id=1)
         b = record(db, actor="cli", action="test.two", subject_type="t", subject_id=1, reason="original")
         record(db, actor="cli", action="test.three", subject_type="t", subject_id=1)
+        link_pending(db)
         _disable_guard(db)
         db.execute(text("UPDATE audit_log SET reason = 'forged' WHERE id = :id"), {"id": b.id})
         db.expire_all()
@@ -56,6 +59,7 @@ class TestChain:
         record(db, actor="cli", action="test.one", subject_type="t", subject_id=1)
         b = record(db, actor="cli", action="test.two", subject_type="t", subject_id=1)
         c = record(db, actor="cli", action="test.three", subject_type="t", subject_id=1)
+        link_pending(db)
         _disable_guard(db)
         db.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": b.id})
         db.expire_all()
@@ -64,6 +68,7 @@ class TestChain:
     def test_fork_is_refused(self, db: Session) -> None:
         """Two entries can never claim the same predecessor (unique prev_hash)."""
         a = record(db, actor="cli", action="test.one", subject_type="t", subject_id=1)
+        link_pending(db)
         from sqlalchemy.exc import IntegrityError
 
         db.add(
@@ -85,7 +90,7 @@ class TestChain:
 
 
 class TestHeadWithinATransaction:
-    """Later entries of a transaction link to its last entry without asking the database for the head."""
+    """A transaction's entries are linked together at its commit, with one question for the head."""
 
     @staticmethod
     def _head_queries(engine: Engine) -> list[str]:
@@ -105,9 +110,10 @@ class TestHeadWithinATransaction:
             a = record(first, actor="cli", action="test.a", subject_type="t", subject_id=1)
             b = record(first, actor="cli", action="test.b", subject_type="t", subject_id=1)
             c = record(first, actor="cli", action="test.c", subject_type="t", subject_id=1)
+            assert len(queries) == 0  # nothing asked (nor locked) before the commit
+            first.commit()
             assert len(queries) == 1
             assert (b.prev_hash, c.prev_hash) == (a.entry_hash, b.entry_hash)
-            first.commit()
             # Someone else appends between the two transactions.
             with Session(engine, expire_on_commit=False) as other:
                 d = record(other, actor="cli", action="test.d", subject_type="t", subject_id=2)
@@ -125,6 +131,7 @@ class TestHeadWithinATransaction:
         record(db, actor="cli", action="test.undone", subject_type="t", subject_id=1)
         savepoint.rollback()
         c = record(db, actor="cli", action="test.c", subject_type="t", subject_id=1)
+        link_pending(db)
         assert c.prev_hash == a.entry_hash
         db.expire_all()
         report = verify_chain(db)
@@ -135,6 +142,7 @@ class TestHeadWithinATransaction:
         with db.begin_nested():
             b = record(db, actor="cli", action="test.b", subject_type="t", subject_id=1)
         c = record(db, actor="cli", action="test.c", subject_type="t", subject_id=1)
+        link_pending(db)
         assert c.prev_hash == b.entry_hash
         db.expire_all()
         assert verify_chain(db).entries == 3
@@ -177,3 +185,75 @@ class TestVerifyCommand:
         assert result.exit_code == 1
         out = json.loads(result.stdout)
         assert (out["error"], out["entry_id"]) == ("AUDIT_CHAIN_BROKEN", b_id)
+
+
+class TestLinkedAtTheCommit:
+    """Entries are linked and written when their transaction commits, so the appenders' lock is held for
+    the commit only."""
+
+    def test_an_open_transaction_does_not_hold_up_another_appender(
+        self, fresh: tuple[Engine, Settings]
+    ) -> None:
+        engine, _ = fresh
+        with (
+            Session(engine, expire_on_commit=False) as first,
+            Session(engine, expire_on_commit=False) as other,
+        ):
+            a = record(first, actor="cli", action="test.a", subject_type="t", subject_id=1)
+            if engine.dialect.name == "postgresql":  # an open transaction that has already written
+                first.execute(text("SELECT 1"))
+                other.execute(text("SET LOCAL lock_timeout = '2s'"))
+            b = record(other, actor="cli", action="test.b", subject_type="t", subject_id=2)
+            other.commit()  # not held up by the first transaction's entry
+            first.commit()
+        assert (b.prev_hash, a.prev_hash) == (GENESIS_HASH, b.entry_hash)
+        with Session(engine) as check:
+            assert (verify_chain(check).ok, verify_chain(check).entries) == (True, 2)
+
+    def test_reading_the_log_sees_the_transactions_own_entries(self, db: Session) -> None:
+        from simkeep.audit.service import entries_for
+
+        entry = record(db, actor="cli", action="test.a", subject_type="line", subject_id=7)
+        assert [e.action for e in entries_for(db, subject_type="line", subject_id=7)] == ["test.a"]
+        assert entry.prev_hash == GENESIS_HASH
+        later = record(db, actor="cli", action="test.b", subject_type="line", subject_id=7)
+        db.commit()
+        assert later.prev_hash == entry.entry_hash
+        assert verify_chain(db).entries == 2
+
+    def test_a_rolled_back_savepoint_after_an_early_link(self, db: Session) -> None:
+        a = record(db, actor="cli", action="test.a", subject_type="t", subject_id=1)
+        savepoint = db.begin_nested()
+        record(db, actor="cli", action="test.undone", subject_type="t", subject_id=1)
+        assert verify_chain(db).entries == 2  # reading the log linked and wrote both
+        savepoint.rollback()
+        c = record(db, actor="cli", action="test.c", subject_type="t", subject_id=1)
+        db.commit()
+        assert c.prev_hash == a.entry_hash
+        db.expire_all()
+        assert (verify_chain(db).ok, verify_chain(db).entries) == (True, 2)
+
+    def test_a_session_closed_without_committing_writes_nothing_later(
+        self, fresh: tuple[Engine, Settings]
+    ) -> None:
+        engine, _ = fresh
+        session = Session(engine, expire_on_commit=False)
+        record(session, actor="cli", action="test.dropped", subject_type="t", subject_id=1)
+        session.execute(text("SELECT 1"))
+        session.close()
+        kept = record(session, actor="cli", action="test.kept", subject_type="t", subject_id=1)
+        session.commit()
+        session.close()
+        assert kept.prev_hash == GENESIS_HASH
+        with Session(engine) as check:
+            assert [a for (a,) in check.execute(text("SELECT action FROM audit_log"))] == ["test.kept"]
+
+    def test_a_rolled_back_transaction_writes_nothing(self, fresh: tuple[Engine, Settings]) -> None:
+        engine, _ = fresh
+        with Session(engine) as session:
+            record(session, actor="cli", action="test.dropped", subject_type="t", subject_id=1)
+            session.execute(text("SELECT 1"))
+            session.rollback()
+            session.commit()
+        with Session(engine) as check:
+            assert verify_chain(check).entries == 0

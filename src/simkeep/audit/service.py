@@ -5,9 +5,8 @@ in the middle breaks the chain from that point. Appends are serialised: on Postg
 advisory lock, on SQLite by the immediate write transaction every simkeep transaction takes. The unique
 constraint on ``prev_hash`` refuses a fork even if that serialisation were bypassed.
 
-Within one transaction the chain's head cannot move under the appender (the lock is held to its end), so
-the second and later entries of a transaction link to the entry the transaction wrote last without asking
-the database again, unless a savepoint rolled that entry back.
+A transaction's entries are linked and written together when it commits (or when it reads the audit log),
+so the serialising lock is held for the commit only, not from the transaction's first audited step.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, inspect, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Join, Row, event, select, text
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from simkeep.db.base import utcnow
 from simkeep.models import AuditEntry
@@ -70,64 +69,134 @@ def record(
     reason: str = "",
     data: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append one entry to the chain inside the caller's transaction (written, and given its id, at the
-    session's next flush)."""
-    prev_hash = _head_in_transaction(session)
-    if prev_hash is None:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
-        prev = session.scalar(select(AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1))
-        prev_hash = prev or GENESIS_HASH
+    """Append one entry to the chain in the caller's transaction.
+
+    The entry is linked (given its predecessor's hash and its own) and written when the transaction
+    commits, or earlier when the session is asked for audit entries (:func:`link_pending`). A savepoint
+    rolled back takes the entries recorded in it with it; a transaction rolled back, all of them.
+    """
     # Microsecond precision survives both databases, so the hash recomputes identically after a read.
-    at = utcnow()
-    payload = json.loads(_canonical(data or {}))
     entry = AuditEntry(
-        at=at,
+        at=utcnow(),
         actor=actor,
         action=action,
         subject_type=subject_type,
         subject_id=str(subject_id),
         reason=reason,
-        data=payload,
-        prev_hash=prev_hash,
-        entry_hash=compute_hash(
-            prev_hash=prev_hash,
-            at=at,
-            actor=actor,
-            action=action,
-            subject_type=subject_type,
-            subject_id=str(subject_id),
-            reason=reason,
-            data=payload,
-        ),
+        data=json.loads(_canonical(data or {})),
     )
-    # Not flushed here: the transaction's entries go in with its next flush, in the order they were added
-    # (the unit of work keeps it), so a request that records several transitions writes them together.
-    session.add(entry)
-    session.info[_HEAD] = (session.get_transaction(), entry)
+    owner = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, []).append((owner, entry))
     return entry
 
 
-_HEAD = "simkeep.audit.head"
+_PENDING = "simkeep.audit.pending"
 
 
-def _head_in_transaction(session: Session) -> str | None:
-    """The hash of the last entry this transaction appended, if it still stands; else None (ask the
-    database). A new transaction, or a savepoint rolled back over the entry (which leaves it transient),
-    makes it unknown."""
-    held = session.info.get(_HEAD)
-    if held is None:
-        return None
-    transaction, entry = held
-    state = inspect(entry)
-    if (
-        transaction is None
-        or transaction is not session.get_transaction()
-        or not (state.pending or state.persistent)
-    ):
-        del session.info[_HEAD]
-        return None
-    return str(entry.entry_hash)
+def link_pending(session: Session) -> None:
+    """Link the entries this transaction recorded to the chain's head and add them to the session.
+
+    Appends are serialised from here to the commit: on PostgreSQL by the advisory lock taken here, on SQLite
+    by the write lock the transaction already holds. Linking at the commit rather than at each
+    :func:`record` keeps that lock for the commit only: every transaction that audits something waits
+    for it, so one held from a request's first audited step to its end made replacements queue behind
+    each other on PostgreSQL.
+    """
+    pending: list[tuple[Any, AuditEntry]] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+    table = AuditEntry.__table__
+    head = connection.execute(select(table.c.entry_hash).order_by(table.c.id.desc()).limit(1)).scalar()
+    prev_hash = head or GENESIS_HASH
+    for _owner, entry in pending:
+        entry.prev_hash = prev_hash
+        entry.entry_hash = prev_hash = compute_hash(
+            prev_hash=prev_hash,
+            at=entry.at,
+            actor=entry.actor,
+            action=entry.action,
+            subject_type=entry.subject_type,
+            subject_id=entry.subject_id,
+            reason=entry.reason,
+            data=entry.data,
+        )
+    # Added in the order recorded; the unit of work inserts them in that order, so ids follow the chain.
+    session.add_all([entry for _owner, entry in pending])
+    session.flush()
+    savepoint = session.get_nested_transaction()
+    if savepoint is not None:  # written inside a savepoint: a rollback of it must give them back
+        session.info.setdefault(_LINKED, []).extend((owner, entry, savepoint) for owner, entry in pending)
+
+
+_LINKED = "simkeep.audit.linked_in_savepoint"
+
+
+@event.listens_for(Session, "before_commit")
+def _link_before_commit(session: Session) -> None:
+    if session.get_nested_transaction() is None:  # the transaction's commit, not a savepoint's release
+        link_pending(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _link_before_reading(state: ORMExecuteState) -> None:
+    """A statement that reads the audit log sees the entries recorded so far in its transaction."""
+    if state.session.info.get(_PENDING) and _reads_audit_log(state.statement):
+        link_pending(state.session)
+
+
+def _reads_audit_log(statement: Any) -> bool:
+    froms = getattr(statement, "get_final_froms", None)
+    if froms is None:
+        return False
+    stack = list(froms())
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Join):
+            stack += [item.left, item.right]
+        elif getattr(item, "name", None) == AuditEntry.__tablename__:
+            return True
+    return False
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    """Entries recorded in the rolled-back transaction (or a savepoint inside it) are not appended. Entries
+    recorded before a savepoint but written inside it (a read of the log there linked them) are pending
+    again: the rollback took their rows, not their recording."""
+    restored: list[tuple[Any, AuditEntry]] = []
+    still: list[tuple[Any, AuditEntry, Any]] = []
+    for owner, entry, savepoint in session.info.pop(_LINKED, []):
+        if not _within(savepoint, previous_transaction):
+            still.append((owner, entry, savepoint))
+        elif not _within(owner, previous_transaction):
+            entry.id = None  # transient again: a new row at the next link
+            entry.prev_hash = entry.entry_hash = None
+            restored.append((owner, entry))
+    if still:
+        session.info[_LINKED] = still
+    pending = restored + session.info.pop(_PENDING, [])
+    kept = [(owner, entry) for owner, entry in pending if not _within(owner, previous_transaction)]
+    if kept:
+        session.info[_PENDING] = kept
+
+
+def _within(owner: SessionTransaction | None, transaction: SessionTransaction) -> bool:
+    while owner is not None:
+        if owner is transaction:
+            return True
+        owner = owner.parent
+    return transaction.parent is None  # a rollback of the whole transaction drops every entry
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_at_the_end(session: Session, transaction: SessionTransaction) -> None:
+    """Nothing recorded in a transaction outlives it (a session closed without committing, say)."""
+    if transaction.parent is None and transaction.nested is False:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_LINKED, None)
 
 
 @dataclass(frozen=True)

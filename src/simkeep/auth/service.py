@@ -192,7 +192,7 @@ def resolve(session: Session, settings: Settings, token: str) -> Actor:
         .outerjoin(StaffUser, StaffUser.id == AuthToken.staff_user_id)
         .where(AuthToken.token_hash == _token_hash(settings, token))
     ).first()
-    row, user = found.tuple() if found is not None else (None, None)
+    row, user = (found[0], found[1]) if found is not None else (None, None)
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
         raise AuthenticationFailed("The access token is invalid or has expired.", code="INVALID_TOKEN")
     if row.kind == TokenKind.STAFF:
