@@ -59,6 +59,20 @@ def compute_hash(
     return hashlib.sha256(_canonical(fields)).hexdigest()
 
 
+def _hash_of(entry: AuditEntry | Row[Any], prev_hash: str) -> str:
+    """The hash of an entry (an object or a row read back) following ``prev_hash``."""
+    return compute_hash(
+        prev_hash=prev_hash,
+        at=entry.at,
+        actor=entry.actor,
+        action=entry.action,
+        subject_type=entry.subject_type,
+        subject_id=entry.subject_id,
+        reason=entry.reason,
+        data=entry.data,
+    )
+
+
 def record(
     session: Session,
     *,
@@ -102,9 +116,10 @@ def link_pending(session: Session) -> None:
     for it, so one held from a request's first audited step to its end made replacements queue behind
     each other on PostgreSQL.
     """
-    pending: list[tuple[Any, AuditEntry]] = session.info.pop(_PENDING, [])
-    if not pending:
+    if not session.info.get(_PENDING):
         return
+    session.flush()  # the transaction's other writes first: the lock is for the entries alone
+    pending: list[tuple[Any, AuditEntry]] = session.info.pop(_PENDING, [])
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
@@ -113,16 +128,7 @@ def link_pending(session: Session) -> None:
     prev_hash = head or GENESIS_HASH
     for _owner, entry in pending:
         entry.prev_hash = prev_hash
-        entry.entry_hash = prev_hash = compute_hash(
-            prev_hash=prev_hash,
-            at=entry.at,
-            actor=entry.actor,
-            action=entry.action,
-            subject_type=entry.subject_type,
-            subject_id=entry.subject_id,
-            reason=entry.reason,
-            data=entry.data,
-        )
+        entry.entry_hash = prev_hash = _hash_of(entry, prev_hash)
     # Added in the order recorded; the unit of work inserts them in that order, so ids follow the chain.
     session.add_all([entry for _owner, entry in pending])
     session.flush()
@@ -235,17 +241,7 @@ def verify_chain(session: Session) -> ChainReport:
         count += 1
         if entry.prev_hash != expected_prev:
             return ChainReport(count, entry.id, "its prev_hash does not match the entry before it")
-        recomputed = compute_hash(
-            prev_hash=entry.prev_hash,
-            at=entry.at,
-            actor=entry.actor,
-            action=entry.action,
-            subject_type=entry.subject_type,
-            subject_id=entry.subject_id,
-            reason=entry.reason,
-            data=entry.data,
-        )
-        if recomputed != entry.entry_hash:
+        if _hash_of(entry, entry.prev_hash) != entry.entry_hash:
             return ChainReport(count, entry.id, "its contents do not match its hash")
         expected_prev = entry.entry_hash
     return ChainReport(count, None, None)
