@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from simkeep.audit.service import link_pending
 from simkeep.db.base import Base
 from tests.factories import PASSWORD, STAFF_PASSWORD
 
@@ -39,6 +40,7 @@ def snapshot(
     """
     if "notifications" in exclude:
         exclude = (*exclude, "jobs")
+    link_pending(db)  # the audit entries the transaction has recorded are among its rows
     db.expire_all()
     out: dict[str, list[tuple[object, ...]]] = {}
     for name, table in Base.metadata.tables.items():

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from simkeep.app import create_app
-from simkeep.audit.service import verify_chain
+from simkeep.audit.service import link_pending, verify_chain
 from simkeep.auth.actors import Actor
 from simkeep.config import Settings
 from simkeep.db.base import Base, utcnow
@@ -145,6 +145,7 @@ def verdicts_of(db: Session, order: ReplacementOrder) -> list[tuple[object, ...]
 
 def audits(db: Session, action: str) -> list[AuditEntry]:
     """Audit entries of one action, oldest first."""
+    link_pending(db)
     db.expire_all()
     return list(db.scalars(select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)))
 

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from simkeep.audit.service import link_pending
 from simkeep.config import Settings
 from simkeep.models import (
     AuditEntry,
@@ -95,6 +96,7 @@ class World:
 
     def audits(self) -> int:
         """Audit entries written by reconciliation."""
+        link_pending(self.db)
         query = select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "network.reconciled")
         return int(self.db.scalar(query) or 0)
 

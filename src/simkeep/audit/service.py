@@ -5,7 +5,7 @@ in the middle breaks the chain from that point. Appends are serialised: on Postg
 advisory lock, on SQLite by the immediate write transaction every simkeep transaction takes. The unique
 constraint on ``prev_hash`` refuses a fork even if that serialisation were bypassed.
 
-A transaction's entries are linked and written together when it commits (or when it reads the audit log),
+A transaction's entries are linked and written together when it commits (or when it reads the audit log here),
 so the serialising lock is held for the commit only, not from the transaction's first audited step.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Join, Row, event, select, text
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy import Row, event, select, text
+from sqlalchemy.orm import Session, SessionTransaction
 
 from simkeep.db.base import utcnow
 from simkeep.models import AuditEntry
@@ -86,8 +86,9 @@ def record(
     """Append one entry to the chain in the caller's transaction.
 
     The entry is linked (given its predecessor's hash and its own) and written when the transaction
-    commits, or earlier when the session is asked for audit entries (:func:`link_pending`). A savepoint
-    rolled back takes the entries recorded in it with it; a transaction rolled back, all of them.
+    commits, or earlier when this module is asked for entries in the same transaction (:func:`link_pending`;
+    code reading ``audit_log`` itself calls it first). A savepoint rolled back takes the entries recorded in
+    it with it; a transaction rolled back, all of them.
     """
     # Microsecond precision survives both databases, so the hash recomputes identically after a read.
     entry = AuditEntry(
@@ -146,27 +147,6 @@ def _link_before_commit(session: Session) -> None:
         link_pending(session)
 
 
-@event.listens_for(Session, "do_orm_execute")
-def _link_before_reading(state: ORMExecuteState) -> None:
-    """A statement that reads the audit log sees the entries recorded so far in its transaction."""
-    if state.session.info.get(_PENDING) and _reads_audit_log(state.statement):
-        link_pending(state.session)
-
-
-def _reads_audit_log(statement: Any) -> bool:
-    froms = getattr(statement, "get_final_froms", None)
-    if froms is None:
-        return False
-    stack = list(froms())
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Join):
-            stack += [item.left, item.right]
-        elif getattr(item, "name", None) == AuditEntry.__tablename__:
-            return True
-    return False
-
-
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
     """Entries recorded in the rolled-back transaction (or a savepoint inside it) are not appended. Entries
@@ -221,6 +201,7 @@ class ChainReport:
 
 def _walk(session: Session, batch: int = 5000) -> Iterator[Row[Any]]:
     """Every entry in id order, read in batches as plain rows (nothing accumulates in the session)."""
+    link_pending(session)
     table = AuditEntry.__table__
     last_id = 0
     while True:
@@ -251,6 +232,7 @@ def entries_for(
     session: Session, *, subject_type: str, subject_id: str | int, limit: int = 200
 ) -> list[AuditEntry]:
     """The newest audit entries about one subject."""
+    link_pending(session)
     return list(
         session.scalars(
             select(AuditEntry)
