@@ -5,8 +5,9 @@ in the middle breaks the chain from that point. Appends are serialised: on Postg
 advisory lock, on SQLite by the immediate write transaction every simkeep transaction takes. The unique
 constraint on ``prev_hash`` refuses a fork even if that serialisation were bypassed.
 
-A transaction's entries are linked and written together when it commits (or when it reads the audit log here),
-so the serialising lock is held for the commit only, not from the transaction's first audited step.
+A transaction's entries are linked and written together when it commits (or when it reads the audit log
+through this module), so the serialising lock is held for the commit only, not from the transaction's first
+audited step.
 """
 
 from __future__ import annotations

@@ -285,8 +285,6 @@ def _refund_text(session: Session, order: ReplacementOrder, *, english: bool) ->
 
 def _eta(session: Session, order: ReplacementOrder) -> str:
     """The parcel's expected delivery date, where shipping knows one."""
-    if order.channel != Channel.ONLINE_MAIL:
-        return "-"  # only a mailed SIM travels in a parcel
     from simkeep.shipping.service import expected_delivery
 
     eta = expected_delivery(session, order)

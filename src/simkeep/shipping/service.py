@@ -20,7 +20,7 @@ from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.errors import Conflict, InvalidInput, NotFound
 from simkeep.logging import get_logger
-from simkeep.models import Parcel, ParcelEvent, ParcelState, ReplacementOrder
+from simkeep.models import Channel, Parcel, ParcelEvent, ParcelState, ReplacementOrder
 from simkeep.shipping import regions
 from simkeep.shipping.carriers import Label, get_carrier
 
@@ -136,7 +136,9 @@ def current_parcel(session: Session, order: ReplacementOrder) -> Parcel | None:
 
 
 def expected_delivery(session: Session, order: ReplacementOrder) -> date | None:
-    """When the order's newest parcel is expected, if it has one."""
+    """When the order's newest parcel is expected, if it has one (only a mailed SIM travels in a parcel)."""
+    if order.channel != Channel.ONLINE_MAIL:
+        return None
     parcel = current_parcel(session, order)
     return parcel.expected_on if parcel is not None else None
 
