@@ -7,6 +7,7 @@ prints ``RESULT activity_import <n> events/s``.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import sys
@@ -56,6 +57,7 @@ def main() -> None:
             database_url=url,
             secret_key="bench-secret-key-0123456789abcdef0123",  # noqa: S106 - a throwaway key for a benchmark database
         )
+        os.sync()  # the lines and the file just written would otherwise be written back during the run
         settle(engine)
         started, cpu, reader = time.perf_counter(), time.process_time(), _children_cpu()
         result = import_activity(engine, settings, path)
