@@ -7,13 +7,14 @@ status. :func:`http_status_for` is the single mapping from codes to HTTP statuse
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, OperationalError
+
+if TYPE_CHECKING:  # the web layer's types: imported where a response is made, not by every CLI command
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +113,8 @@ def problem(status: int, code: str, title: str, detail: str, instance: str, **ex
     }
     body.update(extra)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    from fastapi.responses import JSONResponse
+
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
@@ -151,6 +154,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping from domain and validation errors to problem details."""
+    from fastapi.exceptions import RequestValidationError
 
     async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DomainError)
