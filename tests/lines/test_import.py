@@ -526,6 +526,25 @@ class TestBatches:
         assert {s.iccid for s in m.sims.values()} == {iccid(n) for n in range(1, 401)}
         assert len(m.subscribers) == 200  # the second batch's holder is line 1's
 
+    def test_default_batch_size_per_database(self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without ``batch_rows``, SQLite takes 100,000 lines to a transaction (fewer commits rewrite its
+        randomly ordered index pages fewer times); PostgreSQL takes the SIM import's 50,000. Here the sizes
+        are made 3 and 4, and the transactions are counted by the batches the writer is given."""
+        monkeypatch.setattr(lines_importer, "SQLITE_LINE_BATCH_ROWS", 3)
+        monkeypatch.setattr(lines_importer, "BATCH_ROWS", 4)
+        sizes: list[int] = []
+        write = LineWriter.write
+
+        def counted(writer: LineWriter, batch: Batch) -> Any:
+            sizes.append(batch.rows)
+            return write(writer, batch)
+
+        monkeypatch.setattr(LineWriter, "write", counted)
+        path = cli.write(HEADER, [line_row(n) for n in range(1, 10)])
+        result = import_lines(cli.engine, cli.settings, path)
+        assert (result.imported, result.rejected) == (9, 0)
+        assert sizes == ([3, 3, 3] if cli.engine.dialect.name == "sqlite" else [4, 4, 1])
+
 
 class TestConcurrentRuns:
     """Imports run side by side (two operators, or a retried job) store each line once, whole."""
