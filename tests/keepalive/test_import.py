@@ -494,6 +494,109 @@ def _count_staged(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return staged
 
 
+class TestTransactions:
+    """On PostgreSQL a transaction takes several batches (``transaction_rows``) and moves each of its lines'
+    clocks once, at its commit; SQLite commits every batch."""
+
+    def test_same_outcome_whatever_the_transaction_size(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """Transactions of one batch, of two and of the whole file store the same events, report the same
+        rows and move the same clocks, with a bad line and a repeated id among the batches."""
+        engine, settings = fresh
+        lines = _lines(engine, settings, 3)
+        rows = [f"t{i},{lines[i % 3][1]},sms,{_at((i * 11) % 37)}" for i in range(20)]
+        rows.insert(7, "bad,+86,sms,2026-01-01T00:00:00Z")
+        rows.insert(15, rows[3])  # a repeat, in a later batch
+        path = tmp_path / "events.csv"
+        path.write_text(HEADER + "\n".join(rows) + "\n")
+        outcomes = []
+        for transaction_rows in (0, 4, 1000):
+            with Session(engine) as db:
+                db.query(UsageEvent).delete()
+                for line_id, _ in lines:
+                    db.get(Line, line_id).last_activity_at = T0  # type: ignore[union-attr]
+                db.commit()
+            result = import_activity(engine, settings, path, batch_rows=2, transaction_rows=transaction_rows)
+            assert (result.imported, result.already_present, result.rejected) == (20, 1, 1)
+            assert [e.line for e in result.errors] == [9]
+            outcomes.append((_events(engine), _clocks(engine, [i for i, _ in lines])))
+        assert outcomes[0] == outcomes[1] == outcomes[2]
+        newest = [max((i * 11) % 37 for i in range(20) if i % 3 == n) for n in range(3)]
+        assert outcomes[0][1] == [T0 + timedelta(hours=h) for h in newest]
+
+    def test_each_clock_moves_once_per_transaction(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Five batches in transactions of six rows: two moves of the clocks on PostgreSQL (after the third
+        batch and at the end), one per batch on SQLite, to the newest event either way."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        moves: list[int] = []
+        real_move = importer.ActivityWriter._move
+
+        def move(self: importer.ActivityWriter, *args: Any) -> None:
+            moves.append(1)
+            real_move(self, *args)
+
+        monkeypatch.setattr(importer.ActivityWriter, "_move", move)
+        path = tmp_path / "once.csv"
+        path.write_text(HEADER + "".join(f"o{i},{msisdn},sms,{_at(i)}\n" for i in range(1, 11)))
+        assert import_activity(engine, settings, path, batch_rows=2, transaction_rows=6).imported == 10
+        assert len(moves) == (5 if engine.dialect.name == "sqlite" else 2)
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=10)]
+
+    def test_the_default_transaction_per_database(self, fresh: tuple[Engine, Settings]) -> None:
+        engine, _ = fresh
+        expected = 0 if engine.dialect.name == "sqlite" else importer.POSTGRES_TRANSACTION_ROWS
+        assert importer._transaction_rows(engine) == expected
+        assert importer.POSTGRES_TRANSACTION_ROWS >= importer.BATCH_ROWS
+
+    def test_a_repeated_id_in_a_later_batch_moves_the_clocks_of_the_whole_transaction(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """A batch holding an event stored before: the transaction's clocks are found among the events it
+        inserted, those of its earlier batches included."""
+        engine, settings = fresh
+        (one, a), (two, b) = _lines(engine, settings, 2)
+        first = tmp_path / "first.csv"
+        first.write_text(HEADER + f"x0,{b},sms,{_at(1)}\n")
+        assert import_activity(engine, settings, first).imported == 1
+        path = tmp_path / "second.csv"
+        path.write_text(
+            HEADER + f"x1,{a},sms,{_at(5)}\nx2,{a},sms,{_at(3)}\nx0,{b},sms,{_at(99)}\nx3,{b},data,{_at(7)}\n"
+        )
+        result = import_activity(engine, settings, path, batch_rows=2, transaction_rows=100)
+        assert (result.imported, result.already_present) == (3, 1)
+        assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=5), T0 + timedelta(hours=7)]
+
+    def test_a_failure_keeps_the_transactions_before(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The second move of clocks fails: on PostgreSQL the first transaction (two batches) stays and the
+        second leaves nothing; on SQLite the first batch stays."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        path = tmp_path / "fails.csv"
+        path.write_text(HEADER + "".join(f"f{i},{msisdn},sms,{_at(i)}\n" for i in range(1, 10)))
+        real_move = importer.ActivityWriter._move
+        calls = {"n": 0}
+
+        def failing_move(self: importer.ActivityWriter, *args: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                msg = "disk full (injected)"
+                raise OSError(msg)
+            real_move(self, *args)
+
+        monkeypatch.setattr(importer.ActivityWriter, "_move", failing_move)
+        with pytest.raises(OSError, match="injected"):
+            import_activity(engine, settings, path, batch_rows=2, transaction_rows=4)
+        kept = 2 if engine.dialect.name == "sqlite" else 4
+        assert sorted(_events(engine)) == [f"f{i}" for i in range(1, kept + 1)]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=kept)]
+
+
 class TestPostgresTriggers:
     """On PostgreSQL the events' insert skips its foreign key trigger, and nothing else does."""
 
@@ -552,7 +655,7 @@ class TestFailures:
 
         monkeypatch.setattr(importer.ActivityWriter, "_move", failing_move)
         with pytest.raises(OSError, match="injected"):
-            import_activity(engine, settings, path, batch_rows=3)
+            import_activity(engine, settings, path, batch_rows=3, transaction_rows=3)
         assert sorted(_events(engine)) == ["f1", "f2", "f3"]
         assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=3)]
 
