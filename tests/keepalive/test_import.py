@@ -188,8 +188,8 @@ class TestBatches:
         copies: list[bool] = []
         real_copied = importer.ActivityWriter._copied
 
-        def copied(self: importer.ActivityWriter, cursor: Any, payload: str) -> bool:
-            copies.append(real_copied(self, cursor, payload))
+        def copied(self: importer.ActivityWriter, cursor: Any, chunks: Any, sent: list[str]) -> bool:
+            copies.append(real_copied(self, cursor, chunks, sent))
             return copies[-1]
 
         monkeypatch.setattr(importer.ActivityWriter, "_copied", copied)
@@ -205,6 +205,27 @@ class TestBatches:
         assert sorted(_events(engine)) == ["m1", "m2", "m3", "m4"]
         assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=4), T0 + timedelta(hours=9)]
         assert copies == ([True, False] if engine.dialect.name == "postgresql" else [])
+
+    def test_a_stored_event_in_a_later_piece_of_the_copy(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """PostgreSQL sends a batch's events in pieces: a stored event in the third of four pieces fails the
+        straight copy, and the batch, the pieces not sent yet included, is inserted skipping it."""
+        engine, settings = fresh
+        (one, a), (two, b) = _lines(engine, settings, 2)
+        monkeypatch.setattr(importer, "_COPY_CHUNK_ROWS", 2)
+        first = tmp_path / "first.csv"
+        first.write_text(HEADER + f"p5,{b},sms,{_at(2)}\n")
+        assert import_activity(engine, settings, first).imported == 1
+        second = tmp_path / "second.csv"
+        second.write_text(
+            HEADER + "".join(f"p{i},{(a, b)[i % 2]},sms,{_at(i if i != 5 else 99)}\n" for i in range(7))
+        )
+        result = import_activity(engine, settings, second)
+        assert (result.imported, result.already_present, result.rejected) == (6, 1, 0)
+        assert sorted(_events(engine)) == [f"p{i}" for i in range(7)]
+        assert _events(engine)["p5"][2] == T0 + timedelta(hours=2)
+        assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=6), T0 + timedelta(hours=3)]
 
     def test_quotes_blank_lines_and_crlf(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
         """Quoted fields, blank lines and CRLF line ends read as the csv module reads them; an unclosed
