@@ -188,9 +188,12 @@ class TestBatches:
         copies: list[bool] = []
         real_copied = importer.ActivityWriter._copied
 
-        def copied(self: importer.ActivityWriter, cursor: Any, chunks: Any, sent: list[str]) -> bool:
-            copies.append(real_copied(self, cursor, chunks, sent))
-            return copies[-1]
+        def copied(
+            self: importer.ActivityWriter, cursor: Any, chunks: Any, sent: list[Any], form: str
+        ) -> Any:
+            result = real_copied(self, cursor, chunks, sent, form)
+            copies.append(result is not None)
+            return result
 
         monkeypatch.setattr(importer.ActivityWriter, "_copied", copied)
         first = tmp_path / "first.csv"
@@ -226,6 +229,39 @@ class TestBatches:
         assert sorted(_events(engine)) == [f"p{i}" for i in range(7)]
         assert _events(engine)["p5"][2] == T0 + timedelta(hours=2)
         assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=6), T0 + timedelta(hours=3)]
+
+    def test_times_are_stored_to_the_microsecond_in_utc(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path
+    ) -> None:
+        """A clean batch (on PostgreSQL sent in COPY's binary format) stores each event's time exactly, zones
+        and fractions of a second included, and the time it was received."""
+        engine, settings = fresh
+        (one, a), (two, b) = _lines(engine, settings, 2)
+        path = tmp_path / "times.csv"
+        path.write_text(
+            HEADER + f"u1,{a},sms,2026-01-01T08:00:00.123456+08:00\n"
+            f"u2,{b},data,2026-01-01T00:00:01Z\nu3,{a},topup,2025-12-31T23:59:59.999999-05:30\n"
+        )
+        before = datetime.now(UTC)
+        assert import_activity(engine, settings, path).imported == 3
+        after = datetime.now(UTC)
+        events = _events(engine)
+        occurred = {k: v[2].replace(tzinfo=UTC) if v[2].tzinfo is None else v[2] for k, v in events.items()}
+        assert occurred == {
+            "u1": datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC),
+            "u2": datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC),
+            "u3": datetime(2026, 1, 1, 5, 29, 59, 999999, tzinfo=UTC),
+        }
+        assert {v[1] for v in events.values()} == {"sms", "data", "topup"}
+        with Session(engine) as db:
+            received = db.scalars(select(UsageEvent.received_at)).all()
+        assert all(
+            before - timedelta(seconds=1) <= r.replace(tzinfo=r.tzinfo or UTC) <= after for r in received
+        )
+        assert _clocks(engine, [one, two]) == [
+            datetime(2026, 1, 1, 5, 29, 59, 999999, tzinfo=UTC),
+            datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC),
+        ]
 
     def test_quotes_blank_lines_and_crlf(self, fresh: tuple[Engine, Settings], tmp_path: Path) -> None:
         """Quoted fields, blank lines and CRLF line ends read as the csv module reads them; an unclosed

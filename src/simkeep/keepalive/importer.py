@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -392,15 +393,37 @@ def _columns(
     )
 
 
-#: Events to a piece of the ``COPY`` text that the writer sends while it makes the next.
+#: Events to a piece of the ``COPY`` data that the writer sends while it makes the next.
 _COPY_CHUNK_ROWS = 20_000
+#: PostgreSQL's binary ``COPY`` format: the header (signature, flags, no extension) and the trailer.
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_BINARY_TRAILER = b"\xff\xff"
+_ROW_HEAD = struct.Struct(">hi").pack  # a row's field count, and its first field's length
+_INT4_FIELD = struct.Struct(">ii").pack  # length 4, an integer
+_INT8_FIELD = struct.Struct(">iq").pack  # length 8, an integer
+_BINARY_TRUE, _BINARY_FALSE = b"\x00\x00\x00\x01\x01", b"\x00\x00\x00\x01\x00"
+#: The events' kinds as binary fields (an enum's binary form is its label).
+_KIND_FIELDS = {kind: struct.pack(">i", len(kind)) + kind.encode() for kind in _KINDS}
+_EVENT_COLUMNS_LIST = ("event_id", "line_id", "kind", "occurred_at", "counted", "received_at")
+_POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def _copy_chunks(rows: Iterator[tuple[str, ...]]) -> Iterator[str]:
-    """``COPY`` text of ``rows`` (tuples of text) in pieces of :data:`_COPY_CHUNK_ROWS` rows: the server
-    inserts a piece while this process joins the next, instead of waiting for the whole batch's text."""
+def _binary_stamp(stamp: str) -> bytes:
+    """A timestamp in :meth:`ActivityWriter.text_of`'s text as a binary ``timestamptz`` field: microseconds
+    since 2000-01-01 UTC."""
+    delta = datetime.fromisoformat(stamp) - _POSTGRES_EPOCH
+    return _INT8_FIELD(8, (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+
+def _binary_copy_chunks(rows: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
+    """Binary ``COPY`` data of ``rows`` (each row's fields, already encoded) in pieces of
+    :data:`_COPY_CHUNK_ROWS` rows, the header first and the trailer last: the server inserts a piece while
+    this process joins the next, instead of waiting for the whole batch."""
+    head = _BINARY_HEADER
     while chunk := list(islice(rows, _COPY_CHUNK_ROWS)):
-        yield "\n".join(map("\t".join, chunk)) + "\n"
+        yield head + b"".join(map(b"".join, chunk))
+        head = b""
+    yield head + _BINARY_TRAILER
 
 
 def _staged(ids: tuple[str, ...], numbers: tuple[str, ...], kinds: tuple[str, ...], at: list[str]) -> Staged:
@@ -433,6 +456,7 @@ class ActivityWriter:
         self._moves_from_events = False  # a batch had duplicates: the moves are found among the new events
         self.floor: int | None = None  # the id the open transaction's events come after
         self._seen: dict[str, tuple[str, int, int, str, str]] = {}  # lines found in the open transaction
+        self._stamp_fields: dict[str, bytes] = {}  # PostgreSQL: timestamps as binary COPY fields
         #: PostgreSQL: the events' insert skips the foreign key trigger (see :func:`import_activity`).
         self.replica = replica and self.sql.postgres
         self.plans: dict[int, PlanPolicy] = policies(session)
@@ -593,31 +617,26 @@ class ActivityWriter:
 
     def _check_fast(
         self, columns: Columns, numbers: list[str], found: list[tuple[str, int, int, str, str]], received: str
-    ) -> tuple[Iterator[str], dict[int, str]] | None:
+    ) -> tuple[Iterator[bytes], dict[int, str]] | None:
         """:meth:`_check` for a batch whose lines passed :meth:`_columns` (``numbers``: its distinct ones,
-        ``found``: their lines): its events as ``COPY`` text for ``usage_events`` (:data:`_EVENT_COLUMNS`,
-        ``received`` the time they were received), made in pieces as the copy takes them
-        (:func:`_copy_chunks`), and each line's newest counting event; None when a number has no live line.
-        Column by column, joined in C: no Python step per event."""
+        ``found``: their lines): its events for ``usage_events`` (:data:`_EVENT_COLUMNS`, ``received`` the
+        time they were received) in ``COPY``'s binary format, made in pieces as the copy takes them
+        (:func:`_binary_copy_chunks`), and each line's newest counting event; None when a number has no live
+        line. Column by column, joined in C: no Python step per event. The binary format spares the server
+        parsing the timestamps' text, a fifth of its time copying the events (measured in psql: 2.7 s
+        against 3.4 s per million)."""
         if len(found) != len(numbers):
             return None  # a number without a line
         msisdns, line_ids, plan_ids, statuses, sinces = zip(*found, strict=True)
         if LineStatus.RECYCLED.value in statuses:
             return None
         line_of = dict(zip(msisdns, line_ids, strict=True))
-        line_text = dict(zip(msisdns, map(str, line_ids), strict=True))
         row_numbers = columns.numbers.split("\n")
         kinds, at = columns.kinds.split("\n"), columns.at.split("\n")
-        # Event ids are printable (no tab, newline or carriage return); a backslash is COPY's escape.
-        ids = (
-            columns.ids.split("\n")
-            if "\\" not in columns.ids
-            else list(map(copy_text, columns.ids.split("\n")))
-        )
         every = all(columns.kinds_present <= self.counting[plan] for plan in set(plan_ids))
-        flags: Iterable[str]
+        flags: Iterable[bytes]
         if every:  # each number's newest event, found by the reader, is its line's newest counting one
-            flags = repeat("t")
+            flags = repeat(_BINARY_TRUE)
             newest_lines = map(line_of.__getitem__, columns.newest_numbers.split("\n"))
             newest = dict(zip(newest_lines, columns.newest_at.split("\n"), strict=True))
         else:
@@ -627,18 +646,40 @@ class ActivityWriter:
                 for kind in columns.kinds_present
             }
             counted = list(map(counts.__getitem__, zip(row_numbers, kinds, strict=True)))
-            flags = map({True: "t", False: "f"}.__getitem__, counted)
+            flags = map({True: _BINARY_TRUE, False: _BINARY_FALSE}.__getitem__, counted)
             newest = {}
             get = newest.get
             for msisdn, stamp, counts_here in zip(row_numbers, at, counted, strict=True):
                 if counts_here and stamp > get(msisdn, ""):
                     newest[msisdn] = stamp
             newest = {line_of[msisdn]: stamp for msisdn, stamp in newest.items()}
+        # PostgreSQL's binary COPY format: per row the field count and each field as its length and bytes.
+        ids = list(map(str.encode, columns.ids.split("\n")))
+        line_field = {msisdn: _INT4_FIELD(4, line_id) for msisdn, line_id in line_of.items()}
+        stamp_field = self._binary_stamps(at)
         rows = zip(
-            ids, map(line_text.__getitem__, row_numbers), kinds, at, flags, repeat(received), strict=False
+            map(_ROW_HEAD, repeat(len(_EVENT_COLUMNS_LIST)), map(len, ids)),
+            ids,
+            map(line_field.__getitem__, row_numbers),
+            map(_KIND_FIELDS.__getitem__, kinds),
+            map(stamp_field.__getitem__, at),
+            flags,
+            repeat(_binary_stamp(received)),
+            strict=False,
         )
         since = dict(zip(line_ids, sinces, strict=True))
-        return _copy_chunks(rows), {line_id: at for line_id, at in newest.items() if at > since[line_id]}
+        return _binary_copy_chunks(rows), {
+            line_id: at for line_id, at in newest.items() if at > since[line_id]
+        }
+
+    def _binary_stamps(self, at: list[str]) -> dict[str, bytes]:
+        """The binary fields of the timestamps ``at`` (:func:`_binary_stamp`), each made once per import."""
+        known = self._stamp_fields
+        if len(known) > _CACHE_MAX:
+            known.clear()
+        for stamp in set(at).difference(known):
+            known[stamp] = _binary_stamp(stamp)
+        return known
 
     def _good_stamps(self, occurred: tuple[object, ...]) -> bool:
         """Whether every timestamp is valid (each distinct one checked once, and remembered)."""
@@ -670,9 +711,9 @@ class ActivityWriter:
             count = len(rows)
             imported = self._insert(rows, received) if count else 0
         else:
-            (payload, newest), errors = checked, []
+            (chunks, newest), errors = checked, []
             count = cast(Columns, columns).ids.count("\n") + 1
-            imported = self._copy_events(payload)
+            imported = self._copy_events(chunks, binary=True)
         if imported == count:  # every event is new: the newest per line, found while checking, moves
             plan_of = {line[1]: line[2] for line in found}
             moves = self._moves
@@ -782,7 +823,7 @@ class ActivityWriter:
                 f"{copy_text(row[0])}\t{row[1]}\t{row[2]}\t{row[3]}\t{'t' if row[4] else 'f'}\t{received}\n"
                 for row in rows
             )
-            return self._copy_events(iter([payload]))
+            return self._copy_events(iter([payload]), binary=False)
         self._note_floor()
         cursor = driver(self.session.connection()).cursor()
         try:
@@ -797,9 +838,9 @@ class ActivityWriter:
         if self.floor is None:
             self.floor = int(self.session.scalar(text("SELECT COALESCE(MAX(id), 0) FROM usage_events")) or 0)
 
-    def _copy_events(self, chunks: Iterator[str]) -> int:
-        """PostgreSQL: insert the events of ``chunks`` (pieces of ``COPY`` text of :data:`_EVENT_COLUMNS`)
-        not stored yet; returns how many.
+    def _copy_events(self, chunks: Iterator[str] | Iterator[bytes], *, binary: bool) -> int:
+        """PostgreSQL: insert the events of ``chunks`` (pieces of ``COPY`` data of :data:`_EVENT_COLUMNS`,
+        text or ``binary``) not stored yet; returns how many.
 
         The batch is copied straight into ``usage_events``, in a savepoint, as if none of its events were
         stored yet (the usual case: a mediation system exports each event once). A duplicate (from an
@@ -811,13 +852,15 @@ class ActivityWriter:
         self._note_floor()
         session = self.session
         cursor = driver(session.connection()).cursor()
-        sent: list[str] = []
+        sent: list[Any] = []
+        form = " (FORMAT binary)" if binary else ""
         try:
-            if self._copied(cursor, chunks, sent):
-                return sum(chunk.count("\n") for chunk in sent)
+            copied = self._copied(cursor, chunks, sent, form)
+            if copied is not None:
+                return copied
             session.execute(text(_EVENTS_POSTGRES))
             session.execute(text("TRUNCATE ka_events"))
-            with cursor.copy(f"COPY ka_events {_EVENT_COLUMNS} FROM STDIN") as copy:
+            with cursor.copy(f"COPY ka_events {_EVENT_COLUMNS} FROM STDIN{form}") as copy:
                 for chunk in sent:
                     copy.write(chunk)
         finally:
@@ -826,15 +869,16 @@ class ActivityWriter:
             result = session.execute(text(_INSERT_POSTGRES))
         return int(result.rowcount)  # type: ignore[attr-defined]
 
-    def _copied(self, cursor: Any, chunks: Iterator[str], sent: list[str]) -> bool:
-        """PostgreSQL: copy ``chunks`` straight into ``usage_events``, each kept in ``sent``; False, with
-        nothing written and every chunk in ``sent``, when an event of them is stored already (or twice in
-        them)."""
+    def _copied(self, cursor: Any, chunks: Iterator[Any], sent: list[Any], form: str) -> int | None:
+        """PostgreSQL: copy ``chunks`` straight into ``usage_events`` (``form``: the statement's format
+        option), each kept in ``sent``; returns the rows copied, or None, with nothing written and every
+        chunk in ``sent``, when an event of them is stored already (or twice in them)."""
         import psycopg
 
         cursor.execute("SAVEPOINT ka_copy")
+        statement = f"COPY usage_events {_EVENT_COLUMNS} FROM STDIN{form}"
         try:
-            with self._replica_role(), cursor.copy(f"COPY usage_events {_EVENT_COLUMNS} FROM STDIN") as copy:
+            with self._replica_role(), cursor.copy(statement) as copy:
                 for chunk in chunks:
                     sent.append(chunk)
                     copy.write(chunk)
@@ -842,9 +886,10 @@ class ActivityWriter:
             sent.extend(chunks)  # the rest, which the failed copy did not take
             cursor.execute("ROLLBACK TO SAVEPOINT ka_copy")
             cursor.execute("RELEASE SAVEPOINT ka_copy")
-            return False
+            return None
+        rows = int(cursor.rowcount)
         cursor.execute("RELEASE SAVEPOINT ka_copy")
-        return True
+        return rows
 
     @contextmanager
     def _replica_role(self) -> Iterator[None]:
