@@ -72,3 +72,52 @@ class TestMigrationsWithData:
         assert migrate.current_revision(engine) == migrate.head_revision()
         assert counts() == before
         assert migrate.drift(engine) == []
+
+    def test_usage_events_keyed_by_event_id_keep_their_events(self, fresh: tuple[Engine, Settings]) -> None:
+        """Revision 0018 drops the events' surrogate id and keys them by event id: the events stay (in their
+        order on SQLite), a repeated event id is still refused, and going back numbers them again."""
+        from sqlalchemy.exc import IntegrityError
+        from sqlalchemy.orm import Session
+
+        from tests import factories
+
+        engine, settings = fresh
+        with Session(engine) as db:
+            line_id = factories.holder(db, settings).line.id
+            db.commit()
+        migrate.downgrade(engine, "0017")
+        columns = "event_id, line_id, kind, occurred_at, counted, received_at"
+        with engine.begin() as conn:
+            for n, event_id in enumerate(["e-b", "e-a", "e-c"]):
+                conn.execute(
+                    text(
+                        f"INSERT INTO usage_events ({columns}) VALUES (:e, :l, 'sms', :at, true, :at)"  # noqa: S608
+                    ),
+                    {"e": event_id, "l": line_id, "at": f"2026-01-0{n + 1} 00:00:00"},
+                )
+        migrate.upgrade(engine)
+        assert migrate.drift(engine) == []
+        order = "rowid" if engine.dialect.name == "sqlite" else "occurred_at"
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(f"SELECT event_id, line_id, kind FROM usage_events ORDER BY {order}")  # noqa: S608
+            ).all()
+            assert [tuple(r) for r in rows] == [
+                ("e-b", line_id, "sms"),
+                ("e-a", line_id, "sms"),
+                ("e-c", line_id, "sms"),
+            ]
+            with pytest.raises(
+                IntegrityError, match=r"pk_usage_events|UNIQUE constraint failed: usage_events\.event_id"
+            ):
+                conn.execute(
+                    text(f"INSERT INTO usage_events ({columns}) VALUES ('e-a', :l, 'sms', :at, true, :at)"),  # noqa: S608
+                    {"l": line_id, "at": "2026-01-09 00:00:00"},
+                )
+        migrate.downgrade(engine, "0017")
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, event_id FROM usage_events ORDER BY id")).all()
+            assert [r[1] for r in rows] == ["e-b", "e-a", "e-c"]
+            assert len({r[0] for r in rows}) == 3
+        migrate.upgrade(engine)
+        assert migrate.drift(engine) == []

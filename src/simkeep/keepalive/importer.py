@@ -80,7 +80,6 @@ from simkeep.sims.importer import (
     in_turns,
     reads_in_parallel,
     record_run,
-    sqlite_next_id,
     sqlite_stage,
     staged_database,
 )
@@ -322,9 +321,16 @@ _INSERT_SQLITE = (
     "INSERT INTO usage_events (event_id, line_id, kind, occurred_at, counted, received_at) "
     "VALUES (?, ?, ?, ?, {counted}, '{received}') ON CONFLICT (event_id) DO NOTHING"
 )
+#: PostgreSQL: the batch's events not stored yet, inserted; per line, how many and the newest that counts
+#: (as :meth:`ActivityWriter.text_of` writes it).
 _INSERT_POSTGRES = (
-    f"INSERT INTO usage_events {_EVENT_COLUMNS} SELECT * FROM ka_events ON CONFLICT (event_id) DO NOTHING"
+    f"WITH new AS (INSERT INTO usage_events {_EVENT_COLUMNS} SELECT * FROM ka_events "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING line_id, occurred_at, counted) "
+    "SELECT line_id, count(*), to_char(max(occurred_at) FILTER (WHERE counted) AT TIME ZONE 'UTC', "
+    '\'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"\') FROM new GROUP BY line_id'
 )
+#: SQLite: the rowid the open transaction's events come after (the table has no other growing key).
+_SQLITE_FLOOR = "SELECT COALESCE(max(rowid), 0) FROM usage_events"
 
 Line = tuple[int, int, str, str]  # line id, plan id, status, last activity (or activation) as a stamp
 Insert = tuple[str, int, str, str, bool]  # event id, line id, kind, occurred_at, counted
@@ -453,8 +459,9 @@ class ActivityWriter:
         self._open_rows = 0  # rows written in the open transaction
         #: The open transaction's clock moves so far, ``line -> (plan, newest event)``, made at its commit.
         self._moves: dict[int, tuple[int, str]] = {}
-        self._moves_from_events = False  # a batch had duplicates: the moves are found among the new events
-        self.floor: int | None = None  # the id the open transaction's events come after
+        #: SQLite: a batch had duplicates; the moves are found among the events inserted after :attr:`floor`.
+        self._moves_from_events = False
+        self.floor: int | None = None  # SQLite: the rowid the open transaction's events come after
         self._seen: dict[str, tuple[str, int, int, str, str]] = {}  # lines found in the open transaction
         self._stamp_fields: dict[str, bytes] = {}  # PostgreSQL: timestamps as binary COPY fields
         #: PostgreSQL: the events' insert skips the foreign key trigger (see :func:`import_activity`).
@@ -709,19 +716,22 @@ class ActivityWriter:
             raw = RawBatch(prepared.rows, prepared.lines, values, prepared.errors)
             rows, errors, newest = self._check(raw, {row[0]: row[1:] for row in found})
             count = len(rows)
-            imported = self._insert(rows, received) if count else 0
+            imported, inserted = self._insert(rows, received) if count else (0, None)
         else:
             (chunks, newest), errors = checked, []
             count = cast(Columns, columns).ids.count("\n") + 1
-            imported = self._copy_events(chunks, binary=True)
-        if imported == count:  # every event is new: the newest per line, found while checking, moves
+            imported, inserted = self._copy_events(chunks, binary=True)
+        if inserted is not None:  # PostgreSQL, some were duplicates: the newest of those inserted moves
+            since = {line[1]: line[4] for line in found}
+            newest = {line_id: at for line_id, at in inserted.items() if at > since[line_id]}
+        if imported == count or inserted is not None:  # the newest per line, found while checking, moves
             plan_of = {line[1]: line[2] for line in found}
             moves = self._moves
             for line_id, at in newest.items():
                 held = moves.get(line_id)
                 if held is None or at > held[1]:
                     moves[line_id] = (plan_of[line_id], at)
-        elif imported:  # some were duplicates: only the events inserted now may move a clock
+        elif imported:  # SQLite, some were duplicates: only the events inserted now may move a clock
             self._moves_from_events = True
         self._open_rows += prepared.rows
         if self._open_rows >= self.transaction_rows:
@@ -780,7 +790,8 @@ class ActivityWriter:
             if not every:
                 self._stage_counting(cursor)
             counted = "1" if every else _COUNTED_SQLITE
-            self.floor = sqlite_next_id(cursor, "usage_events") - 1
+            cursor.execute(_SQLITE_FLOOR)
+            self.floor = int(cursor.fetchone()[0])
             cursor.execute(
                 "INSERT INTO usage_events (event_id, line_id, kind, occurred_at, counted, received_at) "
                 f"SELECT e.event_id, f.line_id, e.kind, e.at, {counted}, ? "
@@ -815,9 +826,9 @@ class ActivityWriter:
         )
         self._counting_staged = True
 
-    def _insert(self, rows: list[Insert], received: str) -> int:
+    def _insert(self, rows: list[Insert], received: str) -> tuple[int, dict[int, str] | None]:
         """Insert the events not stored yet: ``(event id, line id, kind, occurred_at, counted)``, received at
-        ``received`` (our own clock's text); returns how many."""
+        ``received`` (our own clock's text); returns how many, and what :meth:`_copy_events` returns."""
         if self.sql.postgres:
             payload = "".join(
                 f"{copy_text(row[0])}\t{row[1]}\t{row[2]}\t{row[3]}\t{'t' if row[4] else 'f'}\t{received}\n"
@@ -829,18 +840,21 @@ class ActivityWriter:
         try:
             # The batch's constant is written into the statement: each value bound costs every row.
             cursor.executemany(_INSERT_SQLITE.format(counted="?", received=received), rows)
-            return int(cursor.rowcount)
+            return int(cursor.rowcount), None
         finally:
             cursor.close()
 
     def _note_floor(self) -> None:
-        """Note the id the open transaction's events come after (at its first batch)."""
+        """SQLite: note the rowid the open transaction's events come after (at its first batch)."""
         if self.floor is None:
-            self.floor = int(self.session.scalar(text("SELECT COALESCE(MAX(id), 0) FROM usage_events")) or 0)
+            self.floor = int(self.session.scalar(text(_SQLITE_FLOOR)) or 0)
 
-    def _copy_events(self, chunks: Iterator[str] | Iterator[bytes], *, binary: bool) -> int:
+    def _copy_events(
+        self, chunks: Iterator[str] | Iterator[bytes], *, binary: bool
+    ) -> tuple[int, dict[int, str] | None]:
         """PostgreSQL: insert the events of ``chunks`` (pieces of ``COPY`` data of :data:`_EVENT_COLUMNS`,
-        text or ``binary``) not stored yet; returns how many.
+        text or ``binary``) not stored yet; returns how many, and None when that was all of them, or else
+        each line's newest counting event among those inserted (none: the line is left out).
 
         The batch is copied straight into ``usage_events``, in a savepoint, as if none of its events were
         stored yet (the usual case: a mediation system exports each event once). A duplicate (from an
@@ -849,7 +863,6 @@ class ActivityWriter:
         DO NOTHING``, which skips the duplicates. The straight copy costs the server half of that insert
         (its speculative insertion per row), measured: 3.5 s against 0.9 + 6.3 s per million events.
         """
-        self._note_floor()
         session = self.session
         cursor = driver(session.connection()).cursor()
         sent: list[Any] = []
@@ -857,7 +870,7 @@ class ActivityWriter:
         try:
             copied = self._copied(cursor, chunks, sent, form)
             if copied is not None:
-                return copied
+                return copied, None
             session.execute(text(_EVENTS_POSTGRES))
             session.execute(text("TRUNCATE ka_events"))
             with cursor.copy(f"COPY ka_events {_EVENT_COLUMNS} FROM STDIN{form}") as copy:
@@ -866,8 +879,9 @@ class ActivityWriter:
         finally:
             cursor.close()
         with self._replica_role():
-            result = session.execute(text(_INSERT_POSTGRES))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+            per_line = session.execute(text(_INSERT_POSTGRES)).all()
+        newest = {int(line_id): at for line_id, _, at in per_line if at is not None}
+        return sum(int(count) for _, count, _ in per_line), newest
 
     def _copied(self, cursor: Any, chunks: Iterator[Any], sent: list[Any], form: str) -> int | None:
         """PostgreSQL: copy ``chunks`` straight into ``usage_events`` (``form``: the statement's format
@@ -918,7 +932,7 @@ class ActivityWriter:
                 text(
                     "INSERT INTO ka_moves (line_id, plan_id, at) "
                     "SELECT e.line_id, l.plan_id, MAX(e.occurred_at) FROM usage_events AS e "
-                    "JOIN lines AS l ON l.id = e.line_id WHERE e.id > :floor AND e.counted "
+                    "JOIN lines AS l ON l.id = e.line_id WHERE e.rowid > :floor AND e.counted "
                     "GROUP BY e.line_id, l.plan_id, l.last_activity_at, l.activated_at "
                     "HAVING MAX(e.occurred_at) > COALESCE(l.last_activity_at, l.activated_at)"
                 ),

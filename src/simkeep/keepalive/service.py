@@ -226,7 +226,7 @@ def record_usage(
             event_id=eid, line_id=line.id, kind=usage, occurred_at=stamp, counted=counted, received_at=now
         )
         .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(UsageEvent.id)
+        .returning(UsageEvent.event_id)
     ).first()
     since = line.last_activity_at or line.activated_at
     if inserted is not None and counted and stamp > since:

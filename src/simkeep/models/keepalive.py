@@ -27,8 +27,8 @@ class UsageEvent(Base):
 
     __tablename__ = "usage_events"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(80), unique=True)
+    #: The mediation system's id of the event, which deduplicates events (no surrogate key: migration 0018).
+    event_id: Mapped[str] = mapped_column(String(80), primary_key=True)
     line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
     kind: Mapped[UsageKind] = mapped_column(enum_type(UsageKind, "usage_kind"))
     occurred_at: Mapped[datetime]
