@@ -384,6 +384,39 @@ class TestBatches:
         import_activity(engine, settings, path, batch_rows=3, on_progress=lambda n, t: seen.append((n, t)))
         assert seen == [(3, 7), (6, 7), (7, 7)]
 
+    @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+    def test_a_big_files_first_batches_are_smaller(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+    ) -> None:
+        """Batches of at least ``_RAMP_MIN_ROWS`` start at an eighth, a quarter and a half of their size, in
+        file order whichever reader reads them; every event is stored once and the clock is the newest."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        monkeypatch.setattr(importer, "_RAMP_MIN_ROWS", 8)
+        events = [(f"r{i}", msisdn, "sms", _at(i)) for i in range(30)]
+        path = tmp_path / f"ramp{suffix}"
+        if suffix == ".csv":
+            path.write_text(HEADER + "".join(",".join(e) + "\n" for e in events))
+        else:
+            keys = ("event_id", "msisdn", "kind", "occurred_at")
+            path.write_text("".join(json.dumps(dict(zip(keys, e, strict=True))) + "\n" for e in events))
+        seen: list[int] = []
+        result = import_activity(
+            engine, settings, path, batch_rows=8, on_progress=lambda n, _t: seen.append(n)
+        )
+        assert seen == [1, 3, 7, 15, 23, 30]  # batches of 1, 2, 4, 8, 8 and the last 7
+        assert (result.imported, result.rejected) == (30, 0)
+        assert sorted(_events(engine)) == sorted(e[0] for e in events)
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=29)]
+        assert [importer._batch_limit(n, 80_000) for n in range(5)] == [
+            10_000,
+            20_000,
+            40_000,
+            80_000,
+            80_000,
+        ]
+        assert [importer._batch_limit(n, 7) for n in range(3)] == [7, 7, 7]
+
 
 class TestCheckedByTheDatabase:
     """Batches whose every line passes the checks that need no database (on SQLite staged by the reader and

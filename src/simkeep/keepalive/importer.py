@@ -206,6 +206,20 @@ def _raw_batch(raws: list[str], first: int) -> RawBatch:
     return batch
 
 
+#: A big file's first batches are smaller: an eighth, a quarter and a half of the batch size. The writer
+#: starts on the first while the readers read the next, instead of waiting for a whole batch to be read and
+#: checked (0.6 s of 5.7 s for 1,000,000 events on PostgreSQL, measured).
+_RAMP = (8, 4, 2)
+_RAMP_MIN_ROWS = 80_000  # smaller batch sizes are taken as they are
+
+
+def _batch_limit(number: int, batch_rows: int) -> int:
+    """The rows of batch ``number`` (from 0) of a file read in batches of ``batch_rows``."""
+    if batch_rows < _RAMP_MIN_ROWS or number >= len(_RAMP):
+        return batch_rows
+    return batch_rows // _RAMP[number]
+
+
 def csv_batches(
     path: Path, *, batch_rows: int = BATCH_ROWS, part: tuple[int, int] = (0, 1)
 ) -> Iterator[RawBatch]:
@@ -232,8 +246,8 @@ def csv_batches(
             if data.endswith("\n") or not data:
                 raws.pop()
             pending = pending + raws if pending else raws
-            while pending and (len(pending) >= batch_rows or not chunk):
-                take, pending = pending[:batch_rows], pending[batch_rows:]
+            while pending and (len(pending) >= (limit := _batch_limit(number, batch_rows)) or not chunk):
+                take, pending = pending[:limit], pending[limit:]
                 if number % of == index:
                     batch = _raw_batch(take, next_line)
                     if batch.rows or of > 1:
@@ -267,7 +281,7 @@ def json_batches(
                 else:
                     cast(list[int], batch.lines).append(line_no)
                     batch.values.append([obj.get(name) for name in COLUMNS])
-            if batch.rows >= batch_rows:
+            if batch.rows >= _batch_limit(number, batch_rows):
                 if number % of == index:
                     yield batch
                 number += 1
