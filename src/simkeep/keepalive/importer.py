@@ -48,7 +48,7 @@ import csv
 import json
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -115,6 +115,15 @@ class RawBatch:
     lines: Sequence[int] = field(default_factory=list)
     values: list[list[Any]] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
+    #: A CSV batch whose every line has four fields and no quote: its values by column, as text (and
+    #: ``values`` empty), split from the batch's text in one pass instead of line by line.
+    columns: tuple[list[str], list[str], list[str], list[str]] | None = None
+
+    def value_rows(self) -> list[list[Any]]:
+        """The batch's rows as read: ``values``, or its columns as rows."""
+        if self.columns is None:
+            return self.values
+        return list(map(list, zip(*self.columns, strict=True)))
 
 
 class Columns(NamedTuple):
@@ -135,6 +144,9 @@ class Columns(NamedTuple):
     #: Each number's newest event of the batch (of any kind): the numbers, and the newest ``at`` of each.
     newest_numbers: str
     newest_at: str
+    #: Each event's first fields in ``COPY``'s binary format, made by the reader: the row's field count,
+    #: then the event id, kind and time (:data:`_BINARY_COLUMNS`); the writer adds the line and the rest.
+    prefixes: list[bytes]
 
     def values(self) -> list[list[Any]]:
         """The batch's rows as read (event id, number, kind, timestamp)."""
@@ -186,9 +198,12 @@ def _raw_batch(raws: list[str], first: int) -> RawBatch:
     The common case (no quote, no blank line, four fields everywhere) is split with one C-level ``map``;
     anything else goes line by line, with the ``csv`` module for a line holding a quote.
     """
-    rows = list(map(str.split, raws, repeat(",")))
-    if set(map(len, rows)) == {len(COLUMNS)} and '"' not in "".join(raws):
-        return RawBatch(len(rows), range(first, first + len(rows)), rows, [])
+    if raws and set(map(str.count, raws, repeat(","))) == {len(COLUMNS) - 1}:
+        text = ",".join(raws)
+        if '"' not in text:
+            flat = text.split(",")
+            columns = (flat[0::4], flat[1::4], flat[2::4], flat[3::4])
+            return RawBatch(len(raws), range(first, first + len(raws)), [], [], columns)
     batch = RawBatch(lines=[])
     for line_no, raw in enumerate(raws, start=first):
         if not raw:
@@ -350,11 +365,24 @@ Line = tuple[int, int, str, str]  # line id, plan id, status, last activity (or 
 Insert = tuple[str, int, str, str, bool]  # event id, line id, kind, occurred_at, counted
 
 
-def _good_ids(ids: tuple[object, ...]) -> bool:
-    """Whether every event id is text of 1 to 80 printable characters."""
-    if set(map(type, ids)) != {str}:
-        return False
-    texts = cast(tuple[str, ...], ids)
+def _text_columns(raw: RawBatch) -> tuple[Sequence[str], ...] | None:
+    """A batch's four columns when it has no unreadable line and every value is text (a JSON value may not
+    be); else None."""
+    if raw.errors:
+        return None
+    if raw.columns is not None:  # a CSV file holds text only
+        return raw.columns
+    if not raw.values:
+        return None
+    columns = tuple(zip(*raw.values, strict=True))
+    if any(set(map(type, column)) != {str} for column in columns):
+        return None
+    return cast(tuple[Sequence[str], ...], columns)
+
+
+def _good_ids(ids: Sequence[str]) -> bool:
+    """Whether every event id (text) has 1 to 80 printable characters."""
+    texts = ids
     return min(map(len, texts)) > 0 and max(map(len, texts)) <= 80 and all(map(str.isprintable, texts))
 
 
@@ -392,15 +420,22 @@ def _columns(
     kinds: tuple[str, ...],
     occurred: tuple[str, ...],
     at: list[str],
+    *,
+    stamp_fields: dict[str, bytes],
 ) -> Columns | None:
-    """A clean batch's :class:`Columns` (PostgreSQL); None when a value holds a newline (JSON lines: its own
-    check reports it)."""
+    """A clean batch's :class:`Columns` (PostgreSQL; ``stamp_fields``: its timestamps' binary fields); None
+    when a value holds a newline (JSON lines: its own check reports it)."""
     texts = (ids, numbers, kinds, occurred)
     joined = ["\n".join(column) for column in (*texts, at)]
     if any(text.count("\n") != len(ids) - 1 for text in joined):
         return None
     newest = _newest(numbers, at)
     ids_text, numbers_text, kinds_text, occurred_text, at_text = joined
+    encoded = list(map(str.encode, ids))
+    heads = map(_ROW_HEAD, repeat(len(_BINARY_COLUMNS_LIST)), map(len, encoded))
+    fields = zip(
+        heads, encoded, map(_KIND_FIELDS.__getitem__, kinds), map(stamp_fields.__getitem__, at), strict=False
+    )
     return Columns(
         ids_text,
         numbers_text,
@@ -410,6 +445,7 @@ def _columns(
         frozenset(kinds),
         "\n".join(newest),
         "\n".join(newest.values()),
+        list(map(b"".join, fields)),
     )
 
 
@@ -424,7 +460,9 @@ _INT8_FIELD = struct.Struct(">iq").pack  # length 8, an integer
 _BINARY_TRUE, _BINARY_FALSE = b"\x00\x00\x00\x01\x01", b"\x00\x00\x00\x01\x00"
 #: The events' kinds as binary fields (an enum's binary form is its label).
 _KIND_FIELDS = {kind: struct.pack(">i", len(kind)) + kind.encode() for kind in _KINDS}
-_EVENT_COLUMNS_LIST = ("event_id", "line_id", "kind", "occurred_at", "counted", "received_at")
+#: The binary ``COPY``'s columns: the line comes after the fields a reader can make without the database.
+_BINARY_COLUMNS_LIST = ("event_id", "kind", "occurred_at", "line_id", "counted", "received_at")
+_BINARY_COLUMNS = f"({', '.join(_BINARY_COLUMNS_LIST)})"
 _POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -435,13 +473,13 @@ def _binary_stamp(stamp: str) -> bytes:
     return _INT8_FIELD(8, (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
 
 
-def _binary_copy_chunks(rows: Iterator[tuple[bytes, ...]]) -> Iterator[bytes]:
-    """Binary ``COPY`` data of ``rows`` (each row's fields, already encoded) in pieces of
-    :data:`_COPY_CHUNK_ROWS` rows, the header first and the trailer last: the server inserts a piece while
-    this process joins the next, instead of waiting for the whole batch."""
+def _binary_copy_chunks(rows: Iterator[bytes], suffix: bytes) -> Iterator[bytes]:
+    """Binary ``COPY`` data of ``rows`` (each row's fields but ``suffix``, the fields every row ends with) in
+    pieces of :data:`_COPY_CHUNK_ROWS` rows, the header first and the trailer last: the server inserts a
+    piece while this process joins the next, instead of waiting for the whole batch."""
     head = _BINARY_HEADER
     while chunk := list(islice(rows, _COPY_CHUNK_ROWS)):
-        yield head + b"".join(map(b"".join, chunk))
+        yield head + suffix.join(chunk) + suffix
         head = b""
     yield head + _BINARY_TRAILER
 
@@ -471,13 +509,23 @@ class ActivityWriter:
         #: Rows a transaction takes before it commits (at least one batch): :data:`POSTGRES_TRANSACTION_ROWS`.
         self.transaction_rows = transaction_rows
         self._open_rows = 0  # rows written in the open transaction
-        #: The open transaction's clock moves so far, ``line -> (plan, newest event)``, made at its commit.
-        self._moves: dict[int, tuple[int, str]] = {}
+        #: The open transaction's clock moves so far, ``line -> newest event``, made at its commit.
+        self._moves: dict[int, str] = {}
+        self._moves_newest = ""  # the newest of them
         #: SQLite: a batch had duplicates; the moves are found among the events inserted after :attr:`floor`.
         self._moves_from_events = False
         self.floor: int | None = None  # SQLite: the rowid the open transaction's events come after
         self._seen: dict[str, tuple[str, int, int, str, str]] = {}  # lines found in the open transaction
         self._stamp_fields: dict[str, bytes] = {}  # PostgreSQL: timestamps as binary COPY fields
+        # The open transaction's lines found (:meth:`_look_up`): by number the row, the line as a binary COPY
+        # field (PostgreSQL) and the line's id; the numbers of recycled lines; by line the plan and the clock;
+        # the plans.
+        self._line_fields: dict[str, bytes] = {}
+        self._line_of: dict[str, int] = {}
+        self._recycled: set[str] = set()
+        self._plan_of: dict[int, int] = {}
+        self._since: dict[int, str] = {}
+        self._plans: set[int] = set()
         #: PostgreSQL: the events' insert skips the foreign key trigger (see :func:`import_activity`).
         self.replica = replica and self.sql.postgres
         self.plans: dict[int, PlanPolicy] = policies(session)
@@ -532,19 +580,31 @@ class ActivityWriter:
         finally:
             cursor.close()
 
-    def _found_lines(self, numbers: list[str]) -> list[tuple[str, int, int, str, str]]:
-        """:meth:`_lines` of ``numbers``, each number looked up once per transaction: a line found by an
-        earlier batch of the open transaction is taken as found then (its clock has not moved since: the
-        moves are made at the commit)."""
+    def _look_up(self, numbers: list[str]) -> None:
+        """Find the lines of ``numbers``, each number once per transaction: a line found by an earlier batch
+        of the open transaction is taken as found then (its clock has not moved since: the moves are made at
+        the commit). Fills the transaction's tables of the lines found (:attr:`_seen` and those beside it)."""
         if not self._open_rows:
-            self._seen = {}
+            self._seen, self._line_fields, self._line_of, self._recycled = {}, {}, {}, set()
+            self._plan_of, self._since, self._plans = {}, {}, set()
         seen = self._seen
         missing = [msisdn for msisdn in numbers if msisdn not in seen]
-        if missing:
-            seen.update((row[0], row) for row in self._lines(missing))
-        if len(missing) == len(numbers):
-            return [seen[msisdn] for msisdn in numbers if msisdn in seen]
-        return [row for row in map(seen.get, numbers) if row is not None]
+        if not missing:
+            return
+        rows = self._lines(missing)
+        seen.update((row[0], row) for row in rows)
+        self._line_of.update((row[0], row[1]) for row in rows)
+        self._plan_of.update((row[1], row[2]) for row in rows)
+        self._since.update((row[1], row[4]) for row in rows)
+        self._plans.update(row[2] for row in rows)
+        self._recycled.update(row[0] for row in rows if row[3] == LineStatus.RECYCLED.value)
+        if self.sql.postgres:  # the line as a binary COPY field
+            self._line_fields.update((row[0], _INT4_FIELD(4, row[1])) for row in rows)
+
+    def _found_lines(self, numbers: list[str]) -> list[tuple[str, int, int, str, str]]:
+        """The lines of ``numbers`` that exist (:meth:`_look_up`)."""
+        self._look_up(numbers)
+        return [row for row in map(self._seen.get, numbers) if row is not None]
 
     def _check(  # noqa: PLR0912 - one branch per check, inlined for speed
         self, raw: RawBatch, found: dict[str, Line]
@@ -604,23 +664,24 @@ class ActivityWriter:
         if clean is not None and not self.sql.postgres:
             ids, numbers, kinds, _, at = clean
             return Prepared(raw.rows, raw.lines, [], None, None, [], _staged(ids, numbers, kinds, at))
-        columns = None if clean is None else _columns(*clean)
+        columns = None if clean is None else _columns(*clean, stamp_fields=self._binary_stamps(clean[4]))
         if clean is None or columns is None:
             # Only numbers that can be a line's are looked up (a JSON string may hold a NUL, which
             # PostgreSQL refuses in any text).
-            distinct = {v[1] for v in raw.values if isinstance(v[1], str) and E164.match(v[1])}
-            return Prepared(raw.rows, raw.lines, sorted(distinct), None, raw.values, raw.errors)
-        return Prepared(raw.rows, raw.lines, sorted(set(clean[1])), columns, None, [])
+            values = raw.value_rows()
+            distinct = {v[1] for v in values if isinstance(v[1], str) and E164.match(v[1])}
+            return Prepared(raw.rows, raw.lines, sorted(distinct), None, values, raw.errors)
+        # The numbers unsorted: PostgreSQL sorts the keys of an ``= ANY`` index scan itself.
+        return Prepared(raw.rows, raw.lines, list(set(clean[1])), columns, None, [])
 
     def _clean(self, raw: RawBatch) -> _Clean | None:
         """The batch's columns (event ids, numbers, kinds, timestamps as read, and as the database is given
         them) when every line passed the checks that need no database; None when a line is bad (or
         unreadable), which :meth:`_check` then finds and reports."""
-        if raw.errors or not raw.values:
+        columns = _text_columns(raw)
+        if columns is None:
             return None
-        ids, numbers, kinds, occurred = columns = tuple(zip(*raw.values, strict=True))
-        if any(set(map(type, column)) != {str} for column in columns):
-            return None  # a value that is not text (JSON lines)
+        ids, numbers, kinds, occurred = columns
         distinct = set(numbers)
         if not set(kinds) <= _KINDS or not _good_ids(ids):
             return None  # a bad kind or event id
@@ -637,61 +698,45 @@ class ActivityWriter:
         return cast(_Clean, (ids, numbers, kinds, occurred, at))
 
     def _check_fast(
-        self, columns: Columns, numbers: list[str], found: list[tuple[str, int, int, str, str]], received: str
+        self, columns: Columns, numbers: list[str], received: str
     ) -> tuple[Iterator[bytes], dict[int, str]] | None:
-        """:meth:`_check` for a batch whose lines passed :meth:`_columns` (``numbers``: its distinct ones,
-        ``found``: their lines): its events for ``usage_events`` (:data:`_EVENT_COLUMNS`, ``received`` the
-        time they were received) in ``COPY``'s binary format, made in pieces as the copy takes them
-        (:func:`_binary_copy_chunks`), and each line's newest counting event; None when a number has no live
-        line. Column by column, joined in C: no Python step per event. The binary format spares the server
-        parsing the timestamps' text, a fifth of its time copying the events (measured in psql: 2.7 s
-        against 3.4 s per million)."""
-        if len(found) != len(numbers):
-            return None  # a number without a line
-        msisdns, line_ids, plan_ids, statuses, sinces = zip(*found, strict=True)
-        if LineStatus.RECYCLED.value in statuses:
-            return None
-        line_of = dict(zip(msisdns, line_ids, strict=True))
+        """:meth:`_check` for a batch whose lines passed :meth:`_columns` (``numbers``: its distinct ones):
+        its events for ``usage_events`` (:data:`_EVENT_COLUMNS`, ``received`` the time they were received) in
+        ``COPY``'s binary format, made in pieces as the copy takes them (:func:`_binary_copy_chunks`), and
+        each line's newest counting event; None when a number has no live line. Column by column, joined in
+        C: no Python step per event. The binary format spares the server parsing the timestamps' text, a
+        fifth of its time copying the events (measured in psql: 2.7 s against 3.4 s per million)."""
+        self._look_up(numbers)
+        seen = self._seen
+        if not all(map(seen.__contains__, numbers)) or not self._recycled.isdisjoint(numbers):
+            return None  # a number without a line, or with a recycled one
+        line_of = self._line_of
         row_numbers = columns.numbers.split("\n")
-        kinds, at = columns.kinds.split("\n"), columns.at.split("\n")
-        every = all(columns.kinds_present <= self.counting[plan] for plan in set(plan_ids))
-        flags: Iterable[bytes]
-        if every:  # each number's newest event, found by the reader, is its line's newest counting one
-            flags = repeat(_BINARY_TRUE)
+        lines = map(self._line_fields.__getitem__, row_numbers)
+        received_field = _binary_stamp(received)
+        # Every event counts when the plans of all the transaction's lines so far count every kind it holds.
+        if all(columns.kinds_present <= self.counting[plan] for plan in self._plans):
             newest_lines = map(line_of.__getitem__, columns.newest_numbers.split("\n"))
             newest = dict(zip(newest_lines, columns.newest_at.split("\n"), strict=True))
-        else:
-            counts = {
-                (msisdn, kind): kind in self.counting[plan]
-                for msisdn, plan in zip(msisdns, plan_ids, strict=True)
-                for kind in columns.kinds_present
-            }
-            counted = list(map(counts.__getitem__, zip(row_numbers, kinds, strict=True)))
-            flags = map({True: _BINARY_TRUE, False: _BINARY_FALSE}.__getitem__, counted)
-            newest = {}
-            get = newest.get
-            for msisdn, stamp, counts_here in zip(row_numbers, at, counted, strict=True):
-                if counts_here and stamp > get(msisdn, ""):
-                    newest[msisdn] = stamp
-            newest = {line_of[msisdn]: stamp for msisdn, stamp in newest.items()}
-        # PostgreSQL's binary COPY format: per row the field count and each field as its length and bytes.
-        ids = list(map(str.encode, columns.ids.split("\n")))
-        line_field = {msisdn: _INT4_FIELD(4, line_id) for msisdn, line_id in line_of.items()}
-        stamp_field = self._binary_stamps(at)
-        rows = zip(
-            map(_ROW_HEAD, repeat(len(_EVENT_COLUMNS_LIST)), map(len, ids)),
-            ids,
-            map(line_field.__getitem__, row_numbers),
-            map(_KIND_FIELDS.__getitem__, kinds),
-            map(stamp_field.__getitem__, at),
-            flags,
-            repeat(_binary_stamp(received)),
-            strict=False,
-        )
-        since = dict(zip(line_ids, sinces, strict=True))
-        return _binary_copy_chunks(rows), {
-            line_id: at for line_id, at in newest.items() if at > since[line_id]
+            # A row: the reader's prefix, the line, then "counted" and the time received, alike in every row.
+            suffix = _BINARY_TRUE + received_field
+            return _binary_copy_chunks(map(bytes.__add__, columns.prefixes, lines), suffix), newest
+        kinds, at = columns.kinds.split("\n"), columns.at.split("\n")
+        counting, plan_of = self.counting, self._plan_of
+        counts = {
+            (msisdn, kind): kind in counting[plan_of[line_of[msisdn]]]
+            for msisdn in numbers
+            for kind in columns.kinds_present
         }
+        counted = list(map(counts.__getitem__, zip(row_numbers, kinds, strict=True)))
+        flags = {True: _BINARY_TRUE + received_field, False: _BINARY_FALSE + received_field}
+        by_number: dict[str, str] = {}
+        get = by_number.get
+        for msisdn, stamp, counts_here in zip(row_numbers, at, counted, strict=True):
+            if counts_here and stamp > get(msisdn, ""):
+                by_number[msisdn] = stamp
+        rows = map(b"".join, zip(columns.prefixes, lines, map(flags.__getitem__, counted), strict=False))
+        return _binary_copy_chunks(rows, b""), {line_of[msisdn]: at for msisdn, at in by_number.items()}
 
     def _binary_stamps(self, at: list[str]) -> dict[str, bytes]:
         """The binary fields of the timestamps ``at`` (:func:`_binary_stamp`), each made once per import."""
@@ -702,7 +747,7 @@ class ActivityWriter:
             known[stamp] = _binary_stamp(stamp)
         return known
 
-    def _good_stamps(self, occurred: tuple[object, ...]) -> bool:
+    def _good_stamps(self, occurred: Sequence[object]) -> bool:
         """Whether every timestamp is valid (each distinct one checked once, and remembered)."""
         stamps_seen = self.stamps
         for value in set(occurred):
@@ -722,35 +767,45 @@ class ActivityWriter:
         if prepared.staged is not None:
             return self._write_staged(prepared, prepared.staged)
         now, columns = utcnow(), prepared.columns
-        found = self._found_lines(prepared.numbers)
         received = self.text_of(now)
-        checked = None if columns is None else self._check_fast(columns, prepared.numbers, found, received)
+        checked = None if columns is None else self._check_fast(columns, prepared.numbers, received)
         if checked is None:  # a bad line, or good columns but a number without a live line: line by line
             values = prepared.values if prepared.values is not None else cast(Columns, columns).values()
             raw = RawBatch(prepared.rows, prepared.lines, values, prepared.errors)
+            found = self._found_lines(prepared.numbers)
             rows, errors, newest = self._check(raw, {row[0]: row[1:] for row in found})
             count = len(rows)
             imported, inserted = self._insert(rows, received) if count else (0, None)
         else:
             (chunks, newest), errors = checked, []
             count = cast(Columns, columns).ids.count("\n") + 1
-            imported, inserted = self._copy_events(chunks, binary=True)
+            imported, inserted = self._copy_events(chunks, _BINARY_COLUMNS, binary=True)
         if inserted is not None:  # PostgreSQL, some were duplicates: the newest of those inserted moves
-            since = {line[1]: line[4] for line in found}
-            newest = {line_id: at for line_id, at in inserted.items() if at > since[line_id]}
-        if imported == count or inserted is not None:  # the newest per line, found while checking, moves
-            plan_of = {line[1]: line[2] for line in found}
-            moves = self._moves
-            for line_id, at in newest.items():
-                held = moves.get(line_id)
-                if held is None or at > held[1]:
-                    moves[line_id] = (plan_of[line_id], at)
+            self._merge_moves(inserted)
+        elif imported == count:  # the newest per line, found while checking, moves
+            self._merge_moves(newest)
         elif imported:  # SQLite, some were duplicates: only the events inserted now may move a clock
             self._moves_from_events = True
         self._open_rows += prepared.rows
         if self._open_rows >= self.transaction_rows:
             self.commit()
         return imported, count - imported, errors
+
+    def _merge_moves(self, newest: dict[int, str]) -> None:
+        """Take each line's ``newest`` event into the open transaction's moves where it is newer. An export
+        in time order has a batch's every event newer than every one before it: then in one C-level step."""
+        if not newest:
+            return
+        moves = self._moves
+        if not moves or min(newest.values()) >= self._moves_newest:
+            moves.update(newest)
+            self._moves_newest = max(self._moves_newest, *newest.values())
+            return
+        get = moves.get
+        for line_id, at in newest.items():
+            if at > get(line_id, ""):
+                moves[line_id] = at
+        self._moves_newest = max(moves.values())
 
     def commit(self) -> None:
         """Move the clocks of the open transaction's lines, once each, and commit it.
@@ -761,11 +816,13 @@ class ActivityWriter:
             now = utcnow()
             if self._moves_from_events:
                 self._move(None, now)
-            elif self._moves:
-                moves = [(line_id, plan, at) for line_id, (plan, at) in self._moves.items()]
+            elif self._moves:  # the lines whose clock moves forward: (line, plan, newest event)
+                plan_of, since = self._plan_of, self._since
+                moves = [(line, plan_of[line], at) for line, at in self._moves.items() if at > since[line]]
                 self._move(moves, now, sorted({plan for _, plan, _ in moves}))
         self.session.commit()
         self._open_rows, self._moves, self._moves_from_events, self.floor = 0, {}, False, None
+        self._moves_newest = ""
 
     def _write_staged(self, prepared: Prepared, staged: Staged) -> tuple[int, int, list[RowError]]:
         """SQLite: check and insert a staged batch in SQL (see :class:`Staged`). Its numbers' lines are found
@@ -848,7 +905,7 @@ class ActivityWriter:
                 f"{copy_text(row[0])}\t{row[1]}\t{row[2]}\t{row[3]}\t{'t' if row[4] else 'f'}\t{received}\n"
                 for row in rows
             )
-            return self._copy_events(iter([payload]), binary=False)
+            return self._copy_events(iter([payload]), _EVENT_COLUMNS, binary=False)
         self._note_floor()
         cursor = driver(self.session.connection()).cursor()
         try:
@@ -864,7 +921,7 @@ class ActivityWriter:
             self.floor = int(self.session.scalar(text(_SQLITE_FLOOR)) or 0)
 
     def _copy_events(
-        self, chunks: Iterator[str] | Iterator[bytes], *, binary: bool
+        self, chunks: Iterator[str] | Iterator[bytes], columns: str, *, binary: bool
     ) -> tuple[int, dict[int, str] | None]:
         """PostgreSQL: insert the events of ``chunks`` (pieces of ``COPY`` data of :data:`_EVENT_COLUMNS`,
         text or ``binary``) not stored yet; returns how many, and None when that was all of them, or else
@@ -882,12 +939,12 @@ class ActivityWriter:
         sent: list[Any] = []
         form = " (FORMAT binary)" if binary else ""
         try:
-            copied = self._copied(cursor, chunks, sent, form)
+            copied = self._copied(cursor, chunks, sent, f"{columns} FROM STDIN{form}")
             if copied is not None:
                 return copied, None
             session.execute(text(_EVENTS_POSTGRES))
             session.execute(text("TRUNCATE ka_events"))
-            with cursor.copy(f"COPY ka_events {_EVENT_COLUMNS} FROM STDIN{form}") as copy:
+            with cursor.copy(f"COPY ka_events {columns} FROM STDIN{form}") as copy:
                 for chunk in sent:
                     copy.write(chunk)
         finally:
@@ -897,14 +954,14 @@ class ActivityWriter:
         newest = {int(line_id): at for line_id, _, at in per_line if at is not None}
         return sum(int(count) for _, count, _ in per_line), newest
 
-    def _copied(self, cursor: Any, chunks: Iterator[Any], sent: list[Any], form: str) -> int | None:
-        """PostgreSQL: copy ``chunks`` straight into ``usage_events`` (``form``: the statement's format
-        option), each kept in ``sent``; returns the rows copied, or None, with nothing written and every
-        chunk in ``sent``, when an event of them is stored already (or twice in them)."""
+    def _copied(self, cursor: Any, chunks: Iterator[Any], sent: list[Any], source: str) -> int | None:
+        """PostgreSQL: copy ``chunks`` straight into ``usage_events`` (``source``: the columns and source of
+        the ``COPY`` statement), each kept in ``sent``; returns the rows copied, or None, with nothing
+        written and every chunk in ``sent``, when an event of them is stored already (or twice in them)."""
         import psycopg
 
         cursor.execute("SAVEPOINT ka_copy")
-        statement = f"COPY usage_events {_EVENT_COLUMNS} FROM STDIN{form}"
+        statement = f"COPY usage_events {source}"
         try:
             with self._replica_role(), cursor.copy(statement) as copy:
                 for chunk in chunks:
