@@ -241,9 +241,10 @@ class TestBatches:
         path.write_text(
             HEADER + f"u1,{a},sms,2026-01-01T08:00:00.123456+08:00\n"
             f"u2,{b},data,2026-01-01T00:00:01Z\nu3,{a},topup,2025-12-31T23:59:59.999999-05:30\n"
+            f"u4,{b},sms,1999-12-31T23:59:59.5Z\nu5,{b},sms,2024-02-29T12:00:00+14:00\n"
         )
         before = datetime.now(UTC)
-        assert import_activity(engine, settings, path).imported == 3
+        assert import_activity(engine, settings, path).imported == 5
         after = datetime.now(UTC)
         events = _events(engine)
         occurred = {k: v[2].replace(tzinfo=UTC) if v[2].tzinfo is None else v[2] for k, v in events.items()}
@@ -251,6 +252,8 @@ class TestBatches:
             "u1": datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC),
             "u2": datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC),
             "u3": datetime(2026, 1, 1, 5, 29, 59, 999999, tzinfo=UTC),
+            "u4": datetime(1999, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),  # before PostgreSQL's epoch
+            "u5": datetime(2024, 2, 28, 22, 0, 0, tzinfo=UTC),  # a leap day, fourteen hours ahead
         }
         assert {v[1] for v in events.values()} == {"sms", "data", "topup"}
         with Session(engine) as db:

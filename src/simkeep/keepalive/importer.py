@@ -382,8 +382,7 @@ def _text_columns(raw: RawBatch) -> tuple[Sequence[str], ...] | None:
 
 def _good_ids(ids: Sequence[str]) -> bool:
     """Whether every event id (text) has 1 to 80 printable characters."""
-    texts = ids
-    return min(map(len, texts)) > 0 and max(map(len, texts)) <= 80 and all(map(str.isprintable, texts))
+    return min(map(len, ids)) > 0 and max(map(len, ids)) <= 80 and all(map(str.isprintable, ids))
 
 
 def _newest(numbers: Sequence[str], at: list[str]) -> dict[str, str]:
@@ -515,11 +514,11 @@ class ActivityWriter:
         #: SQLite: a batch had duplicates; the moves are found among the events inserted after :attr:`floor`.
         self._moves_from_events = False
         self.floor: int | None = None  # SQLite: the rowid the open transaction's events come after
-        self._seen: dict[str, tuple[str, int, int, str, str]] = {}  # lines found in the open transaction
         self._stamp_fields: dict[str, bytes] = {}  # PostgreSQL: timestamps as binary COPY fields
         # The open transaction's lines found (:meth:`_look_up`): by number the row, the line as a binary COPY
         # field (PostgreSQL) and the line's id; the numbers of recycled lines; by line the plan and the clock;
         # the plans.
+        self._seen: dict[str, tuple[str, int, int, str, str]] = {}
         self._line_fields: dict[str, bytes] = {}
         self._line_of: dict[str, int] = {}
         self._recycled: set[str] = set()
