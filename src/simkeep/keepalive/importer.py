@@ -131,13 +131,12 @@ class Columns(NamedTuple):
     the timestamps as the database is given them.
 
     Each column is its values joined by newlines (no value holds one; :meth:`ActivityWriter.prepare`
-    checks), so that a batch crosses the reader's pipe as five strings: a tuple of strings is pickled and
+    checks), so that a batch crosses the reader's pipe as a few strings: a tuple of strings is pickled and
     unpickled one object per value, which cost the reader more than reading and checking the batch."""
 
     ids: str
     numbers: str
     kinds: str
-    occurred: str
     at: str
     #: The kinds the batch holds.
     kinds_present: frozenset[str]
@@ -149,7 +148,8 @@ class Columns(NamedTuple):
     prefixes: list[bytes]
 
     def values(self) -> list[list[Any]]:
-        """The batch's rows as read (event id, number, kind, timestamp)."""
+        """The batch's rows (event id, number, kind, and the time as ``at`` holds it, which reads as the
+        time read)."""
         return list(map(list, zip(*(column.split("\n") for column in self[:4]), strict=True)))
 
 
@@ -168,9 +168,9 @@ class Staged:
 
 @dataclass
 class Prepared:
-    """A batch ready for the writer: when no line is bad, its columns (PostgreSQL) or its staged database
-    (SQLite), with its distinct numbers to look up on PostgreSQL; otherwise its values as read and its
-    unreadable lines."""
+    """A batch ready for the writer: when no line is bad, its columns (PostgreSQL; its distinct numbers are
+    those of ``newest_numbers``) or its staged database (SQLite); otherwise its distinct numbers that can be
+    a line's, its values as read and its unreadable lines."""
 
     rows: int
     lines: Sequence[int]
@@ -417,19 +417,17 @@ def _columns(
     ids: tuple[str, ...],
     numbers: tuple[str, ...],
     kinds: tuple[str, ...],
-    occurred: tuple[str, ...],
     at: list[str],
     *,
     stamp_fields: dict[str, bytes],
 ) -> Columns | None:
     """A clean batch's :class:`Columns` (PostgreSQL; ``stamp_fields``: its timestamps' binary fields); None
     when a value holds a newline (JSON lines: its own check reports it)."""
-    texts = (ids, numbers, kinds, occurred)
-    joined = ["\n".join(column) for column in (*texts, at)]
+    joined = ["\n".join(column) for column in (ids, numbers, kinds, at)]
     if any(text.count("\n") != len(ids) - 1 for text in joined):
         return None
     newest = _newest(numbers, at)
-    ids_text, numbers_text, kinds_text, occurred_text, at_text = joined
+    ids_text, numbers_text, kinds_text, at_text = joined
     encoded = list(map(str.encode, ids))
     heads = map(_ROW_HEAD, repeat(len(_BINARY_COLUMNS_LIST)), map(len, encoded))
     fields = zip(
@@ -439,7 +437,6 @@ def _columns(
         ids_text,
         numbers_text,
         kinds_text,
-        occurred_text,
         at_text,
         frozenset(kinds),
         "\n".join(newest),
@@ -663,15 +660,19 @@ class ActivityWriter:
         if clean is not None and not self.sql.postgres:
             ids, numbers, kinds, _, at = clean
             return Prepared(raw.rows, raw.lines, [], None, None, [], _staged(ids, numbers, kinds, at))
-        columns = None if clean is None else _columns(*clean, stamp_fields=self._binary_stamps(clean[4]))
+        if clean is None:
+            columns = None
+        else:
+            ids, numbers, kinds, _, at = clean
+            columns = _columns(ids, numbers, kinds, at, stamp_fields=self._binary_stamps(at))
         if clean is None or columns is None:
             # Only numbers that can be a line's are looked up (a JSON string may hold a NUL, which
             # PostgreSQL refuses in any text).
             values = raw.value_rows()
             distinct = {v[1] for v in values if isinstance(v[1], str) and E164.match(v[1])}
             return Prepared(raw.rows, raw.lines, sorted(distinct), None, values, raw.errors)
-        # The numbers unsorted: PostgreSQL sorts the keys of an ``= ANY`` index scan itself.
-        return Prepared(raw.rows, raw.lines, list(set(clean[1])), columns, None, [])
+        # The distinct numbers are those of ``newest_numbers``; the writer splits them out.
+        return Prepared(raw.rows, raw.lines, [], columns, None, [])
 
     def _clean(self, raw: RawBatch) -> _Clean | None:
         """The batch's columns (event ids, numbers, kinds, timestamps as read, and as the database is given
@@ -767,11 +768,12 @@ class ActivityWriter:
             return self._write_staged(prepared, prepared.staged)
         now, columns = utcnow(), prepared.columns
         received = self.text_of(now)
-        checked = None if columns is None else self._check_fast(columns, prepared.numbers, received)
+        numbers = prepared.numbers if columns is None else columns.newest_numbers.split("\n")
+        checked = None if columns is None else self._check_fast(columns, numbers, received)
         if checked is None:  # a bad line, or good columns but a number without a live line: line by line
             values = prepared.values if prepared.values is not None else cast(Columns, columns).values()
             raw = RawBatch(prepared.rows, prepared.lines, values, prepared.errors)
-            found = self._found_lines(prepared.numbers)
+            found = self._found_lines(numbers)
             rows, errors, newest = self._check(raw, {row[0]: row[1:] for row in found})
             count = len(rows)
             imported, inserted = self._insert(rows, received) if count else (0, None)
