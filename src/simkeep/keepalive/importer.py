@@ -559,12 +559,14 @@ class ActivityWriter:
         try:
             if self.sql.postgres:
                 # The stamp as text in :meth:`text_of`'s format, made by the server: a batch's datetimes
-                # built by the driver and formatted back by this process cost more than the query.
+                # built by the driver and formatted back by this process cost more than the query. The
+                # numbers (E.164: no newline) go as one text, split by the server: adapting a list of
+                # 100,000 strings to an array took the driver 0.11 s, longer than the query.
                 cursor.execute(
                     "SELECT msisdn, id, plan_id, status, to_char(COALESCE(last_activity_at, activated_at) "
                     "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"') "
-                    "FROM lines WHERE msisdn = ANY(%s)",
-                    (numbers,),
+                    "FROM lines WHERE msisdn = ANY(string_to_array(%s, E'\\n'))",
+                    ("\n".join(numbers),),
                 )
                 return cast(list[tuple[str, int, int, str, str]], cursor.fetchall())
             cursor.execute(
