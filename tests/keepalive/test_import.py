@@ -83,6 +83,22 @@ def _at(hours: int) -> str:
     return (T0 + timedelta(hours=hours)).isoformat()
 
 
+def _streams(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each stream of events that ends (PostgreSQL) was copied straight (True) or, an event proving
+    stored already, inserted again skipping the stored ones (False)."""
+    outcomes: list[bool] = []
+    real_end = importer.ActivityWriter._end_stream
+
+    def end(self: importer.ActivityWriter) -> None:
+        stream = self._stream
+        real_end(self)
+        if stream is not None:
+            outcomes.append(stream.failed is None)
+
+    monkeypatch.setattr(importer.ActivityWriter, "_end_stream", end)
+    return outcomes
+
+
 class TestBatches:
     """A file read in many batches."""
 
@@ -180,22 +196,12 @@ class TestBatches:
         self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A batch holding, among new events, one that an earlier run stored: the new ones are imported and
-        move the clocks, the old one is counted as present and moves nothing. On PostgreSQL a batch of new
-        events is copied straight into the events table; this one's copy fails on the stored event, leaves
-        nothing behind, and the batch is inserted skipping it."""
+        move the clocks, the old one is counted as present and moves nothing. On PostgreSQL a transaction's
+        clean batches are copied straight into the events table as one stream; this one's copy fails on the
+        stored event, leaves nothing behind, and the batch is inserted skipping it."""
         engine, settings = fresh
         (one, a), (two, b) = _lines(engine, settings, 2)
-        copies: list[bool] = []
-        real_copied = importer.ActivityWriter._copied
-
-        def copied(
-            self: importer.ActivityWriter, cursor: Any, chunks: Any, sent: list[Any], form: str
-        ) -> Any:
-            result = real_copied(self, cursor, chunks, sent, form)
-            copies.append(result is not None)
-            return result
-
-        monkeypatch.setattr(importer.ActivityWriter, "_copied", copied)
+        copies = _streams(monkeypatch)
         first = tmp_path / "first.csv"
         first.write_text(HEADER + f"m2,{b},sms,{_at(9)}\n")
         assert import_activity(engine, settings, first).imported == 1
@@ -663,6 +669,57 @@ class TestTransactions:
         assert (result.imported, result.already_present) == (3, 1)
         assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=5), T0 + timedelta(hours=7)]
 
+    def test_a_stored_event_in_a_later_batch_of_the_stream(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Three clean batches in one transaction, the second holding an event stored before: on PostgreSQL
+        the transaction's stream fails at the end and all its events are inserted again, skipping the stored
+        one; the counts and clocks are those of the events stored now, the first batch's included."""
+        engine, settings = fresh
+        (one, a), (two, b) = _lines(engine, settings, 2)
+        streams = _streams(monkeypatch)
+        first = tmp_path / "first.csv"
+        first.write_text(HEADER + f"s3,{b},sms,{_at(2)}\n")
+        assert import_activity(engine, settings, first).imported == 1
+        second = tmp_path / "second.csv"
+        rows = [(a, 1), (a, 5), (b, 99), (b, 7), (a, 2)]
+        second.write_text(HEADER + "".join(f"s{i},{n},sms,{_at(h)}\n" for i, (n, h) in enumerate(rows, 1)))
+        seen: list[int] = []
+        result = import_activity(
+            engine,
+            settings,
+            second,
+            batch_rows=2,
+            transaction_rows=100,
+            on_progress=lambda n, _t: seen.append(n),
+        )
+        assert (result.imported, result.already_present, result.rejected) == (4, 1, 0)
+        assert seen == [2, 4, 5]
+        assert sorted(_events(engine)) == ["s1", "s2", "s3", "s4", "s5"]
+        assert _events(engine)["s3"][2] == T0 + timedelta(hours=2)
+        assert _clocks(engine, [one, two]) == [T0 + timedelta(hours=5), T0 + timedelta(hours=7)]
+        assert streams == ([True, False] if engine.dialect.name == "postgresql" else [])
+
+    def test_a_bad_batch_ends_the_stream_before_it(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A clean batch, one with a bad line, and a clean one, in one transaction: on PostgreSQL the stream
+        ends before the bad batch is written on its own and a new one takes the last batch."""
+        engine, settings = fresh
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        streams = _streams(monkeypatch)
+        path = tmp_path / "mixed.csv"
+        path.write_text(
+            HEADER + f"b1,{msisdn},sms,{_at(1)}\nb2,{msisdn},sms,{_at(2)}\nb3,{msisdn},fax,{_at(3)}\n"
+            f"b4,{msisdn},sms,{_at(4)}\nb5,{msisdn},sms,{_at(8)}\nb6,{msisdn},sms,{_at(6)}\n"
+        )
+        result = import_activity(engine, settings, path, batch_rows=2, transaction_rows=100)
+        assert (result.imported, result.already_present, result.rejected) == (5, 0, 1)
+        assert [e.line for e in result.errors] == [4]
+        assert sorted(_events(engine)) == ["b1", "b2", "b4", "b5", "b6"]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=8)]
+        assert streams == ([True, True] if engine.dialect.name == "postgresql" else [])
+
     def test_a_failure_keeps_the_transactions_before(
         self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -751,6 +808,38 @@ class TestFailures:
             import_activity(engine, settings, path, batch_rows=3, transaction_rows=3)
         assert sorted(_events(engine)) == ["f1", "f2", "f3"]
         assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=3)]
+
+    def test_a_failure_while_a_stream_is_open_leaves_nothing_and_the_database_usable(
+        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """PostgreSQL: the second batch of a transaction fails while the first batch's events are being
+        copied; the copy is dropped, nothing of the transaction is stored, the connections are usable, and
+        the file imported again stores everything."""
+        engine, settings = fresh
+        if engine.dialect.name != "postgresql":
+            pytest.skip("the stream of events is PostgreSQL's")
+        [(line_id, msisdn)] = _lines(engine, settings, 1)
+        path = tmp_path / "stops.csv"
+        path.write_text(HEADER + "".join(f"x{i},{msisdn},sms,{_at(i)}\n" for i in range(1, 7)))
+        real_check = importer.ActivityWriter._check_fast
+        calls = {"n": 0}
+
+        def failing_check(self: importer.ActivityWriter, *args: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                assert self._stream is not None  # the first batch's copy is open
+                msg = "stopped (injected)"
+                raise OSError(msg)
+            return real_check(self, *args)
+
+        monkeypatch.setattr(importer.ActivityWriter, "_check_fast", failing_check)
+        with pytest.raises(OSError, match="injected"):
+            import_activity(engine, settings, path, batch_rows=2)
+        assert _events(engine) == {}
+        assert _clocks(engine, [line_id]) == [T0]
+        monkeypatch.setattr(importer.ActivityWriter, "_check_fast", real_check)
+        assert import_activity(engine, settings, path, batch_rows=2).imported == 6
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=6)]
 
     def test_two_imports_of_one_file_at_once_store_each_event_once(
         self, fresh: tuple[Engine, Settings], tmp_path: Path

@@ -49,10 +49,10 @@ import json
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice, repeat
+from itertools import filterfalse, islice, repeat
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -470,14 +470,11 @@ def _binary_stamp(stamp: str) -> bytes:
 
 
 def _binary_copy_chunks(rows: Iterator[bytes], suffix: bytes) -> Iterator[bytes]:
-    """Binary ``COPY`` data of ``rows`` (each row's fields but ``suffix``, the fields every row ends with) in
-    pieces of :data:`_COPY_CHUNK_ROWS` rows, the header first and the trailer last: the server inserts a
+    """Binary ``COPY`` rows of ``rows`` (each row's fields but ``suffix``, the fields every row ends with) in
+    pieces of :data:`_COPY_CHUNK_ROWS` rows, without the format's header and trailer: the server inserts a
     piece while this process joins the next, instead of waiting for the whole batch."""
-    head = _BINARY_HEADER
     while chunk := list(islice(rows, _COPY_CHUNK_ROWS)):
-        yield head + suffix.join(chunk) + suffix
-        head = b""
-    yield head + _BINARY_TRAILER
+        yield suffix.join(chunk) + suffix
 
 
 def _staged(ids: tuple[str, ...], numbers: tuple[str, ...], kinds: tuple[str, ...], at: list[str]) -> Staged:
@@ -489,6 +486,28 @@ def _staged(ids: tuple[str, ...], numbers: tuple[str, ...], kinds: tuple[str, ..
     return Staged(payload, frozenset(kinds), len(newest))
 
 
+@dataclass
+class _Stream:
+    """PostgreSQL: the open transaction's ``COPY`` of clean batches into ``usage_events``
+    (:meth:`ActivityWriter._stream_batch`)."""
+
+    cursor: Any
+    opening: Any  # the copy's context manager, entered
+    copy: Any
+    #: What was sent, kept to insert again should an event prove stored already.
+    sent: list[bytes] = field(default_factory=list)
+    rows: int = 0
+    #: Each batch's newest events by line, moving the clocks when the copy succeeds.
+    newest: list[dict[int, str]] = field(default_factory=list)
+    #: The copy's failure on a stored event; the batches after it are only kept.
+    failed: BaseException | None = None
+
+    def write(self, chunk: bytes) -> None:
+        """Send ``chunk``, keeping it."""
+        self.sent.append(chunk)
+        self.copy.write(chunk)
+
+
 class ActivityWriter:
     """Checks one batch of events and writes it, moving the clocks of their lines, in one transaction.
 
@@ -498,10 +517,22 @@ class ActivityWriter:
     """
 
     def __init__(
-        self, session: Session, *, latest: datetime, replica: bool = False, transaction_rows: int = 0
+        self,
+        session: Session,
+        *,
+        latest: datetime,
+        replica: bool = False,
+        transaction_rows: int = 0,
+        lookups: Connection | None = None,
     ) -> None:
         self.session = session
         self.sql = Dialect(session)
+        #: PostgreSQL: a second connection that finds the batches' lines while the session's connection
+        #: copies events (:meth:`_stream_batch`). The lines it reads are committed ones, as the session's
+        #: own would be: the transaction changes no line before its commit's moves.
+        self.lookups = lookups
+        self._stream: _Stream | None = None
+        self._settled = [0, 0]  # events imported and found stored, not yet handed back
         #: Rows a transaction takes before it commits (at least one batch): :data:`POSTGRES_TRANSACTION_ROWS`.
         self.transaction_rows = transaction_rows
         self._open_rows = 0  # rows written in the open transaction
@@ -554,8 +585,10 @@ class ActivityWriter:
 
     def _lines(self, numbers: list[str]) -> list[tuple[str, int, int, str, str]]:
         """The known lines among ``numbers``: ``(number, line id, plan id, status, last activity or
-        activation as a stamp)``, one query."""
-        cursor = driver(self.session.connection()).cursor()
+        activation as a stamp)``, one query; on PostgreSQL on :attr:`lookups` when given, whose transaction
+        ends with it."""
+        lookups = self.lookups if self.sql.postgres else None
+        cursor = driver(lookups if lookups is not None else self.session.connection()).cursor()
         try:
             if self.sql.postgres:
                 # The stamp as text in :meth:`text_of`'s format, made by the server: a batch's datetimes
@@ -568,7 +601,10 @@ class ActivityWriter:
                     "FROM lines WHERE msisdn = ANY(string_to_array(%s, E'\\n'))",
                     ("\n".join(numbers),),
                 )
-                return cast(list[tuple[str, int, int, str, str]], cursor.fetchall())
+                found = cast(list[tuple[str, int, int, str, str]], cursor.fetchall())
+                if lookups is not None:
+                    lookups.rollback()
+                return found
             cursor.execute(
                 "SELECT msisdn, id, plan_id, status, COALESCE(last_activity_at, activated_at) "
                 "FROM lines WHERE msisdn IN (SELECT value FROM json_each(?))",
@@ -586,18 +622,24 @@ class ActivityWriter:
             self._seen, self._line_fields, self._line_of, self._recycled = {}, {}, {}, set()
             self._plan_of, self._since, self._plans = {}, {}, set()
         seen = self._seen
-        missing = [msisdn for msisdn in numbers if msisdn not in seen]
+        missing = list(filterfalse(seen.__contains__, numbers))
         if not missing:
             return
         rows = self._lines(missing)
-        seen.update((row[0], row) for row in rows)
-        self._line_of.update((row[0], row[1]) for row in rows)
-        self._plan_of.update((row[1], row[2]) for row in rows)
-        self._since.update((row[1], row[4]) for row in rows)
-        self._plans.update(row[2] for row in rows)
-        self._recycled.update(row[0] for row in rows if row[3] == LineStatus.RECYCLED.value)
+        if not rows:
+            return
+        # Column by column, in C: a batch's lookup is 100,000 rows and more.
+        msisdns, line_ids, plan_ids, statuses, sinces = zip(*rows, strict=True)
+        seen.update(zip(msisdns, rows, strict=True))
+        self._line_of.update(zip(msisdns, line_ids, strict=True))
+        self._plan_of.update(zip(line_ids, plan_ids, strict=True))
+        self._since.update(zip(line_ids, sinces, strict=True))
+        self._plans.update(plan_ids)
+        if LineStatus.RECYCLED.value in statuses:
+            self._recycled.update(row[0] for row in rows if row[3] == LineStatus.RECYCLED.value)
         if self.sql.postgres:  # the line as a binary COPY field
-            self._line_fields.update((row[0], _INT4_FIELD(4, row[1])) for row in rows)
+            fields = map(_INT4_FIELD, repeat(4), line_ids)
+            self._line_fields.update(zip(msisdns, fields, strict=False))
 
     def _found_lines(self, numbers: list[str]) -> list[tuple[str, int, int, str, str]]:
         """The lines of ``numbers`` that exist (:meth:`_look_up`)."""
@@ -772,27 +814,121 @@ class ActivityWriter:
         received = self.text_of(now)
         numbers = prepared.numbers if columns is None else columns.newest_numbers.split("\n")
         checked = None if columns is None else self._check_fast(columns, numbers, received)
-        if checked is None:  # a bad line, or good columns but a number without a live line: line by line
+        if checked is not None:  # PostgreSQL, every line good: onto the transaction's stream of events
+            chunks, newest = checked
+            self._stream_batch(chunks, newest, cast(Columns, columns).ids.count("\n") + 1)
+        else:  # a bad line, or good columns but a number without a live line: line by line
+            self._end_stream()  # the connection is needed for the batch's own statements
             values = prepared.values if prepared.values is not None else cast(Columns, columns).values()
             raw = RawBatch(prepared.rows, prepared.lines, values, prepared.errors)
             found = self._found_lines(numbers)
             rows, errors, newest = self._check(raw, {row[0]: row[1:] for row in found})
             count = len(rows)
             imported, inserted = self._insert(rows, received) if count else (0, None)
-        else:
-            (chunks, newest), errors = checked, []
-            count = cast(Columns, columns).ids.count("\n") + 1
-            imported, inserted = self._copy_events(chunks, _BINARY_COLUMNS, binary=True)
-        if inserted is not None:  # PostgreSQL, some were duplicates: the newest of those inserted moves
-            self._merge_moves(inserted)
-        elif imported == count:  # the newest per line, found while checking, moves
-            self._merge_moves(newest)
-        elif imported:  # SQLite, some were duplicates: only the events inserted now may move a clock
-            self._moves_from_events = True
+            if inserted is not None:  # PostgreSQL, some were duplicates: the newest of those inserted moves
+                self._merge_moves(inserted)
+            elif imported == count:  # the newest per line, found while checking, moves
+                self._merge_moves(newest)
+            elif imported:  # SQLite, some were duplicates: only the events inserted now may move a clock
+                self._moves_from_events = True
+            self._settled[0] += imported
+            self._settled[1] += count - imported
         self._open_rows += prepared.rows
         if self._open_rows >= self.transaction_rows:
             self.commit()
-        return imported, count - imported, errors
+        return self.take_settled(errors if checked is None else [])
+
+    def take_settled(self, errors: list[RowError]) -> tuple[int, int, list[RowError]]:
+        """The events imported and found stored since the last call (a stream's, when it ended), and
+        ``errors``."""
+        (imported, present), self._settled = self._settled, [0, 0]
+        return imported, present, errors
+
+    def _stream_batch(self, chunks: Iterator[bytes], newest: dict[int, str], count: int) -> None:
+        """PostgreSQL: send a clean batch's events (binary ``COPY`` rows, without header or trailer) down the
+        open transaction's stream into ``usage_events``, opening it at its first batch.
+
+        One ``COPY`` takes every clean batch of a transaction, so the server inserts one batch's events while
+        this process reads and checks the next (the numbers are looked up on another connection meanwhile,
+        :attr:`lookups`). It runs in a savepoint, as if none of its events were stored yet; when one is, the
+        copy fails on the key, and :meth:`_end_stream` inserts all of the stream's events again, skipping
+        those stored. So a batch's counts are known when its stream ends: at the commit, or before a batch
+        that needs the connection for itself."""
+        import psycopg
+
+        stream = self._stream
+        if stream is None:
+            cursor = driver(self.session.connection()).cursor()
+            cursor.execute("SAVEPOINT ka_stream")
+            if self.replica:
+                cursor.execute("SET LOCAL session_replication_role = replica")
+            opening = cursor.copy(f"COPY usage_events {_BINARY_COLUMNS} FROM STDIN (FORMAT binary)")
+            stream = self._stream = _Stream(cursor, opening, opening.__enter__())
+            stream.write(_BINARY_HEADER)
+        stream.rows += count
+        stream.newest.append(newest)
+        if stream.failed is not None:
+            stream.sent.extend(chunks)
+            return
+        try:
+            for chunk in chunks:
+                stream.write(chunk)
+        except psycopg.errors.UniqueViolation as exc:  # an event stored already: the rest is kept for later
+            stream.failed = exc
+            stream.sent.extend(chunks)
+
+    def abort(self) -> None:
+        """Stop the transaction's stream of events, if open, without ending it: the server drops the copy
+        (and the transaction, which the caller rolls back)."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        stopped = RuntimeError("the import stopped")
+        with suppress(Exception):  # the copy's own failure, or the connection's: the transaction is lost
+            stream.opening.__exit__(RuntimeError, stopped, None)
+        with suppress(Exception):
+            stream.cursor.close()
+
+    def _end_stream(self) -> None:
+        """PostgreSQL: end the transaction's stream of events (:meth:`_stream_batch`), if open, and settle
+        its counts and moves: all its events imported and their newest moving the clocks; or, when one was
+        stored already, the stream's copy rolled back and its events inserted skipping those stored, their
+        newest (from the insert itself) moving the clocks."""
+        import psycopg
+
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        cursor = stream.cursor
+        try:
+            if stream.failed is None:
+                try:
+                    stream.copy.write(_BINARY_TRAILER)  # not kept: the insert again adds its own
+                    stream.opening.__exit__(None, None, None)
+                except psycopg.errors.UniqueViolation as exc:
+                    stream.failed = exc
+            else:
+                stream.opening.__exit__(type(stream.failed), stream.failed, stream.failed.__traceback__)
+        except psycopg.errors.UniqueViolation:
+            pass  # the copy's error, as expected: rolled back below
+        try:
+            if stream.failed is None:
+                if self.replica:
+                    cursor.execute("SET LOCAL session_replication_role = origin")
+                cursor.execute("RELEASE SAVEPOINT ka_stream")
+                for newest in stream.newest:
+                    self._merge_moves(newest)
+                self._settled[0] += stream.rows
+                return
+            cursor.execute("ROLLBACK TO SAVEPOINT ka_stream")
+            cursor.execute("RELEASE SAVEPOINT ka_stream")
+        finally:
+            cursor.close()
+        chunks = iter([*stream.sent, _BINARY_TRAILER])
+        imported, inserted = self._copy_events(chunks, _BINARY_COLUMNS, binary=True, straight=False)
+        self._merge_moves(inserted or {})
+        self._settled[0] += imported
+        self._settled[1] += stream.rows - imported
 
     def _merge_moves(self, newest: dict[int, str]) -> None:
         """Take each line's ``newest`` event into the open transaction's moves where it is newer. An export
@@ -811,10 +947,12 @@ class ActivityWriter:
         self._moves_newest = max(moves.values())
 
     def commit(self) -> None:
-        """Move the clocks of the open transaction's lines, once each, and commit it.
+        """Move the clocks of the open transaction's lines, once each, and commit it (the counts its stream's
+        end settled wait for :meth:`take_settled`).
 
         A line's clock moves to its newest counting event among those the transaction inserted, found while
         checking, or (when a batch held events stored before) among the new events themselves."""
+        self._end_stream()
         if self._open_rows:
             now = utcnow()
             if self._moves_from_events:
@@ -924,7 +1062,7 @@ class ActivityWriter:
             self.floor = int(self.session.scalar(text(_SQLITE_FLOOR)) or 0)
 
     def _copy_events(
-        self, chunks: Iterator[str] | Iterator[bytes], columns: str, *, binary: bool
+        self, chunks: Iterator[str] | Iterator[bytes], columns: str, *, binary: bool, straight: bool = True
     ) -> tuple[int, dict[int, str] | None]:
         """PostgreSQL: insert the events of ``chunks`` (pieces of ``COPY`` data of :data:`_EVENT_COLUMNS`,
         text or ``binary``) not stored yet; returns how many, and None when that was all of them, or else
@@ -942,9 +1080,12 @@ class ActivityWriter:
         sent: list[Any] = []
         form = " (FORMAT binary)" if binary else ""
         try:
-            copied = self._copied(cursor, chunks, sent, f"{columns} FROM STDIN{form}")
-            if copied is not None:
-                return copied, None
+            if straight:
+                copied = self._copied(cursor, chunks, sent, f"{columns} FROM STDIN{form}")
+                if copied is not None:
+                    return copied, None
+            else:
+                sent.extend(chunks)
             session.execute(text(_EVENTS_POSTGRES))
             session.execute(text("TRUNCATE ka_events"))
             with cursor.copy(f"COPY ka_events {columns} FROM STDIN{form}") as copy:
@@ -1111,6 +1252,7 @@ def import_activity(
     with (
         gc_paused(),  # a batch is a million short-lived lists and tuples, with no reference cycles
         engine.connect() as conn,
+        engine.connect() if engine.dialect.name == "postgresql" else nullcontext() as lookups,
         bulk_connection(conn, own_references=True) as replica,
         sqlite_stage(conn),
         Session(bind=conn) as session,
@@ -1120,6 +1262,7 @@ def import_activity(
             latest=utcnow() + CLOCK_SKEW,
             replica=replica,
             transaction_rows=_transaction_rows(engine) if transaction_rows is None else transaction_rows,
+            lookups=lookups,
         )
         source = json_batches if is_json else csv_batches
 
@@ -1128,15 +1271,22 @@ def import_activity(
 
         # A big file is read and checked by reader processes in turns while this one writes the batch before.
         readers = READERS if reads_in_parallel(path, parallel) else 0
-        for batch in in_turns(prepared, readers=readers):
-            imported, present, errors = writer.write(batch)
-            result.rows += batch.rows
-            result.imported += imported
-            result.already_present += present
-            result.add_errors(errors)
-            if on_progress is not None:
-                on_progress(result.rows, total)
-        writer.commit()
+        try:
+            for batch in in_turns(prepared, readers=readers):
+                imported, present, errors = writer.write(batch)
+                result.rows += batch.rows
+                result.imported += imported
+                result.already_present += present
+                result.add_errors(errors)
+                if on_progress is not None:
+                    on_progress(result.rows, total)
+            writer.commit()
+        except BaseException:
+            writer.abort()  # the connection goes back to the pool out of any copy, and rolls back
+            raise
+        imported, present, _ = writer.take_settled([])
+        result.imported += imported
+        result.already_present += present
     result.seconds = time.perf_counter() - started
     record_run(engine, actor=actor, action="keepalive.activity_imported", result=result)
     return result
