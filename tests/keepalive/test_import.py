@@ -5,6 +5,7 @@ is that of a line-by-line import; a failure keeps the batches written before it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -79,8 +80,58 @@ def _clocks(engine: Engine, line_ids: list[int]) -> list[datetime | None]:
         return [db.get(Line, i).last_activity_at for i in line_ids]  # type: ignore[union-attr]
 
 
+def _outcomes(
+    engine: Engine, settings: Settings, path: Path, lines: list[tuple[int, str]], runs: list[dict[str, int]]
+) -> list[tuple[tuple[int, int, int, list[int]], dict[str, Any], list[datetime | None]]]:
+    """Import ``path`` once per keyword set of ``runs``, each time with no event stored and ``lines`` last
+    active at T0: each run's counts (imported, present, rejected, the lines of the errors), the events
+    stored and the clocks of ``lines``."""
+    outcomes = []
+    for kwargs in runs:
+        with Session(engine) as db:
+            db.query(UsageEvent).delete()
+            for line_id, _ in lines:
+                line = db.get(Line, line_id)
+                assert line is not None
+                line.last_activity_at = T0
+            db.commit()
+        result = import_activity(engine, settings, path, **kwargs)
+        counts = (result.imported, result.already_present, result.rejected, [e.line for e in result.errors])
+        outcomes.append((counts, _events(engine), _clocks(engine, [i for i, _ in lines])))
+    return outcomes
+
+
 def _at(hours: int) -> str:
     return (T0 + timedelta(hours=hours)).isoformat()
+
+
+def _fail_at_call(
+    monkeypatch: pytest.MonkeyPatch, method: str, call: int, check: Callable[[Any], None] | None = None
+) -> None:
+    """Make ``ActivityWriter.<method>`` raise ``OSError("... (injected)")`` at its ``call``-th call, after
+    ``check(writer)``; the other calls run it."""
+    real = getattr(importer.ActivityWriter, method)
+    calls = [0]
+
+    def failing(self: importer.ActivityWriter, *args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == call:
+            if check is not None:
+                check(self)
+            msg = f"{method} failed (injected)"
+            raise OSError(msg)
+        return real(self, *args)
+
+    monkeypatch.setattr(importer.ActivityWriter, method, failing)
+
+
+def _import_one(engine: Engine, settings: Settings, folder: Path, event: tuple[str, str, str, int]) -> int:
+    """Import one event ``(id, number, kind, hours after T0)`` from a file of its own; how many were
+    imported."""
+    event_id, msisdn, kind, hours = event
+    path = folder / f"one-{event_id}.csv"
+    path.write_text(HEADER + f"{event_id},{msisdn},{kind},{_at(hours)}\n")
+    return import_activity(engine, settings, path).imported
 
 
 def _streams(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
@@ -144,27 +195,16 @@ class TestBatches:
         lines = _lines(engine, settings, 3)
         rows = []
         for i in range(30):
-            line_id, msisdn = lines[i % 3]
+            _, msisdn = lines[i % 3]
             rows.append(f"r{i},{msisdn},{('sms', 'data', 'voice')[i % 3]},{_at((i * 7) % 40)}")
         rows.insert(11, "bad,+86,sms,2026-01-01T00:00:00Z")
         path = tmp_path / "events.csv"
         path.write_text(HEADER + "\n".join(rows) + "\n")
-        outcomes = []
-        for batch_rows in (1, 3, 1000):
-            with Session(engine) as db:
-                db.query(UsageEvent).delete()
-                for line_id, _ in lines:
-                    line = db.get(Line, line_id)
-                    assert line is not None
-                    line.last_activity_at = T0
-                db.commit()
-            result = import_activity(engine, settings, path, batch_rows=batch_rows)
-            assert (result.imported, result.rejected) == (30, 1)
-            assert [e.line for e in result.errors] == [13]
-            outcomes.append((_events(engine), _clocks(engine, [i for i, _ in lines])))
+        outcomes = _outcomes(engine, settings, path, lines, [{"batch_rows": n} for n in (1, 3, 1000)])
         assert outcomes[0] == outcomes[1] == outcomes[2]
+        assert outcomes[0][0] == (30, 0, 1, [13])
         newest = [max((i * 7) % 40 for i in range(30) if i % 3 == n) for n in range(3)]
-        assert outcomes[0][1] == [T0 + timedelta(hours=h) for h in newest]
+        assert outcomes[0][2] == [T0 + timedelta(hours=h) for h in newest]
 
     def test_a_later_batch_with_older_events_never_moves_a_clock_back(
         self, fresh: tuple[Engine, Settings], tmp_path: Path
@@ -202,9 +242,7 @@ class TestBatches:
         engine, settings = fresh
         (one, a), (two, b) = _lines(engine, settings, 2)
         copies = _streams(monkeypatch)
-        first = tmp_path / "first.csv"
-        first.write_text(HEADER + f"m2,{b},sms,{_at(9)}\n")
-        assert import_activity(engine, settings, first).imported == 1
+        assert _import_one(engine, settings, tmp_path, ("m2", b, "sms", 9)) == 1
         second = tmp_path / "second.csv"
         second.write_text(
             HEADER + f"m1,{a},sms,{_at(1)}\nm2,{b},sms,{_at(9)}\nm3,{b},data,{_at(3)}\nm4,{a},sms,{_at(4)}\n"
@@ -609,20 +647,12 @@ class TestTransactions:
         rows.insert(15, rows[3])  # a repeat, in a later batch
         path = tmp_path / "events.csv"
         path.write_text(HEADER + "\n".join(rows) + "\n")
-        outcomes = []
-        for transaction_rows in (0, 4, 1000):
-            with Session(engine) as db:
-                db.query(UsageEvent).delete()
-                for line_id, _ in lines:
-                    db.get(Line, line_id).last_activity_at = T0  # type: ignore[union-attr]
-                db.commit()
-            result = import_activity(engine, settings, path, batch_rows=2, transaction_rows=transaction_rows)
-            assert (result.imported, result.already_present, result.rejected) == (20, 1, 1)
-            assert [e.line for e in result.errors] == [9]
-            outcomes.append((_events(engine), _clocks(engine, [i for i, _ in lines])))
+        runs = [{"batch_rows": 2, "transaction_rows": n} for n in (0, 4, 1000)]
+        outcomes = _outcomes(engine, settings, path, lines, runs)
         assert outcomes[0] == outcomes[1] == outcomes[2]
+        assert outcomes[0][0] == (20, 1, 1, [9])
         newest = [max((i * 11) % 37 for i in range(20) if i % 3 == n) for n in range(3)]
-        assert outcomes[0][1] == [T0 + timedelta(hours=h) for h in newest]
+        assert outcomes[0][2] == [T0 + timedelta(hours=h) for h in newest]
 
     def test_each_clock_moves_once_per_transaction(
         self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -678,9 +708,7 @@ class TestTransactions:
         engine, settings = fresh
         (one, a), (two, b) = _lines(engine, settings, 2)
         streams = _streams(monkeypatch)
-        first = tmp_path / "first.csv"
-        first.write_text(HEADER + f"s3,{b},sms,{_at(2)}\n")
-        assert import_activity(engine, settings, first).imported == 1
+        assert _import_one(engine, settings, tmp_path, ("s3", b, "sms", 2)) == 1
         second = tmp_path / "second.csv"
         rows = [(a, 1), (a, 5), (b, 99), (b, 7), (a, 2)]
         second.write_text(HEADER + "".join(f"s{i},{n},sms,{_at(h)}\n" for i, (n, h) in enumerate(rows, 1)))
@@ -720,32 +748,6 @@ class TestTransactions:
         assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=8)]
         assert streams == ([True, True] if engine.dialect.name == "postgresql" else [])
 
-    def test_a_failure_keeps_the_transactions_before(
-        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """The second move of clocks fails: on PostgreSQL the first transaction (two batches) stays and the
-        second leaves nothing; on SQLite the first batch stays."""
-        engine, settings = fresh
-        [(line_id, msisdn)] = _lines(engine, settings, 1)
-        path = tmp_path / "fails.csv"
-        path.write_text(HEADER + "".join(f"f{i},{msisdn},sms,{_at(i)}\n" for i in range(1, 10)))
-        real_move = importer.ActivityWriter._move
-        calls = {"n": 0}
-
-        def failing_move(self: importer.ActivityWriter, *args: Any) -> None:
-            calls["n"] += 1
-            if calls["n"] == 2:
-                msg = "disk full (injected)"
-                raise OSError(msg)
-            real_move(self, *args)
-
-        monkeypatch.setattr(importer.ActivityWriter, "_move", failing_move)
-        with pytest.raises(OSError, match="injected"):
-            import_activity(engine, settings, path, batch_rows=2, transaction_rows=4)
-        kept = 2 if engine.dialect.name == "sqlite" else 4
-        assert sorted(_events(engine)) == [f"f{i}" for i in range(1, kept + 1)]
-        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=kept)]
-
 
 class TestPostgresTriggers:
     """On PostgreSQL the events' insert skips its foreign key trigger, and nothing else does."""
@@ -784,30 +786,28 @@ class TestPostgresTriggers:
 class TestFailures:
     """A failure while writing, and imports at the same time."""
 
-    def test_a_failing_batch_stops_the_import_and_keeps_the_batches_before(
-        self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    @pytest.mark.parametrize(("batch_rows", "transaction_rows"), [(3, 3), (2, 4)])
+    def test_a_failing_batch_stops_the_import_and_keeps_the_transactions_before(
+        self,
+        fresh: tuple[Engine, Settings],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        batch_rows: int,
+        transaction_rows: int,
     ) -> None:
-        """The writer's error reaches the caller; the batches written before it stay, nothing of the failing
-        batch or after it is stored, and the clocks are those of the stored events."""
+        """The second move of clocks fails: the error reaches the caller; the transactions committed before
+        it stay (on PostgreSQL each takes ``transaction_rows``, on SQLite one batch), nothing of the failing
+        one or after it is stored, and the clocks are those of the stored events."""
         engine, settings = fresh
         [(line_id, msisdn)] = _lines(engine, settings, 1)
         path = tmp_path / "fails.csv"
         path.write_text(HEADER + "".join(f"f{i},{msisdn},sms,{_at(i)}\n" for i in range(1, 10)))
-        real_move = importer.ActivityWriter._move
-        calls = {"n": 0}
-
-        def failing_move(self: importer.ActivityWriter, *args: Any) -> None:
-            calls["n"] += 1  # after the batch's events are inserted, before its clocks move
-            if calls["n"] == 2:
-                msg = "disk full (injected)"
-                raise OSError(msg)
-            real_move(self, *args)
-
-        monkeypatch.setattr(importer.ActivityWriter, "_move", failing_move)
+        _fail_at_call(monkeypatch, "_move", 2)
         with pytest.raises(OSError, match="injected"):
-            import_activity(engine, settings, path, batch_rows=3, transaction_rows=3)
-        assert sorted(_events(engine)) == ["f1", "f2", "f3"]
-        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=3)]
+            import_activity(engine, settings, path, batch_rows=batch_rows, transaction_rows=transaction_rows)
+        kept = batch_rows if engine.dialect.name == "sqlite" else transaction_rows
+        assert sorted(_events(engine)) == [f"f{i}" for i in range(1, kept + 1)]
+        assert _clocks(engine, [line_id]) == [T0 + timedelta(hours=kept)]
 
     def test_a_failure_while_a_stream_is_open_leaves_nothing_and_the_database_usable(
         self, fresh: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -822,17 +822,11 @@ class TestFailures:
         path = tmp_path / "stops.csv"
         path.write_text(HEADER + "".join(f"x{i},{msisdn},sms,{_at(i)}\n" for i in range(1, 7)))
         real_check = importer.ActivityWriter._check_fast
-        calls = {"n": 0}
 
-        def failing_check(self: importer.ActivityWriter, *args: Any) -> Any:
-            calls["n"] += 1
-            if calls["n"] == 2:
-                assert self._stream is not None  # the first batch's copy is open
-                msg = "stopped (injected)"
-                raise OSError(msg)
-            return real_check(self, *args)
+        def open_stream(writer: importer.ActivityWriter) -> None:
+            assert writer._stream is not None  # the first batch's copy is open
 
-        monkeypatch.setattr(importer.ActivityWriter, "_check_fast", failing_check)
+        _fail_at_call(monkeypatch, "_check_fast", 2, open_stream)
         with pytest.raises(OSError, match="injected"):
             import_activity(engine, settings, path, batch_rows=2)
         assert _events(engine) == {}
