@@ -745,7 +745,7 @@ class ActivityWriter:
         self, columns: Columns, numbers: list[str], received: str
     ) -> tuple[Iterator[bytes], dict[int, str]] | None:
         """:meth:`_check` for a batch whose lines passed :meth:`_columns` (``numbers``: its distinct ones):
-        its events for ``usage_events`` (:data:`_EVENT_COLUMNS`, ``received`` the time they were received) in
+        its events for ``usage_events`` (:data:`_BINARY_COLUMNS`, ``received`` the time they were received) in
         ``COPY``'s binary format, made in pieces as the copy takes them (:func:`_binary_copy_chunks`), and
         each line's newest counting event; None when a number has no live line. Column by column, joined in
         C: no Python step per event. The binary format spares the server parsing the timestamps' text, a
@@ -836,13 +836,13 @@ class ActivityWriter:
         self._open_rows += prepared.rows
         if self._open_rows >= self.transaction_rows:
             self.commit()
-        return self.take_settled(errors if checked is None else [])
+        imported, present = self.take_settled()
+        return imported, present, errors if checked is None else []
 
-    def take_settled(self, errors: list[RowError]) -> tuple[int, int, list[RowError]]:
-        """The events imported and found stored since the last call (a stream's, when it ended), and
-        ``errors``."""
+    def take_settled(self) -> tuple[int, int]:
+        """The events imported and found stored since the last call (a stream's, when it ended)."""
         (imported, present), self._settled = self._settled, [0, 0]
-        return imported, present, errors
+        return imported, present
 
     def _stream_batch(self, chunks: Iterator[bytes], newest: dict[int, str], count: int) -> None:
         """PostgreSQL: send a clean batch's events (binary ``COPY`` rows, without header or trailer) down the
@@ -1284,7 +1284,7 @@ def import_activity(
         except BaseException:
             writer.abort()  # the connection goes back to the pool out of any copy, and rolls back
             raise
-        imported, present, _ = writer.take_settled([])
+        imported, present = writer.take_settled()
         result.imported += imported
         result.already_present += present
     result.seconds = time.perf_counter() - started
