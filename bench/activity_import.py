@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _keepalive_data import database, drop, make_lines
+from _machine import report
 from simkeep.config import Settings
 from simkeep.keepalive.importer import import_activity
 from sims_import import settle  # type: ignore[import-not-found]  # run as a script from bench/
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
+    report()
     now = datetime.now(UTC)
     engine, url = database(args.backend)
     folder = Path(tempfile.mkdtemp(prefix="simkeep-bench-events-"))

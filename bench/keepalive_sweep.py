@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _keepalive_data import database, drop, make_lines
+from _machine import report
 from simkeep.db.engine import make_engine
 from simkeep.keepalive.service import PG_WORKERS, sweep
 
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=10_000_000)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     args = parser.parse_args()
+    report()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     results = {b: run(b, args.lines) for b in backends}
     for backend, seconds in results.items():

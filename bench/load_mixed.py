@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from tests import factories  # noqa: E402
 
 from _keepalive_data import database, drop, make_lines  # noqa: E402  (sibling scripts)
+from _machine import report  # noqa: E402
 from camara_check import (  # noqa: E402
     LUA,
     SECRET,
@@ -329,6 +330,7 @@ def main() -> None:
         "server answers)",
     )
     options = parser.parse_args()
+    report()
     results: list[str] = []
     with tempfile.TemporaryDirectory(prefix="simkeep-bench-load-") as tmp:
         for backend in [b.strip() for b in options.backends.split(",") if b.strip()]:

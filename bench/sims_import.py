@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from _machine import report  # type: ignore[import-not-found]  # run as a script from bench/
 from simkeep.db import migrate
 from simkeep.db.engine import make_engine
 from simkeep.identifiers import luhn_valid
@@ -157,6 +158,7 @@ def main(
     if name == "sims_import":
         parser.add_argument("--no-secrets", action="store_true", help="leave out the SIMs' secret columns")
     options = parser.parse_args()
+    report()
     results: list[str] = []
     with tempfile.TemporaryDirectory(prefix="simkeep-bench-") as tmp:
         workdir = Path(tmp)
