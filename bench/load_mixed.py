@@ -1,19 +1,20 @@
 """Load: CAMARA SIM Swap checks at a rate while store replacements run through the API (issue 9 item 5).
 
 Run from the repository root: ``python bench/load_mixed.py [--lines N] [--flows-per-second F] [--duration S]
-[--workers W] [--backends postgres,sqlite] [--check-rate R | --check-delay-ms D]``. For each backend it makes
-a fresh database with N lines (default 200,000) for the checks, plus one store, a clerk, and enough holders
-and store SIMs for ``F * S`` replacement flows (defaults 20 per second for 60 s); runs ``simkeep worker
---exit-when-idle`` once, so that the day's scheduled jobs (the daily sweep over the N lines, its reminders and
-recyclings, their messages) are done, as they are during a working day; starts ``simkeep serve --workers W``
-and ``simkeep worker`` as an operator would; then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with
-64 connections on a schedule of R checks a second (default 20,000, the issue's rate, whatever the latency: see
-``PACED_RATE``; ``--check-rate 0``: as fast as the server answers; the older ``--check-delay-ms D`` has each
-connection wait D ms after an answer instead, which offers less as the latency grows), while a pool of clerk
-clients starts F store replacements a second (submit with the in-person check, cash payment, the scanned SIM,
-activation: four requests). Face matching is not part of a store flow. It checks that every check answered 200
-or 404 (wrk's errors and non-2xx counts: 404 is the unknown numbers drawn), that every flow ended activated,
-and prints:
+[--workers W] [--check-workers C] [--backends postgres,sqlite] [--check-rate R | --check-delay-ms D]``. For
+each backend it makes a fresh database with N lines (default 200,000) for the checks, plus one store, a clerk,
+and enough holders and store SIMs for ``F * S`` replacement flows (defaults 20 per second for 60 s); runs
+``simkeep worker --exit-when-idle`` once, so that the day's scheduled jobs (the daily sweep over the N lines,
+its reminders and recyclings, their messages) are done, as they are during a working day; starts ``simkeep
+serve --workers W`` and ``simkeep worker`` as an operator would (with ``--check-workers C``, a second
+``simkeep serve`` with C workers answers the checks, as docs/deployment.md describes, and the first one keeps
+no facts copy); then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64 connections on a schedule
+of R checks a second (default 20,000, the issue's rate, whatever the latency: see ``PACED_RATE``;
+``--check-rate 0``: as fast as the server answers; the older ``--check-delay-ms D`` has each connection wait D
+ms after an answer instead, which offers less as the latency grows), while a pool of clerk clients starts F
+store replacements a second (submit with the in-person check, cash payment, the scanned SIM, activation: four
+requests). Face matching is not part of a store flow. It checks that every check answered 200 or 404 (wrk's
+errors and non-2xx counts: 404 is the unknown numbers drawn), that every flow ended activated, and prints:
 
 ``RESULT load_camara_rps_<backend>``, ``RESULT load_camara_p99_ms_<backend>``, ``RESULT
 load_camara_errors_<backend>``, ``RESULT load_flows_per_s_<backend>``, ``RESULT load_flow_p99_s_<backend>``
@@ -184,19 +185,52 @@ def run_flows(counter: Counter, pairs: list[tuple[str, str]], rate: float) -> li
 
 
 def start_service(
-    env: dict[str, str], workers: int, workdir: Path, backend: str
-) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
-    """``simkeep serve`` and ``simkeep worker``, as an operator starts them: (server, worker, base URL)."""
+    env: dict[str, str], workers: int, workdir: Path, backend: str, *, name: str = "serve", jobs: bool = True
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None, str]:
+    """``simkeep serve`` (and, with ``jobs``, ``simkeep worker``), as an operator starts them: (server,
+    worker, base URL)."""
     simkeep = str(Path(sys.executable).parent / "simkeep")
     port = free_port()
-    with (workdir / f"serve-{backend}.log").open("wb") as out:
+    with (workdir / f"{name}-{backend}.log").open("wb") as out:
         server = subprocess.Popen(
             [simkeep, "serve", "--port", str(port), "--workers", str(workers), "--no-upgrade"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    with (workdir / f"worker-{backend}.log").open("wb") as out:
-        worker = subprocess.Popen([simkeep, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    worker = None
+    if jobs:
+        with (workdir / f"worker-{backend}.log").open("wb") as out:
+            worker = subprocess.Popen([simkeep, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
     return server, worker, f"http://127.0.0.1:{port}"
+
+
+def start_services(
+    env: dict[str, str], options: argparse.Namespace, workdir: Path, backend: str
+) -> tuple[list[subprocess.Popen[bytes]], str, str, int]:
+    """The servers and the worker, ready: (processes, base URL of the staff API, of the checks, the checks'
+    worker processes). With ``--check-workers``, the CAMARA API has a ``simkeep serve`` of its own (as
+    behind a gateway that sends the relying parties' host there) and the other one keeps no facts copy."""
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        if options.check_workers:
+            staff_env = {**env, "SIMKEEP_CAMARA_FACTS_CACHE": "false"}
+            server, worker, base = start_service(staff_env, options.workers, workdir, backend)
+            camara, _, check_base = start_service(
+                env, options.check_workers, workdir, backend, name="camara", jobs=False
+            )
+            processes += [server, camara]
+            wait_ready(camara, check_base, workdir / f"camara-{backend}.log")
+        else:
+            server, worker, base = start_service(env, options.workers, workdir, backend)
+            processes.append(server)
+            check_base = base
+        if worker is not None:
+            processes.append(worker)
+        wait_ready(server, base, workdir / f"serve-{backend}.log")
+    except BaseException:
+        for process in processes:
+            stop(process)
+        raise
+    return processes, base, check_base, options.check_workers or options.workers
 
 
 def service_env(url: str) -> dict[str, str]:
@@ -251,20 +285,19 @@ def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> l
             clerk, pairs = seed_flows(session, settings, flows)
         env = service_env(url)
         settle(env, workdir, backend)
-        server, worker, base = start_service(env, options.workers, workdir, backend)
+        processes, base, check_base, check_workers = start_services(env, options, workdir, backend)
         try:
-            wait_ready(server, base, workdir / f"serve-{backend}.log")
-            waited = wait_facts(base, workers=options.workers)
+            waited = wait_facts(check_base, workers=check_workers)
             print(f"{backend}: facts copies ready {waited:.1f} s after the server answered", flush=True)
             form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-            token = httpx.post(base + "/oauth2/token", data=form, timeout=120).json()["access_token"]
+            token = httpx.post(check_base + "/oauth2/token", data=form, timeout=120).json()["access_token"]
             script = workdir / f"check-{backend}.lua"
             script.write_text(LUA % {"lines": options.lines, "token": token} + pacing(options))
             counter = Counter.signed_in(base, clerk)
             outcome: dict[str, Load] = {}
 
             def load_checks() -> None:
-                target = base + "/sim-swap/v2/check"
+                target = check_base + "/sim-swap/v2/check"
                 outcome["load"] = run_wrk(
                     target, script, connections=64, duration=options.duration, threads=WRK_THREADS
                 )
@@ -276,8 +309,8 @@ def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> l
             flow_seconds = time.perf_counter() - began
             checks.join()
         finally:
-            stop(server)
-            stop(worker)
+            for process in processes:
+                stop(process)
         load = outcome["load"]
         durations = sorted(d for d, _ in results)
         errors = [e for _, e in results if e is not None]
@@ -314,6 +347,13 @@ def main() -> None:
     parser.add_argument("--flows-per-second", type=float, default=20.0)
     parser.add_argument("--duration", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--check-workers",
+        type=int,
+        default=0,
+        help="serve the CAMARA checks from a `simkeep serve` of their own with this many worker processes "
+        "(0: the checks and the replacements share the --workers)",
+    )
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument(
         "--check-rate",
