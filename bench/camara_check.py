@@ -126,7 +126,7 @@ class Load:
     cpu_us: float = 0.0
     db_cpu_us: float = 0.0
     #: wrk's own CPU time per request (the load generator shares the machine's cores with the server).
-    client_cpu_us: float = 0.0
+    wrk_cpu_us: float = 0.0
 
 
 def _cpu_seconds(pids: set[int]) -> float:
@@ -274,7 +274,7 @@ def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk alone: the servers are still running
-    client_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    wrk_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     found = re.search(r"BENCH requests=(\d+) seconds=([\d.]+) p99_us=(\d+) p50_us=(\d+) errors=(\d+)", out)
     if found is None:
         sys.exit(f"wrk printed no figures:\n{out}")
@@ -285,7 +285,7 @@ def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads:
         p99_ms=int(found.group(3)) / 1000,
         p50_ms=int(found.group(4)) / 1000,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        client_cpu_us=client_cpu / max(1, requests) * 1e6,
+        wrk_cpu_us=wrk_cpu / max(1, requests) * 1e6,
     )
 
 
@@ -341,7 +341,7 @@ def median_load(runs: list[Load]) -> Load:
         non_2xx=sum(r.non_2xx for r in runs),
         cpu_us=statistics.median(r.cpu_us for r in runs),
         db_cpu_us=statistics.median(r.db_cpu_us for r in runs),
-        client_cpu_us=statistics.median(r.client_cpu_us for r in runs),
+        wrk_cpu_us=statistics.median(r.wrk_cpu_us for r in runs),
     )
 
 
@@ -412,7 +412,7 @@ def bench_backend(
             print(
                 f"{backend} round {i + 1}: simkeep {mine.rps:.0f} req/s (p99 {mine.p99_ms:.1f} ms, "
                 f"CPU per request: server {mine.cpu_us:.1f} us, PostgreSQL {mine.db_cpu_us:.1f} us, "
-                f"wrk {mine.client_cpu_us:.1f} us), "
+                f"wrk {mine.wrk_cpu_us:.1f} us), "
                 f"baseline {bare.rps:.0f} req/s (p99 {bare.p99_ms:.1f} ms)",
                 flush=True,
             )
@@ -507,8 +507,7 @@ def main() -> None:
                 results.append(f"RESULT camara_check_rps_{backend} {load.rps:.0f} req/s")
                 results.append(f"RESULT camara_check_p99_ms_{backend} {load.p99_ms:.2f} ms")
                 results.append(f"RESULT camara_check_cpu_us_{backend} {load.cpu_us:.1f} us a check")
-                wrk_us = load.client_cpu_us
-                results.append(f"RESULT camara_check_wrk_cpu_us_{backend} {wrk_us:.1f} us a check")
+                results.append(f"RESULT camara_check_wrk_cpu_us_{backend} {load.wrk_cpu_us:.1f} us a check")
                 if backend == "postgres":
                     results.append(f"RESULT camara_check_db_cpu_us_{backend} {load.db_cpu_us:.1f} us a check")
                 if paced is not None:

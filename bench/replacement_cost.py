@@ -69,23 +69,23 @@ def bench_backend(backend: str, flows: int, workdir: Path) -> list[str]:
             ours, postgres = server_pids(server.pid)
             if backend != "postgres":
                 postgres = set()
-            before = _cpu_seconds(ours), _cpu_seconds(postgres)
+            server_before, db_before = _cpu_seconds(ours), _cpu_seconds(postgres)
             began, client = time.perf_counter(), time.process_time()
             run(pairs[WARM_UP:])
             wall, client = time.perf_counter() - began, time.process_time() - client
-            db_cpu = _cpu_seconds(postgres) - before[1]
-            cpu = _cpu_seconds(ours) - before[0] + db_cpu
+            db_cpu = _cpu_seconds(postgres) - db_before
+            cpu = _cpu_seconds(ours) - server_before + db_cpu
         finally:
             stop(server)
         cpu_ms, wall_ms, client_ms = cpu / flows * 1000, wall / flows * 1000, client / flows * 1000
-        database_ms = db_cpu / flows * 1000
-        share = f" (PostgreSQL's {database_ms:.1f} ms of it)" if postgres else ""
+        db_ms = db_cpu / flows * 1000
+        share = f" (PostgreSQL's {db_ms:.1f} ms of it)" if postgres else ""
         print(f"{backend}: {flows} store replacements one after another: {wall_ms:.1f} ms each, "
               f"server CPU {cpu_ms:.1f} ms each{share}, the clerk's HTTP client {client_ms:.1f} ms each",
               flush=True)  # fmt: skip
         return [
             f"RESULT replacement_cpu_ms_{backend} {cpu_ms:.1f} ms",
-            *([f"RESULT replacement_db_cpu_ms_postgres {database_ms:.1f} ms"] if postgres else []),
+            *([f"RESULT replacement_db_cpu_ms_postgres {db_ms:.1f} ms"] if postgres else []),
             f"RESULT replacement_client_cpu_ms_{backend} {client_ms:.1f} ms",
             f"RESULT replacement_wall_ms_{backend} {wall_ms:.1f} ms",
         ]
