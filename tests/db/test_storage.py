@@ -1,7 +1,8 @@
 """Storage choices: the stock queries read the stock-pick index (picking a SIM, and the console's counts);
 PostgreSQL keeps room in line_calendar's pages for HOT updates (migration 0015); the lines whose keep-alive
 calendar is pending are marked by a generated column, so that moving a deadline can be a HOT update on
-PostgreSQL (migration 0016)."""
+PostgreSQL (migration 0016); PostgreSQL keeps half of each lines page free for the same reason (migration
+0019)."""
 
 from __future__ import annotations
 
@@ -124,17 +125,50 @@ class TestStockPickIndex:
         assert "COVERING INDEX ix_sims_stock_pick" in plan, plan
 
 
-class TestLineCalendarFillfactor:
-    """PostgreSQL: line_calendar pages keep a fifth free, so that ``since`` moves are HOT updates."""
+@pytest.mark.parametrize(("table", "fillfactor"), [("line_calendar", 80), ("lines", 50)])
+def test_fillfactor(engine: Engine, table: str, fillfactor: int) -> None:
+    """PostgreSQL: ``line_calendar`` pages keep a fifth free (migration 0015) and ``lines`` pages half
+    (migration 0019), so that the activity import's clock moves are HOT updates."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL storage parameter")
+    with engine.connect() as conn:
+        options = conn.execute(
+            text("SELECT reloptions FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table}
+        )
+    assert options.scalar() == [f"fillfactor={fillfactor}"]
 
-    def test_fillfactor(self, engine: Engine) -> None:
-        if engine.dialect.name != "postgresql":
-            pytest.skip("a PostgreSQL storage parameter")
-        with engine.connect() as conn:
-            options = conn.execute(
-                text("SELECT reloptions FROM pg_class WHERE relname = 'line_calendar'")
-            ).scalar()
-        assert options == ["fillfactor=80"]
+
+class TestLinesFillfactor:
+    """PostgreSQL: lines pages keep half their room free, so that activity clock moves are HOT updates."""
+
+    def test_a_day_moving_every_clock_writes_no_index_entry(self, db: Session, settings: Settings) -> None:
+        """A hundred lines written together, then every one's clock moved (as an activity import does on a
+        day each line was active): every update is heap-only. At fillfactor 90 about one in ten was."""
+        if db.get_bind().dialect.name != "postgresql":
+            pytest.skip("HOT updates are PostgreSQL's")
+        line = factories.holder(db, settings).line
+        db.flush()
+        db.execute(
+            text(
+                "INSERT INTO lines (msisdn, subscriber_id, plan_id, status, sim_change_lock, activated_at, "
+                "last_activity_at, deadline_at, created_at, updated_at) SELECT '+861390000' || "
+                "lpad(i::text, 4, '0'), subscriber_id, plan_id, status, false, activated_at, activated_at, "
+                "activated_at + interval '180 days', "
+                "created_at, updated_at FROM lines, generate_series(1, 100) AS i WHERE id = :id"
+            ),
+            {"id": line.id},
+        )
+        db.commit()
+        before = db.execute(text(_HOT)).one()
+        moved = db.execute(
+            text(
+                "UPDATE lines SET last_activity_at = now(), deadline_at = now() + interval '180 days' "
+                "WHERE msisdn LIKE '+861390000%'"
+            )
+        ).rowcount
+        after = db.execute(text(_HOT)).one()
+        assert moved == 100
+        assert (after[0] - before[0], after[1] - before[1]) == (100, 100)
 
 
 class TestCalendarPending:
