@@ -14,13 +14,16 @@ import json
 import re
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache, partial
+from itertools import compress, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
+import numpy as np
 import phonenumbers
 from sqlalchemy import Connection, Engine
 from stdnum.cn import ric
@@ -28,6 +31,7 @@ from stdnum.cn import ric
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.identifiers import E164, imsi_problem, msisdn_problem
+from simkeep.lines.columns import Checked
 from simkeep.sims.importer import (
     BATCH_ROWS,
     SIM_KINDS,
@@ -116,7 +120,7 @@ class DocumentHasher:
 def _ric_place_known(region: str, year: int) -> bool:
     try:
         ric.get_birth_place(f"{region}{year:04d}01010000")
-    except ric.InvalidComponent:
+    except (ric.InvalidComponent, KeyError):  # stdnum raises KeyError for a few codes without a county
         return False
     return True
 
@@ -251,6 +255,39 @@ def fast_msisdn_problem(msisdn: str) -> str | None:
             if national and phonenumbers.is_valid_number(number):
                 return None
     return msisdn_problem(msisdn)
+
+
+@lru_cache(maxsize=4096)
+def msisdn_prefix_pattern(prefix: str) -> re.Pattern[str] | None:
+    """One pattern that fully matches the numbers starting with ``prefix`` (a plus and three digits) that
+    :func:`fast_msisdn_problem` accepts through :func:`_number_pattern`, or None where it would need more
+    (a calling code that serves several regions, or metadata no single pattern can hold).
+
+    Each national length the E.164 limits allow gets its own alternative, guarded by a look-ahead for that
+    length, so one call checks a number as ``_number_pattern(code, len(national))`` would.
+    """
+    digits = prefix[1:]
+    if (
+        len(prefix) != 4
+        or prefix[0] != "+"
+        or not (digits.isascii() and digits.isdigit())
+        or digits[0] == "0"
+    ):
+        return None
+    code = _calling_code(digits)
+    if code is None or _number_descs(code) is None:
+        return None
+    size = len(str(code))
+    alternatives = []
+    for length in range(max(1, 5 - size), 16 - size):  # E.164: 5 to 15 digits in all
+        pattern = _number_pattern(code, length)
+        if pattern is None:
+            return None
+        if pattern is not _MATCHES_NOTHING:
+            alternatives.append(f"(?=[0-9]{{{length}}}\\Z)(?:{pattern.pattern})")
+    if not alternatives:
+        return None
+    return re.compile(rf"\+{code}(?=[1-9])(?:{'|'.join(alternatives)})")
 
 
 def parse_timestamp(value: str) -> datetime | str:
@@ -416,7 +453,13 @@ def check_line(  # noqa: PLR0911, PLR0912, PLR0915 - one flat check per field re
             parsed = parse_timestamp(value)
             if isinstance(parsed, str):
                 return column, parsed
-            text, moment = stamp(value, parsed), utc_moment(value, parsed)
+            moment = utc_moment(value, parsed)
+            if moment > latest:
+                return column, "is in the future"
+            try:
+                text = stamp(value, parsed)
+            except OverflowError:  # SQLite's naive UTC: 0001-01-01T00:00:00+08:00 is before the year 1
+                return column, "lies before the year 1 in UTC"
         if moment > latest:
             return column, "is in the future"
         moments.append(moment)
@@ -451,37 +494,33 @@ class LinesExtra(NamedTuple):
     plans: frozenset[str]
 
 
-def _serialise(subs: list[list[Any]], lines: list[list[Any]], postgres: bool) -> tuple[Any, Any]:
-    """A batch's subscribers (by position, ``k`` first) and lines: COPY text for PostgreSQL; for SQLite one
-    small database holding both staging tables, serialised (see :func:`sqlite_stage`), and None.
+def _serialise(subs: list[Sequence[Any]], lines: list[Sequence[Any]], postgres: bool) -> tuple[Any, Any]:
+    """A batch's subscribers and lines, by column, in position order (the subscribers' rows ``k`` first,
+    see :func:`_line_batch`): COPY text for PostgreSQL; for SQLite one small database holding both staging
+    tables, serialised (see :func:`sqlite_stage`), and None.
 
     The reader process builds the staging tables, so the writer, whose one core sets the pace on SQLite,
     only attaches them: loading 50,000 rows row by row had been a fifth of its time, and sending them as
     Python lists cost a pickle and an unpickle of every value on top (another fifth, measured).
     """
-    if not postgres:  # the subscribers' rows hold their position first already (see _line_batch)
+    if not postgres:
         return staged_database(
-            (_SQLITE_STAGE[0], _SQLITE_LOAD_SUBS, subs), (_SQLITE_STAGE[1], _SQLITE_LOAD_LINES, lines)
+            (_SQLITE_STAGE[0], _SQLITE_LOAD_SUBS, zip(*subs, strict=True)),
+            (_SQLITE_STAGE[1], _SQLITE_LOAD_LINES, zip(*lines, strict=True)),
         ), None
 
     # COPY reads these with NULL '' (no value is empty unless absent). No checked value holds a tab, line
     # break or carriage return (names, references and plan codes must be printable; e-mail addresses hold
     # no space), so only a backslash needs COPY's escaping: when the batch has none, as is usual, the
     # free-text values are written as they are.
-    def texts(cell: Callable[[str], str]) -> tuple[str, str]:
-        return "".join(
-            f"{r[0]}\t{r[1]}\t{cell(r[2])}\t{r[3]}\t{cell(r[4])}\t{r[5]}\t{r[6]}\t{r[7]}\t{r[8]}\t"
-            f"{r[9] or ''}\t{r[10]}\n"
-            for r in lines
-        ), "".join(
-            f"{k}\t{cell(s[0])}\t{cell(s[1])}\t{s[2]}\t{s[3]}\t{s[4]}\t{s[5]}\t{cell(s[6] or '')}\t"
-            f"{s[7] or ''}\t{s[8]}\n"
-            for k, s in enumerate(subs)
-        )
+    def text(columns: list[Sequence[str]], free: tuple[int, ...], *, escape: bool) -> str:
+        cells = [map(copy_text, c) if escape and i in free else c for i, c in enumerate(columns)]
+        body = "\n".join(map("\t".join, zip(*cells, strict=True)))
+        return body + "\n" if body else ""
 
-    line_text, sub_text = texts(str)
+    line_text, sub_text = text(lines, (2, 4), escape=False), text(subs, (1, 2, 7), escape=False)
     if "\\" in line_text or "\\" in sub_text:
-        line_text, sub_text = texts(copy_text)
+        line_text, sub_text = text(lines, (2, 4), escape=True), text(subs, (1, 2, 7), escape=True)
     return line_text, sub_text
 
 
@@ -503,7 +542,7 @@ _LINE_FIELDS = len(LINE_COLUMNS)
 def check_line_rows(path: Path, part: Part, *, key: bytes, postgres: bool) -> Iterator[Batch]:
     """Parse and validate the migration rows of ``part``; per chunk, a batch of good lines and errors."""
     moment = utcnow() + _CLOCK_SKEW
-    latest = sqlite_stamp("", moment)
+    latest = _Latest(sqlite_stamp("", moment), int(moment.timestamp()))
     digest = DocumentHasher(key)
     for _, rows in in_chunks(records(path, len(LINE_COLUMNS), part, clean=_plain_fields), part):
         with gc_paused():
@@ -511,47 +550,163 @@ def check_line_rows(path: Path, part: Part, *, key: bytes, postgres: bool) -> It
         yield batch
 
 
+class _Latest(NamedTuple):
+    """The latest acceptable moment: as :func:`sqlite_stamp` writes it, and in whole seconds since 1970."""
+
+    text: str
+    seconds: int
+
+
 def _line_batch(
-    rows: Iterable[tuple[int, list[str] | str]], *, digest: DocumentHasher, latest: str, postgres: bool
+    rows: Iterable[tuple[int, list[str] | str]], *, digest: DocumentHasher, latest: _Latest, postgres: bool
 ) -> Batch:
-    """One chunk's good lines with their subscribers, and the errors of its other rows."""
-    stamp = pg_stamp if postgres else sqlite_stamp
-    subs: list[list[Any]] = []  # ref, real_name, document_type, hmac, last4, country, email, phone, language
-    lines: list[
-        list[Any]
-    ] = []  # k, sub_k, ref, msisdn, plan, iccid, imsi, kind, activated, activity, changed
-    numbers: array[int] = array("i")
+    """One chunk's good lines with their subscribers, and the errors of its other rows.
+
+    The rows are checked column by column (:class:`~simkeep.lines.columns.Checked`), the rest one by one
+    (:func:`_good_rows`), and admitted at once unless something repeats (:func:`_admitted`).
+    """
+    items = list(rows)
+    count = len(items)
+    numbers, values = (list(column) for column in zip(*items, strict=True)) if items else ([], [])
     errors: list[RowError] = []
+    if any(map(isinstance, values, repeat(str))):  # rows the reader could not split: each its reason
+        errors = [RowError(n, "row", raw) for n, raw in items if isinstance(raw, str)]
+        numbers = [n for n, raw in items if not isinstance(raw, str)]
+        values = [raw for raw in values if not isinstance(raw, str)]
+    checked = Checked(
+        values, latest=latest.seconds, postgres=postgres, place_known=_ric_place_known,
+        phone_pattern=msisdn_prefix_pattern,
+    )  # fmt: skip
+    columns, numbers = _good_rows(
+        checked, values, numbers, errors, digest=digest, latest=latest, postgres=postgres
+    )
+    admitted = _admitted(columns, numbers)
+    if admitted is None:  # a number, SIM or subscriber repeated in the chunk: row by row, as named
+        admitted = _admitted_one_by_one(columns, numbers, errors)
+    errors.sort(key=lambda error: error.line)
+    subs, lines, numbers = admitted
+    order = sorted(range(len(subs[0])), key=subs[4].__getitem__)  # index locality for the hash column
+    position = [0] * len(order)
+    for new, old in enumerate(order):
+        position[old] = new
+    lines[1] = list(map(position.__getitem__, lines[1]))
+    subs = [list(range(len(order))), *(list(map(column.__getitem__, order)) for column in subs[1:])]
+    if postgres:  # COPY text: no value is empty unless absent
+        subs[0], subs[7], subs[8] = list(map(str, subs[0])), _or_empty(subs[7]), _or_empty(subs[8])
+        lines[0], lines[1], lines[9] = list(map(str, lines[0])), list(map(str, lines[1])), _or_empty(lines[9])
+    else:  # SQL values: NULL for an absent one
+        subs[7], subs[8] = _or_none(subs[7]), _or_none(subs[8])
+    line_payload, sub_payload = _serialise(subs, lines, postgres)
+    plans = frozenset(lines[4])
+    return Batch(count, errors, array("i", numbers), line_payload, LinesExtra(sub_payload, plans))
+
+
+def _good_rows(
+    checked: Checked,
+    values: list[list[str]],
+    numbers: list[int],
+    errors: list[RowError],
+    *,
+    digest: DocumentHasher,
+    latest: _Latest,
+    postgres: bool,
+) -> tuple[list[Sequence[Any]], list[int]]:
+    """The good rows of a checked chunk by column (as :data:`_Admitted` lists the subscribers' and lines'
+    values) with their file lines; the others' errors are added to ``errors``.
+
+    A row the column-wise check did not pass is checked by :func:`check_line`, which names the problem or,
+    for a row it accepts after all (spaces to strip, a rarer timestamp form), gives its values.
+    """
+    ok = checked.ok
+    slow: dict[int, _Line] = {}
+    stamp = pg_stamp if postgres else sqlite_stamp
+    for j in np.flatnonzero(~ok).tolist():
+        raw = values[j]
+        result = check_line(raw, digest, latest.text, stamp)
+        if not isinstance(result, _Line) and any(value != value.strip() for value in raw):
+            result = check_line([value.strip() for value in raw], digest, latest.text, stamp)
+        if isinstance(result, _Line):
+            slow[j] = result
+        else:
+            errors.append(RowError(numbers[j], *result))
+    ref, name, doc_type, number, email, phone, _, msisdn, plan, iccid, imsi, kind, *_ = checked.values
+    hmacs = {n: digest(n) for n in set(compress(number, ok.tolist()))}
+    columns: list[Sequence[Any]] = [
+        ref, name, doc_type, list(map(hmacs.get, number)), list(map(_LAST4, number)), checked.country, email,
+        phone, checked.language, msisdn, plan, iccid, imsi, kind, checked.activated, checked.changed,
+        checked.activity,
+    ]  # fmt: skip
+    if slow:
+        columns = [list(column) for column in columns]
+        for j, line in slow.items():
+            patched = (line.ref, *line.subscriber, line.msisdn, line.plan, line.iccid, line.imsi, line.kind,
+                       line.activated_at, line.changed_at, line.last_activity_at)  # fmt: skip
+            for column, value in zip(columns, patched, strict=True):
+                column[j] = value  # type: ignore[index]
+        ok = ok.copy()
+        ok[list(slow)] = True
+    if not ok.all():
+        good = ok.tolist()
+        columns = [list(compress(column, good)) for column in columns]
+        numbers = list(compress(numbers, good))
+    return columns, numbers
+
+
+_LAST4 = itemgetter(slice(-4, None))
+
+
+def _or_empty(values: Sequence[str | None]) -> list[str]:
+    return [v or "" for v in values]
+
+
+def _or_none(values: Sequence[str | None]) -> list[str | None]:
+    return [v or None for v in values]
+
+
+#: A chunk's admitted rows by column: the subscribers (k, ref, real_name, document_type, hmac, last4,
+#: country, email, phone, language), the lines (k, sub_k, ref, msisdn, plan, iccid, imsi, kind, activated,
+#: activity, changed) and the lines' file lines.
+_Admitted = tuple[list[Sequence[Any]], list[Sequence[Any]], list[int]]
+
+
+def _admitted(columns: list[Sequence[Any]], numbers: list[int]) -> _Admitted | None:
+    """Every good row of the chunk, when no number, ICCID or IMSI repeats among them and each subscriber
+    reference names one document; else None. The subscribers come in the order they first appear."""
+    ref, hmac_, msisdn, plan, iccid, imsi, kind = (columns[k] for k in (0, 3, 9, 10, 11, 12, 13))
+    activated, changed, activity = columns[14:]
+    n = len(ref)
+    if len(set(msisdn)) != n or len(set(iccid)) != n or len(set(imsi)) != n:
+        return None
+    first = dict(zip(reversed(ref), range(n - 1, -1, -1), strict=True))  # each reference's first row
+    if list(map(hmac_.__getitem__, map(first.__getitem__, ref))) != hmac_:
+        return None
+    firsts = list(map(first.__getitem__, dict.fromkeys(ref)))
+    sub_k = dict(zip(map(ref.__getitem__, firsts), range(len(firsts)), strict=True))
+    subs = [range(len(firsts)), *(list(map(column.__getitem__, firsts)) for column in columns[:9])]
+    lines = [range(n), list(map(sub_k.__getitem__, ref)), ref, msisdn, plan, iccid, imsi, kind, activated,
+             activity, changed]  # fmt: skip
+    return subs, lines, numbers
+
+
+def _admitted_one_by_one(
+    columns: list[Sequence[Any]], numbers: list[int], errors: list[RowError]
+) -> _Admitted:
+    """:func:`_admitted` for a chunk with repeats: each row in turn, as :func:`_admit` admits it."""
+    subs: list[list[Any]] = []
+    lines: list[list[Any]] = []
+    admitted: list[int] = []
     refs: dict[str, int] = {}
     seen: dict[str, int] = {}
-    plans: set[str] = set()
-    count = 0
-    for line_no, raw in rows:
-        count += 1
-        checked: _Line | tuple[str, str]
-        if isinstance(raw, str):
-            checked = ("row", raw)
-        else:
-            checked = check_line(raw, digest, latest, stamp)
-            if not isinstance(checked, _Line) and any(value != value.strip() for value in raw):
-                checked = check_line([value.strip() for value in raw], digest, latest, stamp)
-        problem = _admit(checked, line_no, subs, lines, refs, seen) if isinstance(checked, _Line) else checked
+    for line_no, *values in zip(numbers, *columns, strict=True):
+        row = _Line(values[0], values[1:9], *values[9:17])
+        problem = _admit(row, line_no, subs, lines, refs, seen)
         if problem is None:
-            assert isinstance(checked, _Line)
-            numbers.append(line_no)
-            plans.add(checked.plan)
+            admitted.append(line_no)
         else:
             errors.append(RowError(line_no, *problem))
-    order = sorted(range(len(subs)), key=lambda k: subs[k][3])  # index locality for the hash column
-    position = {old: new for new, old in enumerate(order)}
-    for row in lines:
-        row[1] = position[row[1]]
-    ordered = [subs[k] for k in order]
-    if not postgres:
-        for k, sub in enumerate(ordered):
-            sub.insert(0, k)
-    line_payload, sub_payload = _serialise(ordered, lines, postgres)
-    return Batch(count, errors, numbers, line_payload, LinesExtra(sub_payload, frozenset(plans)))
+    sub_columns: list[Sequence[Any]] = [range(len(subs)), *zip(*subs, strict=True)] if subs else [()] * 10
+    line_columns: list[Sequence[Any]] = list(zip(*lines, strict=True)) if lines else [()] * 11
+    return sub_columns, line_columns, admitted
 
 
 def _admit(  # noqa: PLR0917 - a hot-path helper called once per row; keywords would cost measurable time

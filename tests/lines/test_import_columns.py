@@ -1,0 +1,255 @@
+"""The column-wise check of a chunk gives what checking row by row gives: the same lines, subscribers,
+errors and payloads, on random rows with every kind of flaw (see ``simkeep.lines.columns``)."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from array import array
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from stdnum.cn import ric
+
+from simkeep.lines.columns import utc_seconds
+from simkeep.lines.importer import (
+    DocumentHasher,
+    RowError,
+    _admit,
+    _Latest,
+    _Line,
+    _line_batch,
+    _serialise,
+    check_line,
+    msisdn_prefix_pattern,
+    pg_stamp,
+    sqlite_stamp,
+    utc_text,
+)
+
+NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+LATEST = _Latest(sqlite_stamp("", NOW), int(NOW.timestamp()))
+
+
+def _luhn(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return body + str((10 - total % 10) % 10)
+
+
+def _stamp(rng: random.Random) -> str:
+    moment = datetime(2010, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(17 * 365 * 86400))
+    form = rng.random()
+    if form < 0.4:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if form < 0.8:
+        return (moment + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%S+08:00")
+    return rng.choice(
+        [
+            (moment - timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S-05:00"),
+            moment.strftime("%Y-%m-%dT%H:%M:%S.250Z"),  # fractions: the row-by-row way only
+            moment.strftime("%Y-%m-%dT%H:%M:%S+05:30"),
+            moment.strftime("%Y-%m-%d %H:%M:%SZ"),
+            moment.strftime("%Y-%m-%dT%H:%M:%S"),  # no zone: an error
+            "2024-02-30T00:00:00Z",
+            "0001-01-01T00:00:00+08:00",
+            "9999-12-31T23:59:59-01:00",
+            "2027-06-01T00:00:00Z",  # in the future
+            "2026-12-03T08:04:59Z",  # within the allowed clock skew
+            "2026-12-03T08:05:01Z",
+            "２０２４-05-01T00:00:00Z",
+            "2024-05-01T24:00:00Z",
+            "2024-05-01T08:30:00+24:00",
+            "2024-5-01T08:30:00Z",
+            "",
+        ]
+    )
+
+
+def _row(rng: random.Random, n: int) -> list[str]:
+    """A good row with a one in five chance of a flaw in one of its fields."""
+    if rng.random() < 0.9:
+        body = f"{rng.choice(['110101', '310104', '440305', '999999'])}{rng.randrange(1950, 2010)}"
+        body += f"{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}{rng.randrange(1000):03d}"
+        doc_type, number = "cn_ric", body + ric.calc_check_digit(body + "0")
+    else:
+        doc_type, number = "passport", f"E{rng.randrange(10**8):08d}"
+    ref = f"C{rng.randrange(n // 2 + 1):06d}"  # some holders hold several lines
+    row = [
+        ref,
+        rng.choice(["张伟", "Li Lei", "O'Brien"]),
+        doc_type,
+        number,
+        rng.choice(["", f"{ref}@example.cn"]),
+        rng.choice(["", "", f"+86139{rng.randrange(10**8):08d}"]),
+        rng.choice(["", "zh-CN", "en"]),
+        f"+86138{rng.randrange(10**8):08d}",
+        rng.choice(["KEEP8", "BASIC29"]),
+        _luhn(f"898601{rng.randrange(10**12):012d}"),
+        f"46001{rng.randrange(10**10):010d}",
+        rng.choice(["physical", "esim"]),
+        _stamp(rng),
+        _stamp(rng) if rng.random() < 0.3 else "",
+        _stamp(rng) if rng.random() < 0.9 else "",
+    ]
+    if rng.random() < 0.2:
+        field = rng.randrange(len(row))
+        row[field] = rng.choice(
+            [
+                "",
+                " " + row[field],
+                row[field] + " ",
+                row[field].lower(),
+                row[field][:-1],
+                row[field] + "0",
+                row[field].replace("1", "l"),
+                row[field][:-1] + "x",
+                "a\\b",
+                "\u00a0",
+                "é" * 3,
+                "x" * 70,
+                "+8613800000000",  # a repeated number, or not a number at all
+                "+12025550123",
+                "+447911123456",
+                "+390612345678",
+                "+00123",
+                "+86",
+                "+8680012345678",
+                "89860000000000000000",
+                "8986000000000000001",
+                "1234567890123456789",
+                "460010000000001",
+                "12345",
+                "passport",
+                "cn_ric",
+                "en",
+                "zh",
+                "wifi",
+                "esim",
+                "11010119900307123x",
+                "11010119900230123X",
+            ]
+        )
+    return row
+
+
+def _reference(rows: list[tuple[int, list[str] | str]], key: bytes, *, postgres: bool) -> tuple[Any, ...]:
+    """The batch as the import built it row by row before the column-wise check (its code, kept here)."""
+    digest = DocumentHasher(key)
+    stamp = pg_stamp if postgres else sqlite_stamp
+    subs: list[list[Any]] = []
+    lines: list[list[Any]] = []
+    numbers: array[int] = array("i")
+    errors: list[RowError] = []
+    refs: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for line_no, raw in rows:
+        checked: _Line | tuple[str, str]
+        if isinstance(raw, str):
+            checked = ("row", raw)
+        else:
+            checked = check_line(raw, digest, LATEST.text, stamp)
+            if not isinstance(checked, _Line) and any(value != value.strip() for value in raw):
+                checked = check_line([value.strip() for value in raw], digest, LATEST.text, stamp)
+        problem = _admit(checked, line_no, subs, lines, refs, seen) if isinstance(checked, _Line) else checked
+        if problem is None:
+            numbers.append(line_no)
+        else:
+            errors.append(RowError(line_no, *problem))
+    order = sorted(range(len(subs)), key=lambda k: subs[k][3])
+    position = {old: new for new, old in enumerate(order)}
+    for row in lines:
+        row[1] = position[row[1]]
+    ordered = [[k, *subs[old]] for k, old in enumerate(order)]
+    if postgres:
+        ordered = [[str(s[0]), *s[1:7], s[7] or "", s[8] or "", s[9]] for s in ordered]
+        lines = [[str(r[0]), str(r[1]), *r[2:9], r[9] or "", r[10]] for r in lines]
+    sub_columns = [list(c) for c in zip(*ordered, strict=True)] if ordered else [[]] * 10
+    line_columns = [list(c) for c in zip(*lines, strict=True)] if lines else [[]] * 11
+    payload, sub_payload = _serialise(sub_columns, line_columns, postgres)
+    return errors, numbers, payload, sub_payload
+
+
+def _tables(payload: bytes) -> tuple[list[Any], list[Any]]:
+    db = sqlite3.connect(":memory:")
+    db.deserialize(payload)
+    subs = db.execute("SELECT * FROM sk_import_subs ORDER BY k").fetchall()
+    lines = db.execute("SELECT * FROM sk_import_lines ORDER BY k").fetchall()
+    db.close()
+    return subs, lines
+
+
+class TestColumnWiseCheck:
+    """``_line_batch`` (column-wise, then row by row for the rest) equals the row-by-row reference."""
+
+    @pytest.mark.parametrize("postgres", [True, False], ids=["postgresql", "sqlite"])
+    @pytest.mark.parametrize("seed", range(6))
+    def test_same_batch_as_row_by_row(self, seed: int, postgres: bool) -> None:
+        rng = random.Random(seed)
+        rows: list[tuple[int, list[str] | str]] = [(n + 2, _row(rng, 1500)) for n in range(1500)]
+        rows[7] = (9, "expected 15 fields, found 3")
+        rows.insert(100, (rows[99][0], list(rows[99][1])))  # a row repeated whole: every key at once
+        key = rng.randbytes(32)
+        batch = _line_batch(iter(rows), digest=DocumentHasher(key), latest=LATEST, postgres=postgres)
+        errors, numbers, payload, sub_payload = _reference(rows, key, postgres=postgres)
+        assert batch.errors == errors
+        assert batch.lines == numbers
+        assert batch.rows == len(rows)
+        if postgres:
+            assert batch.payload == payload
+            assert batch.extra.subscribers == sub_payload
+        else:
+            assert _tables(batch.payload) == _tables(payload)
+        assert len(numbers) > 300  # many rows are good,
+        assert len(errors) > 150  # and every kind of flaw is met
+
+    def test_plainly_good_chunk(self) -> None:
+        """A chunk without flaws or repeats takes the column-wise way from end to end."""
+        rng = random.Random(7)
+        rows: list[tuple[int, list[str] | str]] = []
+        for n in range(500):
+            row = _row(random.Random(rng.random()), 10**9)
+            row[0], row[7] = f"R{n}", f"+86138{n:08d}"
+            row[12:15] = ["2024-05-01T00:30:00+08:00", "", "2024-06-01T00:00:00Z"]
+            rows.append((n + 2, row))
+        batch = _line_batch(iter(rows), digest=DocumentHasher(b"k"), latest=LATEST, postgres=True)
+        errors, numbers, payload, _ = _reference(rows, b"k", postgres=True)
+        assert (batch.errors, batch.lines, batch.payload) == (errors, numbers, payload)
+
+
+class TestUtcSeconds:
+    """The column-wise times agree with ``utc_text`` on which values are plain and on their moments."""
+
+    def test_same_moments_as_utc_text(self) -> None:
+        rng = random.Random(20261203)
+        values = [_stamp(rng) for _ in range(20_000)]
+        plain, seconds = utc_seconds(values)
+        for value, is_plain, moment in zip(values, plain.tolist(), seconds.tolist(), strict=True):
+            text = utc_text(value)
+            if is_plain:
+                assert text is not None, value
+                assert datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S.000000") == text
+            else:
+                assert text is None, value
+
+
+class TestPrefixPattern:
+    """``msisdn_prefix_pattern`` accepts only the numbers ``fast_msisdn_problem`` accepts."""
+
+    def test_never_accepts_what_the_number_check_refuses(self) -> None:
+        from simkeep.identifiers import msisdn_problem
+
+        rng = random.Random(11)
+        for _ in range(20_000):
+            code = rng.choice(["1", "7", "39", "44", "86", "852", "886", "800", "0"])
+            number = "+" + code + "".join(rng.choice("0123456789") for _ in range(rng.randrange(0, 14)))
+            pattern = msisdn_prefix_pattern(number[:4])
+            if pattern is not None and pattern.fullmatch(number):
+                assert msisdn_problem(number) is None, number
+
+    @pytest.mark.parametrize("prefix", ["+861", "+337", "+491", "+852"])
+    def test_has_a_pattern_for_common_prefixes(self, prefix: str) -> None:
+        assert msisdn_prefix_pattern(prefix) is not None
