@@ -220,6 +220,23 @@ class TestColumnWiseCheck:
         assert (batch.errors, batch.lines, batch.payload) == (errors, numbers, payload)
 
 
+class TestCalendarEnds:
+    """A time before the year 1 in UTC is refused where it cannot be stored, and kept where it can."""
+
+    def test_before_the_year_one_in_utc(self) -> None:
+        row = _row(random.Random(3), 10)
+        row[:] = [v.strip() for v in row]
+        row[12] = "0001-01-01T00:00:00+08:00"
+        digest = DocumentHasher(b"k")
+        assert check_line(row, digest, LATEST.text, sqlite_stamp) == (
+            "activated_at",
+            "lies before the year 1 in UTC",
+        )
+        line = check_line(row, digest, LATEST.text, pg_stamp)
+        assert isinstance(line, _Line), line
+        assert line.activated_at == "0001-01-01T00:00:00+08:00"
+
+
 class TestUtcSeconds:
     """The column-wise times agree with ``utc_text`` on which values are plain and on their moments."""
 

@@ -120,7 +120,7 @@ class DocumentHasher:
 def _ric_place_known(region: str, year: int) -> bool:
     try:
         ric.get_birth_place(f"{region}{year:04d}01010000")
-    except (ric.InvalidComponent, KeyError):  # stdnum raises KeyError for a few codes without a county
+    except ric.InvalidComponent:
         return False
     return True
 
