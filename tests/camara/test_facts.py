@@ -451,6 +451,34 @@ class TestLoadAndPoll:
         assert cache.get(msisdn)[2] == when  # type: ignore[index]
 
 
+class TestReload:
+    """A feed row naming no number but ``*`` (a bulk load without a row per line) makes the copy load anew."""
+
+    def test_a_reload_row_drops_the_copy_and_the_thread_loads_every_line(
+        self, cache: FactsCache, poll: Callable[[], int], fresh: tuple[Engine, Settings],
+        fresh_session_factory: Callable[[], Session],
+    ) -> None:  # fmt: skip
+        settings = fresh[1]
+        _line(fresh_session_factory, settings)
+        cache.load()
+        _, loaded_later = _line(fresh_session_factory, settings)
+        with fresh_session_factory() as s:  # as a first load leaves the feed: no row for the new line
+            s.execute(text("DELETE FROM camara_changes WHERE msisdn = :m"), {"m": loaded_later})
+            reload = (
+                "INSERT INTO camara_changes (msisdn, xid) VALUES (:m, pg_current_xact_id()::text::bigint)"
+                if s.get_bind().dialect.name == "postgresql"
+                else "INSERT INTO camara_changes (msisdn) VALUES (:m)"
+            )
+            s.execute(text(reload), {"m": facts_module.RELOAD})
+            s.commit()
+        assert poll() == 0
+        assert (cache.ready, cache.state) == (False, "loading")  # checks read the database meanwhile
+        cache._tick()  # the feed's thread, at its next turn
+        assert cache.ready
+        assert cache.get(loaded_later) == _truth(fresh_session_factory, loaded_later) is not None
+        assert poll() == 0  # the reload row is behind the new copy's position
+
+
 class TestReadiness:
     """The copy answers only while it is fresh; otherwise checks read the database."""
 

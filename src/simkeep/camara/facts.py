@@ -24,6 +24,11 @@ interpreter lock behind the loop at every statement, and polls that slow let the
   transactions that were in progress then or started since (``xid = ANY(xip) OR xid >= xmax``), skipping
   rows it already applied. A transaction left open for hours costs each poll nothing but its own id.
 
+A bulk load that writes lines without a feed row each (the first ``simkeep lines import`` into an empty
+database, see :func:`simkeep.lines.importer.first_load`) writes one row naming :data:`RELOAD` instead of a
+number: a worker whose poll meets it drops its copy and loads every line anew, reading the database per
+check meanwhile, as it does before its first load.
+
 Until the first full load is done (a few seconds for a million lines, in the feed's thread) and whenever
 the feed cannot be read for longer than :data:`STALE_AFTER`, the cache says it is not ready and checks read
 the database per call, so an answer is never older than the freshness bound. Rows older than
@@ -56,6 +61,8 @@ STALE_AFTER = 0.9
 PRUNE_EVERY = 60.0
 #: Numbers re-read per statement.
 CHUNK = 500
+#: A feed row's number meaning "every line may have changed": the copy is loaded anew (no number is ``*``).
+RELOAD = "*"
 
 _SNAPSHOT_SQL = (
     "SELECT pg_snapshot_xmax(s)::text::bigint, "
@@ -350,6 +357,10 @@ class FactsCache:
         else:
             rows = yield _SINCE_ID_SQL, (self._last_id,)
             changed = {row[1] for row in rows}
+        if RELOAD in changed:  # a bulk load: the thread loads every line anew; checks read the database
+            self._loaded = False
+            self.fetched = len(rows)
+            return 0
         pending = sorted(changed)
         for start in range(0, len(pending), CHUNK):
             chunk = pending[start : start + CHUNK]
