@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
 from stdnum.cn import ric
 
 import simkeep.lines.importer as lines_importer
@@ -501,6 +502,34 @@ class TestBadRows:
         assert code == 1
         assert errors_of(report) == [(3, "last_sim_change_at", "is before activated_at")]
         assert_only(cli, 1)
+
+    def test_every_form_of_time_is_stored_as_its_instant(self, cli: ImportCli) -> None:
+        """Plain times (whole seconds, Z or a whole-hour offset: read column-wise, staged on PostgreSQL as
+        seconds since 1970) and rarer ones (fractions, part-hour offsets: read row by row, staged as
+        text) in one file: each is stored as the instant it names, to the microsecond."""
+        forms = [
+            ("2020-01-01T08:00:00+08:00", "2021-02-03T04:05:06Z", "2022-03-04T05:06:07-05:00"),
+            ("2020-01-01T08:00:00.250+08:00", "2021-02-03T04:05:06.123456Z", "2022-03-04T05:06:07+05:30"),
+        ]
+        rows = [
+            line_row(n, activated_at=a, last_sim_change_at=c, last_activity_at=t)
+            for n, (a, c, t) in enumerate(forms, 1)
+        ]
+        assert import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), parallel=False).imported == 2
+
+        def utc(value: datetime) -> datetime:
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+        with Session(cli.engine) as s:
+            stored = {
+                line.msisdn: (utc(line.activated_at), utc(change.changed_at), utc(line.last_activity_at))
+                for line, change in s.execute(
+                    select(Line, SimChange).join(SimChange, SimChange.line_id == Line.id)
+                )
+            }
+        assert stored == {
+            msisdn(n): tuple(datetime.fromisoformat(v) for v in form) for n, form in enumerate(forms, 1)
+        }
 
     def test_file_of_bad_rows_only_changes_nothing(self, cli: ImportCli) -> None:
         """When every row is bad, no table changes (no plan is created either); only the run is audited."""

@@ -20,6 +20,7 @@ from simkeep.lines.importer import (
     _Latest,
     _Line,
     _line_batch,
+    _pg_times,
     _serialise,
     check_line,
     msisdn_prefix_pattern,
@@ -69,10 +70,11 @@ def _stamp(rng: random.Random) -> str:
     )
 
 
-def _row(rng: random.Random, n: int) -> list[str]:
-    """A good row with a one in five chance of a flaw in one of its fields."""
+def _row(rng: random.Random, n: int, *, flaws: float = 0.2) -> list[str]:
+    """A good row with a chance (``flaws``) of a flaw in one of its fields."""
     if rng.random() < 0.9:
-        body = f"{rng.choice(['110101', '310104', '440305', '999999'])}{rng.randrange(1950, 2010)}"
+        regions = ["110101", "310104", "440305"] + ["999999"] * (flaws > 0)
+        body = f"{rng.choice(regions)}{rng.randrange(1950, 2010)}"
         body += f"{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}{rng.randrange(1000):03d}"
         doc_type, number = "cn_ric", body + ric.calc_check_digit(body + "0")
     else:
@@ -95,7 +97,7 @@ def _row(rng: random.Random, n: int) -> list[str]:
         _stamp(rng) if rng.random() < 0.3 else "",
         _stamp(rng) if rng.random() < 0.9 else "",
     ]
-    if rng.random() < 0.2:
+    if rng.random() < flaws:
         field = rng.randrange(len(row))
         row[field] = rng.choice(
             [
@@ -166,11 +168,31 @@ def _reference(rows: list[tuple[int, list[str] | str]], key: bytes, *, postgres:
     ordered = [[k, *subs[old]] for k, old in enumerate(order)]
     if postgres:
         ordered = [[str(s[0]), *s[1:7], s[7] or "", s[8] or "", s[9]] for s in ordered]
-        lines = [[str(r[0]), str(r[1]), *r[2:9], r[9] or "", r[10]] for r in lines]
+        lines = [[str(r[0]), str(r[1]), *r[2:]] for r in lines]
     sub_columns = [list(c) for c in zip(*ordered, strict=True)] if ordered else [[]] * 10
     line_columns = [list(c) for c in zip(*lines, strict=True)] if lines else [[]] * 11
+    if postgres:
+        times = [_pg_times(column) for column in line_columns[8:11]]
+        line_columns[8:11] = [seconds for seconds, _ in times] + [texts for _, texts in times]
     payload, sub_payload = _serialise(sub_columns, line_columns, postgres)
     return errors, numbers, payload, sub_payload
+
+
+def _pg_rows(payload: str) -> list[list[Any]]:
+    """The staged lines of a COPY text, each time (seconds since 1970, or text) read as a moment."""
+    rows: list[list[Any]] = []
+    for line in payload.splitlines():
+        values = line.split("\t")
+        moments = [
+            datetime.fromtimestamp(int(seconds), UTC)
+            if seconds
+            else datetime.fromisoformat(text)
+            if text
+            else None
+            for seconds, text in zip(values[8:11], values[11:14], strict=True)
+        ]
+        rows.append([*values[:8], *moments])
+    return rows
 
 
 def _tables(payload: bytes) -> tuple[list[Any], list[Any]]:
@@ -199,7 +221,7 @@ class TestColumnWiseCheck:
         assert batch.lines == numbers
         assert batch.rows == len(rows)
         if postgres:
-            assert batch.payload == payload
+            assert _pg_rows(batch.payload) == _pg_rows(payload)
             assert batch.extra.subscribers == sub_payload
         else:
             assert _tables(batch.payload) == _tables(payload)
@@ -211,13 +233,14 @@ class TestColumnWiseCheck:
         rng = random.Random(7)
         rows: list[tuple[int, list[str] | str]] = []
         for n in range(500):
-            row = _row(random.Random(rng.random()), 10**9)
+            row = _row(random.Random(rng.random()), 10**9, flaws=0)
             row[0], row[7] = f"R{n}", f"+86138{n:08d}"
             row[12:15] = ["2024-05-01T00:30:00+08:00", "", "2024-06-01T00:00:00Z"]
             rows.append((n + 2, row))
         batch = _line_batch(iter(rows), digest=DocumentHasher(b"k"), latest=LATEST, postgres=True)
         errors, numbers, payload, _ = _reference(rows, b"k", postgres=True)
-        assert (batch.errors, batch.lines, batch.payload) == (errors, numbers, payload)
+        assert (batch.errors, batch.lines, _pg_rows(batch.payload)) == (errors, numbers, _pg_rows(payload))
+        assert {tuple(row.split("\t")[11:14]) for row in batch.payload.splitlines()} == {("", "", "")}
 
 
 class TestCalendarEnds:

@@ -206,6 +206,10 @@ def utc_seconds(values: Sequence[str]) -> tuple[Mask, np.ndarray[Any, np.dtype[n
     return ok, np.where(ok, seconds, 0)
 
 
+def _seconds(seconds: np.ndarray[Any, np.dtype[np.int64]]) -> list[int]:
+    return cast(list[int], seconds.tolist())
+
+
 def sqlite_texts(seconds: np.ndarray[Any, np.dtype[np.int64]]) -> list[str]:
     """Moments as SQLAlchemy stores a DateTime on SQLite (naive UTC with microseconds)."""
     return [
@@ -229,8 +233,8 @@ class Checked:
 
     ``ok[i]`` says row ``i`` passes every rule; the values of the other rows are meaningless (and are
     replaced or dropped by the caller). ``values`` holds the file's columns as they are (a plainly good row
-    needs no change but its language, country and times); times are the texts the writer wants
-    (``postgres`` or SQLite), and ``changed`` falls back to ``activated``.
+    needs no change but its language, country and times). Times are seconds since 1970 for PostgreSQL and
+    SQLite's text otherwise; ``changed`` falls back to ``activated``, an absent activity is None.
     """
 
     __slots__ = ("activated", "activity", "changed", "country", "language", "ok", "values")
@@ -272,23 +276,17 @@ class Checked:
         plain_activity, activity_moments = utc_seconds(activity)
         ok &= ~has_activity | (plain_activity & (activity_moments <= latest))
         self.ok = ok
-        if postgres:
-            self.activated = pg_texts(activated, plain)
-            changed_texts = pg_texts(changed, plain_changed)
-            activity_texts = pg_texts(activity, plain_activity)
-        else:
-            self.activated = sqlite_texts(moments)
-            changed_texts = sqlite_texts(changed_moments)
-            activity_texts = sqlite_texts(activity_moments)
-        self.changed = (
-            changed_texts
-            if given.all()
-            else [
-                c if g else a for c, a, g in zip(changed_texts, self.activated, given.tolist(), strict=True)
-            ]
+        changed_moments = np.where(given, changed_moments, moments)
+        # PostgreSQL: whole seconds since 1970, which COPY reads far faster than timestamp text (see
+        # importer._PG_STAGE); SQLite: the text SQLAlchemy stores
+        time_of: Callable[[np.ndarray[Any, np.dtype[np.int64]]], list[Any]] = (
+            _seconds if postgres else sqlite_texts
         )
-        self.activity: list[str | None] = (
-            list[str | None](activity_texts)
+        self.activated: list[Any] = time_of(moments)
+        self.changed: list[Any] = time_of(changed_moments)
+        activity_times = time_of(activity_moments)
+        self.activity: list[Any] = (
+            activity_times
             if has_activity.all()
-            else [t if g else None for t, g in zip(activity_texts, has_activity.tolist(), strict=True)]
+            else [t if g else None for t, g in zip(activity_times, has_activity.tolist(), strict=True)]
         )
