@@ -1035,7 +1035,7 @@ class LineWriter:
         self.line_ledger.add(p["lb"], batch.lines)
         self.sim_ledger.add(p["mb"], batch.lines)
         _index_joins(cur, on=False)
-        if self.first_load:  # no unique key to refuse a row but the primary ones: see first_load
+        if self.first_load:  # keys are checked when the indexes are built again: see first_load
             self._insert_pg(cur, p, lookup=bool(existing))
             return n - len(errors), 0, errors
         cur.execute("SAVEPOINT sk_batch")
@@ -1108,15 +1108,16 @@ FIRST_LOAD_MIN_ROWS = 100_000
 _FIRST_LOAD_TABLES = ("subscribers", "sims", "lines", "sim_changes", "embedded_hlr_subscribers")
 #: Indexes a first load keeps: the import looks subscribers up by their reference.
 _FIRST_LOAD_KEEPS = ("uq_subscribers_external_ref",)
-#: Each droppable index of the tables (not a primary key, not one a foreign key needs): its table, its name,
-#: whether a unique constraint owns it, and the definition that builds it again.
+#: Each droppable index of the tables (not one a foreign key refers to; primary keys included, as those of
+#: ``sim_changes`` and the embedded HLR, whose IMSIs come in random order): its table, its name, whether a
+#: constraint owns it, and the definition that builds it again.
 _PG_SECONDARY_INDEXES = (
     "SELECT t.oid::regclass::text, c.relname, k.oid IS NOT NULL, "
     "COALESCE(pg_get_constraintdef(k.oid), pg_get_indexdef(i.indexrelid)) "
     "FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_class AS t ON t.oid = i.indrelid "
     "LEFT JOIN pg_constraint AS k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid "
-    "AND k.contype IN ('u', 'x') "
-    "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT i.indisprimary AND c.relname <> ALL(%s) "
+    "AND k.contype IN ('p', 'u', 'x') "
+    "WHERE i.indrelid = ANY(%s::regclass[]) AND c.relname <> ALL(%s) "
     "AND NOT EXISTS (SELECT 1 FROM pg_constraint AS f WHERE f.contype = 'f' AND f.conindid = i.indexrelid) "
     "ORDER BY 1, 2"
 )
@@ -1133,11 +1134,11 @@ def first_load(conn: Connection, *, wanted: bool) -> Iterator[bool]:
     lines), on PostgreSQL, while no line exists yet. That is an operator's first migration.
 
     A first load runs in one transaction that locks the tables it writes against every other session
-    (readers too; ``plans`` against writers only), drops their secondary indexes (unique keys included, but
-    not primary keys, the keys a foreign key refers to, or the subscriber reference the import looks up),
-    loads every batch, and builds the indexes again before it commits: building an index sorts its rows
-    once, where inserting a million rows one by one into a dozen indexes cost the server a third of the
-    import's time.
+    (readers too; ``plans`` against writers only), drops their indexes (unique keys and the primary keys
+    of ``sim_changes`` and the embedded HLR included, but not the keys a foreign key refers to or the
+    subscriber reference the import looks up), loads every batch, and builds the indexes again before it
+    commits: building an index sorts its rows once, where inserting a million rows one by one into a dozen
+    indexes cost the server a third of the import's time.
 
     Where the import may skip the tables' triggers (the replica role), the CAMARA change feed gets one
     :data:`~simkeep.camara.facts.RELOAD` row a batch instead of a row per line: the API workers load every
@@ -1145,11 +1146,12 @@ def first_load(conn: Connection, *, wanted: bool) -> Iterator[bool]:
     and the workers a re-read of each number.
 
     It is optimistic and all or nothing. Rows repeated within a batch are refused before the database sees
-    them, as always; a key that an existing row or an earlier batch already holds is only found when a
-    primary key refuses an insert or a unique index cannot be built. Then the whole load is rolled back,
-    indexes included, and :class:`FirstLoadConflict` is raised, for the import to run again batch by batch,
-    which names every refused row. So is a failure or an interruption anywhere: the database is left as it
-    was. Elsewhere, and for a role that may not drop the indexes, this yields False and changes nothing.
+    them, as always; a key that an existing row or an earlier batch already holds is only found when a key
+    left in place refuses an insert or a dropped one cannot be built again. Then the whole load is rolled
+    back, indexes included, and :class:`FirstLoadConflict` is raised, for the import to run again batch by
+    batch, which names every refused row. So is a failure or an interruption anywhere: the database is left
+    as it was. Elsewhere, and for a role that may not drop the indexes, this yields False and changes
+    nothing.
     """
     if not wanted or conn.dialect.name != "postgresql":
         yield False
