@@ -254,7 +254,11 @@ class Checked:
         ok &= _printable(plan, _PRINTABLE_MAX["plan"])
         is_ric = each("cn_ric".__eq__, doc_type)
         ok &= is_ric | each("passport".__eq__, doc_type)
-        ok &= np.where(is_ric, _ric_ok(doc_number, place_known), _all_matching(_PASSPORT, doc_number))
+        document_ok = _ric_ok(doc_number, place_known)
+        others = np.flatnonzero(~is_ric).tolist()  # passports (or a bad type), a few in a hundred
+        if others:
+            document_ok[others] = _all_matching(_PASSPORT, list(map(doc_number.__getitem__, others)))
+        ok &= document_ok
         self.country: list[str] = np.where(is_ric, "CHN", "XXX").tolist()
         has_email = each(bool, email)
         if has_email.any():
