@@ -28,17 +28,10 @@ from simkeep.lines.importer import (
     sqlite_stamp,
     utc_text,
 )
+from tests import factories
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 LATEST = _Latest(sqlite_stamp("", NOW), int(NOW.timestamp()))
-
-
-def _luhn(body: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch) * (2 if i % 2 == 0 else 1)
-        total += d - 9 if d > 9 else d
-    return body + str((10 - total % 10) % 10)
 
 
 def _stamp(rng: random.Random) -> str:
@@ -90,7 +83,7 @@ def _row(rng: random.Random, n: int, *, flaws: float = 0.2) -> list[str]:
         rng.choice(["", "zh-CN", "en"]),
         f"+86138{rng.randrange(10**8):08d}",
         rng.choice(["KEEP8", "BASIC29"]),
-        _luhn(f"898601{rng.randrange(10**12):012d}"),
+        factories.make_iccid(rng.randrange(10**12)),
         f"46001{rng.randrange(10**10):010d}",
         rng.choice(["physical", "esim"]),
         _stamp(rng),

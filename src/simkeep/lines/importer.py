@@ -455,14 +455,14 @@ def check_line(  # noqa: PLR0911, PLR0912, PLR0915 - one flat check per field re
             if isinstance(parsed, str):
                 return column, parsed
             moment = utc_moment(value, parsed)
-            if moment > latest:
-                return column, "is in the future"
             try:
                 text = stamp(value, parsed)
-            except OverflowError:  # SQLite's naive UTC: 0001-01-01T00:00:00+08:00 is before the year 1
-                return column, "lies before the year 1 in UTC"
+            except OverflowError:  # SQLite's naive UTC: before the year 1 (or, in the future, after 9999)
+                text = None
         if moment > latest:
             return column, "is in the future"
+        if text is None:
+            return column, "lies before the year 1 in UTC"
         moments.append(moment)
         texts.append(text)
     activated_at, changed_at, _ = moments
