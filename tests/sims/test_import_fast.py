@@ -1,4 +1,5 @@
-"""The stock import's fast paths (clean lines, batch sealing, direct COPY) give what the full way gives."""
+"""The stock import's fast paths (column-wise checks, batch sealing, direct COPY) give what the full way
+gives."""
 
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ import pytest
 from sqlalchemy import Engine, text
 
 from simkeep.config import Settings
+from simkeep.identifiers import iccid_problem
 from simkeep.identity.vault import Vault, get_vault
 from simkeep.network.adapter import SimAuth
+from simkeep.sims.columns import iccid_ok, stock_columns
 from simkeep.sims.importer import (
     SIM_COLUMNS,
     STAGE_ROWS_PER_INSERT,
+    ImportFileUnreadable,
     Part,
     _stock_row,
-    clean_stock_line,
+    chunk_texts,
     in_turns,
     may_fork_readers,
     one_record,
@@ -95,31 +99,112 @@ def _full_way(text: str, columns: tuple[str, ...]) -> Any:
     return checked
 
 
-class TestCleanStockLine:
-    """The fast path for plainly good stock lines accepts only what the full checks accept, as they do."""
+def _chunk(rng: random.Random, columns: tuple[str, ...], size: int) -> list[str]:
+    """Lines as a file yields them: each ends in a line break (\n or \r\n), but perhaps the last."""
+    texts = [_line(rng, columns).rstrip("\r\n") + rng.choice(["\n", "\n", "\r\n"]) for _ in range(size)]
+    if texts and rng.random() < 0.5:
+        texts[-1] = texts[-1].rstrip("\r\n")
+    return texts
+
+
+class TestStockColumns:
+    """The column-wise check of a chunk accepts only rows the full checks accept, with the same values."""
 
     @pytest.mark.parametrize("columns", HEADERS, ids=lambda c: ",".join(c[6:]) or "no-secrets")
     def test_same_rows_as_the_full_checks_on_random_lines(self, columns: tuple[str, ...]) -> None:
-        """On random good and damaged lines, every line the fast path takes gets the full checks' row."""
-        rng = random.Random(20261130)
-        clean = clean_stock_line(columns, STORES)
+        """On random chunks of good and damaged lines, every row the check passes gets the full checks' row,
+        with its store as the store's id, and the plain lines are passed."""
+        rng = random.Random(20261203)
         taken = 0
-        for _ in range(20_000):
-            text = _line(rng, columns)
-            fast = clean(text)
-            if fast is not None:
+        for size in [0, 1, 2, 7, *[rng.randrange(50, 400) for _ in range(60)]]:
+            texts = _chunk(rng, columns, size)
+            ok, values = stock_columns(texts, columns, STORES)
+            assert len(ok) == size
+            assert all(len(column) == size for column in values)
+            for i, passed in enumerate(ok.tolist()):
+                if not passed:
+                    continue
                 taken += 1
-                assert list(fast) == _full_way(text, columns), text
-        assert taken > 5_000  # the fast path does carry the plain lines
+                row = [column[i] for column in values]
+                full = _full_way(texts[i], columns)
+                assert full[:6] == [*row[:4], STORES.get(row[4]), row[5]], texts[i]
+                if len(columns) > len(SIM_COLUMNS):
+                    keys = None if not row[6] else (row[7], (row[8] or None) if "opc" in columns else None)
+                    assert full[6:] == [row[6] or None, keys], texts[i]
+        assert taken > 3_000  # the column-wise way does carry the plain lines
+
+    @pytest.mark.parametrize("columns", HEADERS, ids=lambda c: ",".join(c[6:]) or "no-secrets")
+    def test_every_plain_good_line_passes(self, columns: tuple[str, ...]) -> None:
+        """Lines with nothing unusual all pass, in a chunk alone or in one with damaged lines (where the
+        whole-column shortcuts fail and the rows are judged one by one)."""
+        rng = random.Random(7)
+        plain = []
+        for n in range(300):
+            location = "store" if n % 3 == 0 else "warehouse"
+            store = "SH-PUDONG" if location == "store" else ""
+            values = [factories.make_iccid(n), factories.make_imsi(n), "esim", location, store, f"B{n}"]
+            if len(columns) > len(SIM_COLUMNS):
+                milenage = "opc" in columns and columns[7] == "k"
+                values += ["milenage" if milenage else "comp128v2", _key(rng)]
+                values += [_key(rng) if milenage else ""] if "opc" in columns else []
+            plain.append(",".join(values) + "\n")
+        assert stock_columns(plain, columns, STORES)[0].all()
+        damaged = [*plain, "x" * 20 + ",1" * (len(columns) - 1) + "\n", '"quoted",' + plain[0]]
+        assert stock_columns(damaged, columns, STORES)[0].tolist() == [True] * len(plain) + [False, False]
 
     def test_leaves_upper_case_keys_to_the_full_checks(self) -> None:
-        """Keys in upper case are good but stored in lower case: the fast path leaves them alone."""
+        """Keys in upper case are good but stored in lower case: the column-wise check leaves them alone."""
         columns = HEADERS[1]
         sim = f"{factories.make_iccid(1)},{factories.make_imsi(1)},esim,warehouse,,B1"
         text = f"{sim},milenage,{'A' * 32},{'b' * 32}\n"
-        assert clean_stock_line(columns, STORES)(text) is None
+        assert stock_columns([text], columns, STORES)[0].tolist() == [False]
         full = _full_way(text, columns)
         assert full[6:] == ["milenage", ("a" * 32, "b" * 32)]
+
+
+class TestIccidOk:
+    """The column-wise ICCID check agrees with ``iccid_problem``, in uniform and mixed columns."""
+
+    def test_agrees_with_iccid_problem(self) -> None:
+        """Valid ICCIDs of 19 and 20 digits pass; a wrong check digit, another prefix, a letter, a wrong
+        length or a non-ASCII digit fail; whether the column is uniform or mixed."""
+        good19 = [factories.make_iccid(n) for n in range(200)]
+        good20 = [with_check for n in range(200) if (with_check := _iccid20(n))]
+        bad = [good19[0][:-1] + str((int(good19[0][-1]) + 1) % 10), "79" + good19[1][2:], good19[2][:5] + "a"
+               + good19[2][6:], good19[3] + "12", "8" * 18, "٨٩" + good19[4][2:], ""]  # fmt: skip
+        for column in (good19, good20, good19 + good20, good19 + bad, bad):
+            expected = [iccid_problem(v) is None for v in column]
+            assert iccid_ok(column).tolist() == expected
+
+
+def _iccid20(n: int) -> str:
+    body = f"8986{n:015d}"
+    return next(body + d for d in "0123456789" if iccid_problem(body + d) is None)
+
+
+class TestChunkTexts:
+    """A reader's chunks of raw lines (``chunk_texts``) hold the lines ``records`` numbers, and a file that
+    grew after it was counted is refused."""
+
+    def test_parts_hold_their_chunks_lines(self, tmp_path: Path) -> None:
+        """With two readers and chunks of three lines, each reader gets its own chunks, numbered from line 2
+        (the header is line 1), blank lines included."""
+        path = tmp_path / "f.csv"
+        path.write_text(
+            "h1,h2\n" + "".join(f"{n},x\n" if n != 4 else "\n" for n in range(10)), encoding="utf-8"
+        )
+        chunks = [list(chunk_texts(path, 2, Part(3, 4, index, 2))) for index in (0, 1)]
+        assert chunks[0] == [(2, ["0,x\n", "1,x\n", "2,x\n"]), (8, ["6,x\n", "7,x\n", "8,x\n"])]
+        assert chunks[1] == [(5, ["3,x\n", "\n", "5,x\n"]), (11, ["9,x\n"])]
+
+    def test_a_record_past_the_counted_lines_is_refused(self, tmp_path: Path) -> None:
+        """Blank lines past the counted chunks are ignored; a record there means the file grew."""
+        path = tmp_path / "f.csv"
+        path.write_text("h1,h2\n1,x\n2,x\n\n\n", encoding="utf-8")
+        assert list(chunk_texts(path, 2, Part(2, 1))) == [(2, ["1,x\n", "2,x\n"])]
+        path.write_text("h1,h2\n1,x\n2,x\n3,x\n", encoding="utf-8")
+        with pytest.raises(ImportFileUnreadable, match="line 4 lies past"):
+            list(chunk_texts(path, 2, Part(2, 1)))
 
 
 class TestRecordsWithFastPath:

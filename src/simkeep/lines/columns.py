@@ -22,9 +22,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from simkeep.sims.columns import Mask, all_matching, char_codes, each, iccid_ok
 from simkeep.sims.importer import SIM_KINDS
-
-Mask = np.ndarray[Any, np.dtype[np.bool_]]
 
 _PRINTABLE_MAX = {"ref": 64, "name": 200, "plan": 32}
 _RIC = re.compile(r"[0-9]{17}[0-9X]")
@@ -35,19 +34,6 @@ _LANGUAGES = {"": "zh-CN", "zh-CN": "zh-CN", "en": "en"}
 #: int(number[:17], 13) mod 11 (stdnum's check character) as a weighted sum: 13 = 2 (mod 11).
 _RIC_WEIGHTS = np.array([pow(13, 16 - i, 11) for i in range(17)], dtype=np.int64)
 _ZERO = ord("0")
-
-
-def _bytes(values: Sequence[str], width: int) -> np.ndarray[Any, np.dtype[np.int64]] | None:
-    """The values (each ``width`` ASCII characters) as a (rows, width) array of character codes, or None
-    when one is not ASCII or not ``width`` long (the caller checks a pattern that implies this first)."""
-    text = "".join(values)
-    if not text.isascii() or len(text) != width * len(values):
-        return None
-    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).reshape(len(values), width).astype(np.int64)
-
-
-def _all_matching(pattern: re.Pattern[str], values: Sequence[str]) -> Mask:
-    return np.fromiter(map(bool, map(pattern.fullmatch, values)), dtype=np.bool_, count=len(values))
 
 
 def _printable(values: Sequence[str], longest: int) -> Mask:
@@ -72,9 +58,9 @@ def _birth_date_ok(digits: str) -> bool:
 
 def _ric_ok(numbers: Sequence[str], place_known: Callable[[str, int], bool]) -> Mask:
     """CN resident IDs already in compact form that :func:`~simkeep.lines.importer.ric_problem` accepts."""
-    ok = _all_matching(_RIC, numbers)
+    ok = all_matching(_RIC, numbers)
     every = bool(ok.all())
-    codes = _bytes(
+    codes = char_codes(
         numbers if every else [v if good else "0" * 18 for v, good in zip(numbers, ok.tolist(), strict=True)],
         18,
     )
@@ -109,7 +95,7 @@ def _phone_ok(values: Sequence[str], pattern_for: Callable[[str], re.Pattern[str
     patterns = {p.pattern for p in map(pattern_for, set(map(_PREFIX, values))) if p is not None}
     if not patterns:
         return np.zeros(len(values), dtype=np.bool_)
-    return _all_matching(_either(frozenset(patterns)), values)
+    return all_matching(_either(frozenset(patterns)), values)
 
 
 _PREFIX = itemgetter(slice(0, 4))
@@ -118,29 +104,6 @@ _PREFIX = itemgetter(slice(0, 4))
 @lru_cache(maxsize=256)
 def _either(patterns: frozenset[str]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in sorted(patterns)))
-
-
-def _iccid_ok(values: Sequence[str]) -> Mask:
-    """19 or 20 digits, starting 89, with a right Luhn check digit: what ``iccid_problem`` accepts."""
-    n = len(values)
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
-    ok: Mask = (lengths == 19) | (lengths == 20)
-    padded = [
-        v.rjust(20, "0") if good and v.isascii() else "0" * 20
-        for v, good in zip(values, ok.tolist(), strict=True)
-    ]
-    codes = _bytes(padded, 20)
-    if codes is None:
-        return np.zeros(n, dtype=np.bool_)
-    digits = codes - _ZERO
-    ok &= ((digits >= 0) & (digits <= 9)).all(axis=1)
-    start = np.where(lengths == 20, 0, 1)
-    rows = np.arange(n)
-    ok &= (digits[rows, start] == 8) & (digits[rows, start + 1] == 9)
-    doubled = digits[:, 0::2] * 2
-    total = (doubled - 9 * (doubled > 9)).sum(axis=1) + digits[:, 1::2].sum(axis=1)
-    ok &= total % 10 == 0
-    return ok
 
 
 # --- times -------------------------------------------------------------------------------------------------
@@ -172,12 +135,12 @@ def utc_seconds(values: Sequence[str]) -> tuple[Mask, np.ndarray[Any, np.dtype[n
     """
     n = len(values)
     padded = list(map(str.ljust, values, repeat(_TIME_WIDTH, n)))
-    codes = _bytes(padded, _TIME_WIDTH)
+    codes = char_codes(padded, _TIME_WIDTH)
     if codes is None:  # a value longer than the plain forms, or not ASCII: those rows are not plain
         padded = [
             v.ljust(_TIME_WIDTH) if len(v) in (20, 25) and v.isascii() else " " * _TIME_WIDTH for v in values
         ]
-        codes = _bytes(padded, _TIME_WIDTH)
+        codes = char_codes(padded, _TIME_WIDTH)
     if codes is None:
         return np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.int64)
     c = codes
@@ -247,9 +210,6 @@ class Checked:
         (ref, name, doc_type, doc_number, email, phone, language, msisdn, plan, iccid, imsi, kind,
          activated, changed, activity) = self.values  # fmt: skip
 
-        def each(test: Callable[[str], object], column: Sequence[str]) -> Mask:
-            return np.fromiter(map(test, column), dtype=np.bool_, count=n)
-
         ok = _printable(ref, _PRINTABLE_MAX["ref"]) & _printable(name, _PRINTABLE_MAX["name"])
         ok &= _printable(plan, _PRINTABLE_MAX["plan"])
         is_ric = each("cn_ric".__eq__, doc_type)
@@ -257,12 +217,12 @@ class Checked:
         document_ok = _ric_ok(doc_number, place_known)
         others = np.flatnonzero(~is_ric).tolist()  # passports (or a bad type), a few in a hundred
         if others:
-            document_ok[others] = _all_matching(_PASSPORT, list(map(doc_number.__getitem__, others)))
+            document_ok[others] = all_matching(_PASSPORT, list(map(doc_number.__getitem__, others)))
         ok &= document_ok
         self.country: list[str] = np.where(is_ric, "CHN", "XXX").tolist()
         has_email = each(bool, email)
         if has_email.any():
-            ok &= ~has_email | (_all_matching(_EMAIL, email) & (each(len, email) <= 254))
+            ok &= ~has_email | (all_matching(_EMAIL, email) & (each(len, email) <= 254))
         ok &= _phone_ok(msisdn, phone_pattern)
         has_phone = each(bool, phone)
         if has_phone.any():
@@ -270,7 +230,7 @@ class Checked:
             ok &= ~has_phone | (differs & _phone_ok(phone, phone_pattern))
         ok &= each(_LANGUAGES.__contains__, language)
         self.language: list[str] = list(map(_LANGUAGES.get, language, language))
-        ok &= _iccid_ok(iccid) & _all_matching(_IMSI, imsi) & each(SIM_KINDS.__contains__, kind)
+        ok &= iccid_ok(iccid) & all_matching(_IMSI, imsi) & each(SIM_KINDS.__contains__, kind)
         plain, moments = utc_seconds(activated)
         ok &= plain & (moments <= latest)
         given = each(bool, changed)

@@ -6,9 +6,10 @@ batch with ids pre-assigned, loaded on SQLite with ``INSERT ... SELECT`` from st
 built in a small database of its own (:func:`staged_database`), and with COPY on PostgreSQL (SIM stock
 straight into ``sims``, lines into temporary tables). The insert is optimistic;
 when a unique constraint refuses it, the batch is rolled back to a savepoint, its rows are classified
-(already present, conflict, duplicate of an earlier line of the file) and the rest is inserted. Plainly
-good stock lines take a fast path past the CSV reader and the per-field checks (:data:`Clean`), and a
-batch's secrets are sealed together. See docs/imports.md.
+(already present, conflict, duplicate of an earlier line of the file) and the rest is inserted. A chunk of
+stock lines is checked column by column (:mod:`simkeep.sims.columns`) and only the rows that are not plainly
+good go through the CSV reader and the per-field checks; a batch's secrets are sealed together. See
+docs/imports.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import csv
 import gc
 import json
 import multiprocessing
-import re
 import threading
 import time
 from array import array
@@ -392,6 +392,25 @@ def one_record(text: str, fields: int) -> list[str] | str | None:
     return f"expected {fields} fields, found {len(row)}" if row else None
 
 
+def chunk_texts(path: Path, fields: int, part: Part) -> Iterator[tuple[int, list[str]]]:
+    """Each chunk ``part`` owns, in file order: the number of its first line and its physical lines, as read.
+
+    The other readers' chunks are passed over without a Python step per line. A record past the chunks
+    counted before the import (the file grew meanwhile) is refused, as :func:`in_chunks` refuses it.
+    """
+    with path.open(encoding="utf-8-sig", newline="\n") as handle:
+        next(handle, None)  # the header, checked by check_file
+        for chunk in range(part.chunks):
+            lines = islice(handle, part.size)
+            if chunk % part.of == part.index:
+                yield 2 + chunk * part.size, list(lines)
+            else:
+                deque(lines, maxlen=0)
+        for number, text in enumerate(handle, 2 + part.chunks * part.size):
+            if one_record(text, fields) is not None:
+                raise _grown(number)
+
+
 def in_chunks(rows: Iterable[tuple[int, R]], part: Part) -> Iterator[tuple[int, Iterator[tuple[int, R]]]]:
     """Each chunk ``part`` owns, in order, with its rows (none for a chunk of blank lines)."""
     iterator = iter(rows)
@@ -406,8 +425,13 @@ def in_chunks(rows: Iterable[tuple[int, R]], part: Part) -> Iterator[tuple[int, 
     for chunk in part.owned():
         yield chunk, rows_of(chunk)
     if pending is not None:
-        msg = f"line {pending[0]} lies past the lines counted before the import: the file changed meanwhile"
-        raise ImportFileUnreadable(msg)
+        raise _grown(pending[0])
+
+
+def _grown(line: int) -> ImportFileUnreadable:
+    return ImportFileUnreadable(
+        f"line {line} lies past the lines counted before the import: the file changed meanwhile"
+    )
 
 
 def copy_text(value: str) -> str:
@@ -843,57 +867,6 @@ def make_sealer(vault: Vault) -> Sealer:
     return lambda secrets: seal_many(vault, secrets)
 
 
-_COMP128 = frozenset({"comp128v1", "comp128v2", "comp128v3"})
-_CLEAN_SIM = (
-    r"(89[0-9]{17,18}),([0-9]{6,15}),(physical|esim),(warehouse|store),([^,\"\r\n]*),([^,\"\r\n]{0,64})"
-)
-_CLEAN_SECRETS = r",(milenage|comp128v[123]|),([0-9a-f]{32}|)"  # keys as stored: no fast path for A-F
-_CLEAN_OPC = r",([0-9a-f]{32}|)"
-_CLEAN_END = r"(?:\r?\n)?"
-CleanSim = tuple[str, str, str, str, int | None, str, str | None, tuple[str, str | None] | None]
-
-
-def clean_stock_line(columns: tuple[str, ...], stores: dict[str, int]) -> Clean[CleanSim]:
-    """The fast path (:data:`Clean`) for stock lines with these ``columns``: a plainly good line's row.
-
-    The row is what :func:`_stock_row` makes of the line, secrets unsealed; a line with anything unusual
-    in it (quotes, padding, upper case, a bad value) is left to :func:`records` and :func:`_stock_row`.
-    """
-    secrets = len(columns) > len(SIM_COLUMNS)
-    with_opc = "opc" in columns
-    milenage = with_opc and secrets and columns[7] == "k"
-    pattern = _CLEAN_SIM + (_CLEAN_SECRETS + (_CLEAN_OPC if with_opc else "") if secrets else "") + _CLEAN_END
-    match = re.compile(pattern).fullmatch
-    luhn = _LUHN4
-    store_of = stores.get
-
-    def clean(text: str) -> CleanSim | None:  # noqa: PLR0911 - one early return per rule
-        found = match(text)
-        if found is None:
-            return None
-        iccid, imsi, kind, location, store, label, *auth = found.groups()
-        if (location == "store" and not (store and store in stores)) or (location == "warehouse" and store):
-            return None
-        d = iccid if len(iccid) == 20 else "0" + iccid
-        if (luhn[d[:4]] + luhn[d[4:8]] + luhn[d[8:12]] + luhn[d[12:16]] + luhn[d[16:]]) % 10:
-            return None
-        if not secrets:
-            return iccid, imsi, kind, location, store_of(store), label, None, None
-        algorithm, k = auth[0], auth[1]
-        opc = auth[2] if with_opc else ""
-        if algorithm == "milenage":
-            keys = (k, opc) if milenage and k and opc else None
-        elif algorithm:
-            keys = (k, None) if k and not opc else None
-        else:
-            return None if k or opc else (iccid, imsi, kind, location, store_of(store), label, None, None)
-        if keys is None:
-            return None
-        return iccid, imsi, kind, location, store_of(store), label, algorithm, keys
-
-    return clean
-
-
 def check_sim_rows(
     path: Path,
     part: Part,
@@ -905,71 +878,123 @@ def check_sim_rows(
 ) -> Iterator[Batch]:
     """Parse and validate the SIM stock rows of ``part``; one batch per chunk, good rows and errors.
 
-    With the secret columns (``columns`` longer than :data:`SIM_COLUMNS`), a row's secrets are checked here
-    and the batch's are sealed at once, by ``seal``, so that no batch, message or log carries them in clear.
+    Each chunk is checked column by column (:func:`~simkeep.sims.columns.stock_columns`); the rows that are
+    not plainly good are parsed and checked one by one (:func:`_stock_row`), which names their problem or
+    accepts them. With the secret columns (``columns`` longer than :data:`SIM_COLUMNS`), a row's secrets
+    are checked here and the batch's are sealed at once, by ``seal``, so that no batch, message or log
+    carries them in clear.
     """
-    secrets = len(columns) > len(SIM_COLUMNS)
-    if secrets and seal is None:
+    if len(columns) > len(SIM_COLUMNS) and seal is None:
         msg = "a file with secret columns needs a sealer"
         raise ValueError(msg)
-    key_column = columns[7] if secrets else ""
-    with_opc = "opc" in columns
-
-    def check(raw: list[str]) -> tuple[str, str] | list[Any]:
-        """The row to insert, or the first problem of the row."""
-        return _stock_row(raw, stores, key_column, with_opc=with_opc)
-
-    clean = clean_stock_line(columns, stores)
-    for _, rows in in_chunks(records(path, len(columns), part, clean=clean), part):
+    for first, texts in chunk_texts(path, len(columns), part):
         with gc_paused():  # the rows hold no cycles: collecting while they pile up is wasted work
-            good: list[Sequence[Any]] = []
-            lines: array[int] = array("i")
-            errors: list[RowError] = []
-            seen_iccid: dict[str, int] = {}
-            seen_imsi: dict[str, int] = {}
-            count = 0
-            for line, raw in rows:
-                count += 1
-                checked: tuple[str, str] | Sequence[Any]
-                if isinstance(raw, tuple):
-                    checked = raw  # a clean line's row
-                elif isinstance(raw, str):
-                    errors.append(RowError(line, "row", raw))
-                    continue
-                else:
-                    checked = check(raw)
-                    if isinstance(checked, tuple) and any(value != value.strip() for value in raw):
-                        checked = check([value.strip() for value in raw])  # padding tolerated
-                if len(checked) > 2:
-                    iccid, imsi = checked[0], checked[1]
-                    if iccid in seen_iccid:
-                        checked = ("iccid", f"the ICCID is also on line {seen_iccid[iccid]}")
-                    elif imsi in seen_imsi:
-                        checked = ("imsi", f"the IMSI is also on line {seen_imsi[imsi]}")
-                    else:
-                        seen_iccid[iccid] = seen_imsi[imsi] = line
-                        good.append(checked)
-                        lines.append(line)
-                        continue
-                errors.append(RowError(line, *checked))
-            batch = Batch(count, errors, lines, _stock_payload(good, postgres=postgres, seal=seal))
+            batch = _stock_batch(first, texts, columns=columns, stores=stores, postgres=postgres, seal=seal)
         yield batch
 
 
-def _stock_payload(good: list[Sequence[Any]], *, postgres: bool, seal: Sealer | None) -> Any:
-    """A batch's good rows as COPY text (PostgreSQL, columns :data:`_SIM_COPY_COLUMNS`), or for SQLite as
-    the staging table ``sk_import_stock`` in a database of its own (:func:`staged_database`); the ``(k,
-    opc)`` of each row that has secrets written in their sealed form, the batch's sealed together."""
-    keyed = [(r[0], *r[7]) for r in good if r[7] is not None]
-    sealed = iter(cast(Sealer, seal)(keyed) if keyed else ())
+def _stock_batch(
+    first: int,
+    texts: list[str],
+    *,
+    columns: tuple[str, ...],
+    stores: dict[str, int],
+    postgres: bool,
+    seal: Sealer | None,
+) -> Batch:
+    """One chunk's good rows (lines ``first``, ``first + 1``, ...) and the errors of its other rows."""
+    import numpy as np
+
+    from simkeep.sims.columns import stock_columns
+
+    n = len(texts)
+    ok, values = stock_columns(texts, columns, stores)
+    iccid, imsi, kind, location, _, label = values[:6]
+    store_ids: list[int | None] = list(map(stores.get, values[4]))
+    secrets = len(columns) > len(SIM_COLUMNS)
+    with_opc = "opc" in columns
+    algorithm = values[6] if secrets else [""] * n
+    k = values[7] if secrets else [""] * n
+    opc = values[8] if with_opc else [""] * n
+    key_column = columns[7] if secrets else ""
+    errors: list[RowError] = []
+    count = n
+    good = ok.copy()
+    for i in np.flatnonzero(~ok).tolist():  # parsed and checked one by one: judged, or accepted as cleaned
+        raw = one_record(texts[i], len(columns))
+        if raw is None:  # a blank line
+            count -= 1
+            continue
+        if isinstance(raw, str):
+            errors.append(RowError(first + i, "row", raw))
+            continue
+        checked = _stock_row(raw, stores, key_column, with_opc=with_opc)
+        if isinstance(checked, tuple) and any(value != value.strip() for value in raw):  # padding tolerated
+            checked = _stock_row([value.strip() for value in raw], stores, key_column, with_opc=with_opc)
+        if isinstance(checked, tuple):
+            errors.append(RowError(first + i, *checked))
+            continue
+        good[i] = True
+        iccid[i], imsi[i], kind[i], location[i], store_ids[i], label[i] = checked[:6]
+        algorithm[i] = checked[6] or ""
+        k[i], opc[i] = checked[7] or ("", "")
+        opc[i] = opc[i] or ""
+    positions = _admitted_sims(np.flatnonzero(good).tolist(), iccid, imsi, first, errors)
+    errors.sort(key=lambda error: error.line)
+    take: list[Sequence[Any]] = [iccid, imsi, kind, location, store_ids, label, algorithm]
+    rows = [[column[p] for p in positions] for column in take]
+    keyed = [p for p in positions if algorithm[p]] if secrets else []
+    sealed: list[str | None] = [None] * n
+    if keyed:
+        sealing = [(iccid[p], k[p], opc[p] or None) for p in keyed]
+        for p, value in zip(keyed, cast(Sealer, seal)(sealing), strict=True):
+            sealed[p] = value
+    rows.append([sealed[p] for p in positions])
+    lines = array("i", [first + p for p in positions])
+    return Batch(count, errors, lines, _stock_payload(rows, postgres=postgres))
+
+
+def _admitted_sims(
+    positions: list[int], iccid: list[str], imsi: list[str], first: int, errors: list[RowError]
+) -> list[int]:
+    """The good rows (by position) that no earlier row of the chunk shares an ICCID or IMSI with; an error
+    for each of the others, naming the line that came first."""
+    if len({iccid[p] for p in positions}) == len(positions) == len({imsi[p] for p in positions}):
+        return positions
+    seen_iccid: dict[str, int] = {}
+    seen_imsi: dict[str, int] = {}
+    admitted: list[int] = []
+    for p in positions:
+        line = first + p
+        if iccid[p] in seen_iccid:
+            errors.append(RowError(line, "iccid", f"the ICCID is also on line {seen_iccid[iccid[p]]}"))
+        elif imsi[p] in seen_imsi:
+            errors.append(RowError(line, "imsi", f"the IMSI is also on line {seen_imsi[imsi[p]]}"))
+        else:
+            seen_iccid[iccid[p]] = seen_imsi[imsi[p]] = line
+            admitted.append(p)
+    return admitted
+
+
+def _stock_payload(rows: list[list[Any]], *, postgres: bool) -> Any:
+    """A batch's good rows, given by column (iccid, imsi, kind, location, store id, batch label, algorithm
+    or empty, sealed secrets or None), as COPY text (PostgreSQL, columns :data:`_SIM_COPY_COLUMNS`), or for
+    SQLite as the staging table ``sk_import_stock`` in a database of its own (:func:`staged_database`)."""
+    iccid, imsi, kind, location, store_id, label, algorithm, sealed = rows
     if postgres:
-        return "".join(
-            f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{NULL if r[4] is None else r[4]}\t{copy_text(r[5])}\t"
-            f"{r[6] or NULL}\t{NULL if r[7] is None else next(sealed)}\n"
-            for r in good
-        )
-    rows = ((*r[:7], None if r[7] is None else next(sealed)) for r in good)
-    return staged_database((_SIM_STAGE_SQLITE, _SIM_LOAD_STAGE_SQLITE, rows))
+        if not iccid:
+            return ""
+        labels = "\x00".join(label)
+        if "\\" in labels or "\t" in labels:
+            label = list(map(copy_text, label))
+        texts = [
+            iccid, imsi, kind, location, [NULL if s is None else str(s) for s in store_id], label,
+            [a or NULL for a in algorithm], [NULL if s is None else s for s in sealed],
+        ]  # fmt: skip
+        return "\n".join(map("\t".join, zip(*texts, strict=True))) + "\n"
+    algorithms = [a or None for a in algorithm]
+    stage = zip(iccid, imsi, kind, location, store_id, label, algorithms, sealed, strict=True)
+    return staged_database((_SIM_STAGE_SQLITE, _SIM_LOAD_STAGE_SQLITE, stage))
 
 
 def _stock_row(
