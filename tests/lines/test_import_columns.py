@@ -3,6 +3,8 @@ errors and payloads, on random rows with every kind of flaw (see ``simkeep.lines
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import sqlite3
 from array import array
@@ -14,6 +16,7 @@ from stdnum.cn import ric
 
 from simkeep.lines.columns import utc_seconds
 from simkeep.lines.importer import (
+    LINE_COLUMNS,
     DocumentHasher,
     RowError,
     _admit,
@@ -28,6 +31,7 @@ from simkeep.lines.importer import (
     sqlite_stamp,
     utc_text,
 )
+from simkeep.sims.importer import one_record
 from tests import factories
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
@@ -204,15 +208,19 @@ class TestColumnWiseCheck:
     @pytest.mark.parametrize("seed", range(6))
     def test_same_batch_as_row_by_row(self, seed: int, postgres: bool) -> None:
         rng = random.Random(seed)
-        rows: list[tuple[int, list[str] | str]] = [(n + 2, _row(rng, 1500)) for n in range(1500)]
-        rows[7] = (9, "expected 15 fields, found 3")
-        rows.insert(100, (rows[99][0], list(rows[99][1])))  # a row repeated whole: every key at once
+        values = [_row(rng, 1500) for _ in range(1500)]
+        values.insert(100, list(values[99]))  # a row repeated whole: every key at once
+        texts = _texts(values, rng)
+        texts[7] = "a,b,c\n"  # a row the reader cannot split into the columns
+        texts[50] = "\n"  # a blank line: no row at all
+        texts[60] = '"' + texts[60]  # a quote left open
         key = rng.randbytes(32)
-        batch = _line_batch(iter(rows), digest=DocumentHasher(key), latest=LATEST, postgres=postgres)
+        batch = _line_batch(FIRST, texts, digest=DocumentHasher(key), latest=LATEST, postgres=postgres)
+        rows = _records(texts)
         errors, numbers, payload, sub_payload = _reference(rows, key, postgres=postgres)
         assert batch.errors == errors
         assert batch.lines == numbers
-        assert batch.rows == len(rows)
+        assert batch.rows == len(rows) == len(texts) - 1
         if postgres:
             assert _pg_rows(batch.payload) == _pg_rows(payload)
             assert batch.extra.subscribers == sub_payload
@@ -220,20 +228,44 @@ class TestColumnWiseCheck:
             assert _tables(batch.payload) == _tables(payload)
         assert len(numbers) > 300  # many rows are good,
         assert len(errors) > 150  # and every kind of flaw is met
+        assert RowError(FIRST + 7, "row", "expected 15 fields, found 3") in batch.errors
 
     def test_plainly_good_chunk(self) -> None:
         """A chunk without flaws or repeats takes the column-wise way from end to end."""
         rng = random.Random(7)
-        rows: list[tuple[int, list[str] | str]] = []
+        values: list[list[str]] = []
         for n in range(500):
             row = _row(random.Random(rng.random()), 10**9, flaws=0)
             row[0], row[7] = f"R{n}", f"+86138{n:08d}"
             row[12:15] = ["2024-05-01T00:30:00+08:00", "", "2024-06-01T00:00:00Z"]
-            rows.append((n + 2, row))
-        batch = _line_batch(iter(rows), digest=DocumentHasher(b"k"), latest=LATEST, postgres=True)
-        errors, numbers, payload, _ = _reference(rows, b"k", postgres=True)
+            values.append(row)
+        texts = [",".join(row) + "\n" for row in values]
+        batch = _line_batch(FIRST, texts, digest=DocumentHasher(b"k"), latest=LATEST, postgres=True)
+        errors, numbers, payload, _ = _reference(_records(texts), b"k", postgres=True)
         assert (batch.errors, batch.lines, _pg_rows(batch.payload)) == (errors, numbers, _pg_rows(payload))
         assert {tuple(row.split("\t")[11:14]) for row in batch.payload.splitlines()} == {("", "", "")}
+
+
+FIRST = 2
+
+
+def _texts(rows: list[list[str]], rng: random.Random) -> list[str]:
+    """The rows as lines of a file: most plain, some with every value quoted, some ending in CRLF, the last
+    without a line break."""
+    texts = []
+    for row in rows:
+        out = io.StringIO()
+        quoting = csv.QUOTE_ALL if rng.random() < 0.05 else csv.QUOTE_MINIMAL
+        csv.writer(out, quoting=quoting, lineterminator=rng.choice(["\n"] * 9 + ["\r\n"])).writerow(row)
+        texts.append(out.getvalue())
+    texts[-1] = texts[-1].rstrip("\r\n")
+    return texts
+
+
+def _records(texts: list[str]) -> list[tuple[int, list[str] | str]]:
+    """What the CSV reader makes of each line (blank lines dropped), with its line number."""
+    rows = [(FIRST + i, one_record(text, len(LINE_COLUMNS))) for i, text in enumerate(texts)]
+    return [(n, raw) for n, raw in rows if raw is not None]
 
 
 class TestCalendarEnds:

@@ -13,13 +13,13 @@ from simkeep.lines.importer import (
     DocumentHasher,
     _number_descs,
     _number_pattern,
-    _plain_fields,
     parse_timestamp,
     pg_stamp,
     sqlite_stamp,
     utc_moment,
     utc_text,
 )
+from simkeep.sims.columns import split_plain
 from simkeep.sims.importer import gc_paused, one_record
 
 
@@ -118,31 +118,48 @@ class TestGcPaused:
             gc.enable()
 
 
-class TestPlainFields:
-    """``_plain_fields`` splits a line as the CSV reader does, and leaves every other line to it."""
+class TestSplitPlain:
+    """``split_plain`` splits a chunk's lines as the CSV reader does, and leaves every other line to it."""
 
     def test_same_values_as_the_csv_reader_on_random_lines(self) -> None:
-        """On random lines of commas, quotes, spaces and line ends, what it splits the reader splits alike."""
+        """On random chunks of commas, quotes, spaces and line ends, what it splits the reader splits so."""
         rng = random.Random(20261130)
         split = 0
-        for _ in range(20_000):
-            fields = rng.choice([14, 15, 15, 15, 16])
-            values = ["".join(rng.choice("ab 1,\t") for _ in range(rng.randrange(4))) for _ in range(fields)]
-            if rng.random() < 0.2:
-                values[rng.randrange(fields)] += rng.choice(['"', "\r", '""'])
-            text = ",".join(values) + rng.choice(["\n", "\r\n", ""])
-            fast = _plain_fields(text)
-            if fast is not None:
-                split += 1
-                assert fast == one_record(text, len(LINE_COLUMNS)), text
+        for _ in range(400):
+            texts = []
+            for _ in range(rng.randrange(1, 60)):
+                fields = rng.choice([14, 15, 15, 15, 16])
+                values = [
+                    "".join(rng.choice("ab 1,\t") for _ in range(rng.randrange(4))) for _ in range(fields)
+                ]
+                if rng.random() < 0.2:
+                    values[rng.randrange(fields)] += rng.choice(['"', "\r", '""'])
+                texts.append(",".join(values) + rng.choice(["\n", "\n", "\r\n"]))
+            if rng.random() < 0.5:
+                texts[-1] = texts[-1].rstrip("\r\n")
+            plain, columns = split_plain(texts, len(LINE_COLUMNS))
+            for i, text in enumerate(texts):
+                if plain[i]:
+                    split += 1
+                    assert [column[i] for column in columns] == one_record(text, len(LINE_COLUMNS)), text
         assert split > 200
 
-    def test_leaves_quoted_and_crlf_lines_to_the_reader(self) -> None:
-        """A quote or a carriage return anywhere, or a wrong number of values, takes the reader's way."""
+    def test_leaves_quoted_and_broken_lines_to_the_reader(self) -> None:
+        """A quote or a stray carriage return anywhere, or a wrong number of values, takes the reader's way;
+        a CRLF line ending does not."""
         plain = ",".join(["v"] * len(LINE_COLUMNS))
-        assert _plain_fields(plain + "\n") == ["v"] * len(LINE_COLUMNS)
-        for text in (plain + "\r\n", '"' + plain + '"\n', plain + ",v\n", "\n"):
-            assert _plain_fields(text) is None
+        texts = [
+            plain + "\n",
+            plain + "\r\n",
+            '"' + plain + '"\n',
+            plain + ",v\n",
+            "\n",
+            "v\r" + plain + "\n",
+        ]
+        ok, columns = split_plain(texts, len(LINE_COLUMNS))
+        assert ok.tolist() == [True, True, False, False, False, False]
+        assert [column[1] for column in columns] == ["v"] * len(LINE_COLUMNS)
+        assert split_plain([], 3)[1] == [[], [], []]
 
 
 class TestNumberPattern:

@@ -31,7 +31,6 @@ from simkeep.sims.importer import (
     in_turns,
     may_fork_readers,
     one_record,
-    records,
     staged_database,
 )
 from simkeep.sims.secrets import open_auth, seal_many
@@ -183,8 +182,8 @@ def _iccid20(n: int) -> str:
 
 
 class TestChunkTexts:
-    """A reader's chunks of raw lines (``chunk_texts``) hold the lines ``records`` numbers, and a file that
-    grew after it was counted is refused."""
+    """A reader's chunks of raw lines (``chunk_texts``): each reader its own, numbered as in the file, and a
+    file that grew after it was counted is refused."""
 
     def test_parts_hold_their_chunks_lines(self, tmp_path: Path) -> None:
         """With two readers and chunks of three lines, each reader gets its own chunks, numbered from line 2
@@ -205,46 +204,6 @@ class TestChunkTexts:
         path.write_text("h1,h2\n1,x\n2,x\n3,x\n", encoding="utf-8")
         with pytest.raises(ImportFileUnreadable, match="line 4 lies past"):
             list(chunk_texts(path, 2, Part(2, 1)))
-
-
-class TestRecordsWithFastPath:
-    """``records`` with a fast path numbers and reports the other lines exactly as the CSV reader does."""
-
-    def test_same_records_for_the_lines_it_leaves(self, tmp_path: Path) -> None:
-        """Quoted, broken, blank and short lines come out with the same numbers and reasons either way."""
-        lines = [
-            "a,b,c",
-            '"a,1",b,c',
-            '"open,b,c',
-            "",
-            "a,b",
-            '"x"y,b,c',
-            "   ",
-            "a,b,c,d",
-            "keep,this,one",
-            '"last,"line',
-        ]
-        path = tmp_path / "f.csv"
-        path.write_text("h1,h2,h3\n" + "\n".join(lines) + "\n", encoding="utf-8")
-        plain = list(records(path, 3))
-        fast = list(records(path, 3, clean=lambda text: ("fast",) if text.startswith("keep") else None))
-        assert [(n, r) for n, r in fast if r != ("fast",)] == [(n, r) for n, r in plain if n != 10]
-        assert (10, ("fast",)) in fast
-
-    def test_parts_read_only_their_chunks(self, tmp_path: Path) -> None:
-        """With two readers, each sees only the lines of its own chunks, fast or not."""
-        path = tmp_path / "f.csv"
-        path.write_text("h1,h2\n" + "".join(f"{n},x\n" for n in range(10)), encoding="utf-8")
-        seen = [
-            [
-                n
-                for n, _ in records(
-                    path, 2, Part(3, 4, index, 2), clean=lambda t: (t,) if t[0] in "02468" else None
-                )
-            ]
-            for index in (0, 1)
-        ]
-        assert seen == [[2, 3, 4, 8, 9, 10], [5, 6, 7, 11]]
 
 
 class TestSealMany:

@@ -12,24 +12,25 @@ verdicts and values on random input.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Sequence
 from datetime import date
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, cast
 
 import numpy as np
 
-from simkeep.sims.columns import Mask, all_matching, char_codes, each, iccid_ok
+from simkeep.sims.columns import Codes, Mask, all_matching, char_codes, digits_ok, each, iccid_ok, where_good
 from simkeep.sims.importer import SIM_KINDS
 
 _PRINTABLE_MAX = {"ref": 64, "name": 200, "plan": 32}
 _RIC = re.compile(r"[0-9]{17}[0-9X]")
 _PASSPORT = re.compile(r"[A-Z0-9]{5,9}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_IMSI = re.compile(r"[0-9]{6,15}")
+_EMAIL_OR_NONE = re.compile(r"(?:[^@\s]+@[^@\s]+\.[^@\s]+)?")
+_EMAIL_MAX = 254
 _LANGUAGES = {"": "zh-CN", "zh-CN": "zh-CN", "en": "en"}
 #: int(number[:17], 13) mod 11 (stdnum's check character) as a weighted sum: 13 = 2 (mod 11).
 _RIC_WEIGHTS = np.array([pow(13, 16 - i, 11) for i in range(17)], dtype=np.int64)
@@ -39,6 +40,8 @@ _ZERO = ord("0")
 def _printable(values: Sequence[str], longest: int) -> Mask:
     """Non-empty, at most ``longest`` characters, printable: :func:`check_line`'s rule for free text."""
     n = len(values)
+    if n and min(map(len, values)) > 0 and max(map(len, values)) <= longest and "".join(values).isprintable():
+        return np.ones(n, dtype=np.bool_)  # the usual case, found without a step per row
     lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
     printable = np.fromiter(map(str.isprintable, values), dtype=np.bool_, count=n)
     return (lengths > 0) & (lengths <= longest) & printable
@@ -56,54 +59,63 @@ def _birth_date_ok(digits: str) -> bool:
     return True
 
 
+def _zeros_unless(values: Sequence[str], keep: Mask, width: int) -> list[str]:
+    return [v if k else "0" * width for v, k in zip(values, keep.tolist(), strict=True)]
+
+
 def _ric_ok(numbers: Sequence[str], place_known: Callable[[str, int], bool]) -> Mask:
     """CN resident IDs already in compact form that :func:`~simkeep.lines.importer.ric_problem` accepts."""
-    ok = all_matching(_RIC, numbers)
-    every = bool(ok.all())
-    codes = char_codes(
-        numbers if every else [v if good else "0" * 18 for v, good in zip(numbers, ok.tolist(), strict=True)],
-        18,
-    )
-    if codes is None:  # pragma: no cover - the pattern admits ASCII digits only
-        return np.zeros(len(numbers), dtype=np.bool_)
-    checksum = (1 - 2 * ((codes[:, :17] - _ZERO) @ _RIC_WEIGHTS)) % 11
+    n = len(numbers)
+    ok: Mask = np.fromiter(map(len, numbers), dtype=np.int64, count=n) == 18
+    codes = char_codes(numbers if ok.all() else _zeros_unless(numbers, ok, 18), 18)
+    if codes is None:  # a character beyond ASCII: the pattern first
+        ok = all_matching(_RIC, numbers)
+        codes = char_codes(_zeros_unless(numbers, ok, 18), 18)
+        if codes is None:  # pragma: no cover - the pattern admits ASCII digits only
+            return np.zeros(n, dtype=np.bool_)
+    digits = codes - _ZERO
+    ok &= ((digits[:, :17] >= 0) & (digits[:, :17] <= 9)).all(axis=1)
+    ok &= ((digits[:, 17] >= 0) & (digits[:, 17] <= 9)) | (codes[:, 17] == ord("X"))
+    checksum = (1 - 2 * (digits[:, :17] @ _RIC_WEIGHTS)) % 11
     ok &= codes[:, 17] == np.where(checksum == 10, ord("X"), checksum + _ZERO)
-    births = list(map(_BIRTH, numbers))
-    places = list(map(_PLACE, numbers))  # region and birth year
-    good = ok.tolist()
-    bad = {d for d in set(compress(births, good)) if not _birth_date_ok(d)}
-    bad.update(p for p in set(compress(places, good)) if not place_known(p[:6], int(p[6:])))
+    # the birth date, and the region with the birth year, checked once per distinct value
+    birth = np.where(ok, _number(codes, 6, 8), 19700101)
+    bad = [b for b in np.unique(birth).tolist() if not _birth_date_ok(f"{b:08d}")]
+    place = np.where(ok, _number(codes, 0, 10), 0)
+    bad_places = [p for p in np.unique(place[ok]).tolist() if not place_known(f"{p // 10000:06d}", p % 10000)]
     if bad:
-        ok &= np.fromiter(
-            (b not in bad and p not in bad for b, p in zip(births, places, strict=True)),
-            dtype=np.bool_,
-            count=len(numbers),
-        )
+        ok &= ~np.isin(birth, bad)
+    if bad_places:
+        ok &= ~np.isin(place, bad_places)
     return ok
-
-
-_BIRTH = itemgetter(slice(6, 14))
-_PLACE = itemgetter(slice(0, 10))
 
 
 # --- numbers and SIMs --------------------------------------------------------------------------------------
 
 
-def _phone_ok(values: Sequence[str], pattern_for: Callable[[str], re.Pattern[str] | None]) -> Mask:
-    """E.164 numbers valid for their region: one pattern made of each prefix's (see
-    :func:`~simkeep.lines.importer.msisdn_prefix_pattern`); a prefix without one is left to the caller."""
+def _phone_ok(
+    values: Sequence[str], pattern_for: Callable[[str], re.Pattern[str] | None], *, empty_ok: bool = False
+) -> Mask:
+    """E.164 numbers valid for their region (or, with ``empty_ok``, none): one pattern made of each
+    prefix's (see :func:`~simkeep.lines.importer.msisdn_prefix_pattern`); a prefix without one is left to
+    the caller."""
     patterns = {p.pattern for p in map(pattern_for, set(map(_PREFIX, values))) if p is not None}
     if not patterns:
-        return np.zeros(len(values), dtype=np.bool_)
-    return all_matching(_either(frozenset(patterns)), values)
+        return (
+            np.fromiter(map(operator.not_, values), dtype=np.bool_)
+            if empty_ok
+            else np.zeros(len(values), dtype=np.bool_)
+        )
+    return all_matching(_either(frozenset(patterns), empty_ok=empty_ok), values)
 
 
 _PREFIX = itemgetter(slice(0, 4))
 
 
 @lru_cache(maxsize=256)
-def _either(patterns: frozenset[str]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in sorted(patterns)))
+def _either(patterns: frozenset[str], *, empty_ok: bool) -> re.Pattern[str]:
+    either = "|".join(f"(?:{p})" for p in sorted(patterns))
+    return re.compile(f"(?:{either})?" if empty_ok else either)
 
 
 # --- times -------------------------------------------------------------------------------------------------
@@ -114,14 +126,14 @@ _MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtyp
 _TIME_WIDTH = 25
 
 
-def _number(codes: np.ndarray[Any, np.dtype[np.int64]], start: int, size: int) -> np.ndarray[Any, Any]:
+def _number(codes: Codes, start: int, size: int) -> np.ndarray[Any, Any]:
     value = np.zeros(len(codes), dtype=np.int64)
     for i in range(start, start + size):
         value = value * 10 + codes[:, i] - _ZERO
     return value
 
 
-def _digits_at(codes: np.ndarray[Any, np.dtype[np.int64]], positions: Sequence[int]) -> Mask:
+def _digits_at(codes: Codes, positions: Sequence[int]) -> Mask:
     part = codes[:, list(positions)] - _ZERO
     return cast(Mask, ((part >= 0) & (part <= 9)).all(axis=1))
 
@@ -202,11 +214,11 @@ class Checked:
 
     __slots__ = ("activated", "activity", "changed", "country", "language", "ok", "values")
 
-    def __init__(self, rows: Sequence[Sequence[str]], *, latest: int, postgres: bool,
+    def __init__(self, columns: list[list[str]], *, latest: int, postgres: bool,
                  place_known: Callable[[str, int], bool],
                  phone_pattern: Callable[[str], re.Pattern[str] | None]) -> None:  # fmt: skip
-        n = len(rows)
-        self.values: list[tuple[str, ...]] = list(zip(*rows, strict=True)) if n else [()] * 15
+        n = len(columns[0])
+        self.values = columns
         (ref, name, doc_type, doc_number, email, phone, language, msisdn, plan, iccid, imsi, kind,
          activated, changed, activity) = self.values  # fmt: skip
 
@@ -220,17 +232,17 @@ class Checked:
             document_ok[others] = all_matching(_PASSPORT, list(map(doc_number.__getitem__, others)))
         ok &= document_ok
         self.country: list[str] = np.where(is_ric, "CHN", "XXX").tolist()
-        has_email = each(bool, email)
-        if has_email.any():
-            ok &= ~has_email | (all_matching(_EMAIL, email) & (each(len, email) <= 254))
+        if any(email):
+            ok &= all_matching(_EMAIL_OR_NONE, email)
+            if max(map(len, email)) > _EMAIL_MAX:
+                ok &= each(len, email) <= _EMAIL_MAX
         ok &= _phone_ok(msisdn, phone_pattern)
-        has_phone = each(bool, phone)
-        if has_phone.any():
-            differs = np.fromiter(map(str.__ne__, phone, msisdn), dtype=np.bool_, count=n)
-            ok &= ~has_phone | (differs & _phone_ok(phone, phone_pattern))
-        ok &= each(_LANGUAGES.__contains__, language)
+        if any(phone):
+            ok &= np.fromiter(map(str.__ne__, phone, msisdn), dtype=np.bool_, count=n)
+            ok &= _phone_ok(phone, phone_pattern, empty_ok=True)
+        ok &= where_good(language, _LANGUAGES.__contains__)
         self.language: list[str] = list(map(_LANGUAGES.get, language, language))
-        ok &= iccid_ok(iccid) & all_matching(_IMSI, imsi) & each(SIM_KINDS.__contains__, kind)
+        ok &= iccid_ok(iccid) & digits_ok(imsi, 6, 15) & where_good(kind, SIM_KINDS.__contains__)
         plain, moments = utc_seconds(activated)
         ok &= plain & (moments <= latest)
         given = each(bool, changed)

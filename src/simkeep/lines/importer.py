@@ -14,7 +14,7 @@ import json
 import re
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache, partial
@@ -33,6 +33,7 @@ from simkeep.config import Settings
 from simkeep.db.base import utcnow
 from simkeep.identifiers import E164, imsi_problem, msisdn_problem
 from simkeep.lines.columns import Checked
+from simkeep.sims.columns import split_plain
 from simkeep.sims.importer import (
     BATCH_ROWS,
     SIM_KINDS,
@@ -45,16 +46,16 @@ from simkeep.sims.importer import (
     batches_of,
     bulk_connection,
     check_file,
+    chunk_texts,
     copy_text,
     driver,
     fast_iccid_problem,
     gc_paused,
-    in_chunks,
     load_batches,
+    one_record,
     pg_reserve_ids,
     readers_for,
     record_run,
-    records,
     sqlite_next_id,
     sqlite_now,
     sqlite_stage,
@@ -525,18 +526,6 @@ def _serialise(subs: list[Sequence[Any]], lines: list[Sequence[Any]], postgres: 
     return line_text, sub_text
 
 
-def _plain_fields(text: str) -> list[str] | None:
-    """A line's values if it holds no quote and no carriage return (split as the CSV reader would), or None.
-
-    The fast path (:data:`~simkeep.sims.importer.Clean`) past the CSV reader for ordinary lines; any other
-    line, and one with the wrong number of values, is left to the reader, which says what is wrong.
-    """
-    if '"' in text or "\r" in text:
-        return None
-    values = (text[:-1] if text[-1:] == "\n" else text).split(",")
-    return values if len(values) == _LINE_FIELDS else None
-
-
 _LINE_FIELDS = len(LINE_COLUMNS)
 
 
@@ -545,10 +534,35 @@ def check_line_rows(path: Path, part: Part, *, key: bytes, postgres: bool) -> It
     moment = utcnow() + _CLOCK_SKEW
     latest = _Latest(sqlite_stamp("", moment), int(moment.timestamp()))
     digest = DocumentHasher(key)
-    for _, rows in in_chunks(records(path, len(LINE_COLUMNS), part, clean=_plain_fields), part):
+    for first, texts in chunk_texts(path, _LINE_FIELDS, part):
         with gc_paused():
-            batch = _line_batch(rows, digest=digest, latest=latest, postgres=postgres)
+            batch = _line_batch(first, texts, digest=digest, latest=latest, postgres=postgres)
         yield batch
+
+
+def _split_chunk(first: int, texts: list[str], errors: list[RowError]) -> tuple[list[list[str]], list[int]]:
+    """A chunk's rows by column, with their file lines (``first`` is the first text's). Plain lines are
+    split at their commas (:func:`~simkeep.sims.columns.split_plain`), the others by the CSV reader
+    (:func:`~simkeep.sims.importer.one_record`); blank lines are dropped and a line the reader cannot split
+    is reported in ``errors``."""
+    plain, columns = split_plain(texts, _LINE_FIELDS)
+    numbers = list(range(first, first + len(texts)))
+    if plain.all():
+        return columns, numbers
+    keep = plain.copy()
+    for i in np.flatnonzero(~plain).tolist():
+        raw = one_record(texts[i], _LINE_FIELDS)
+        if isinstance(raw, str):
+            errors.append(RowError(first + i, "row", raw))
+        elif raw is not None:
+            keep[i] = True
+            for column, value in zip(columns, raw, strict=True):
+                column[i] = value
+    if not keep.all():
+        kept = keep.tolist()
+        columns = [list(compress(column, kept)) for column in columns]
+        numbers = list(compress(numbers, kept))
+    return columns, numbers
 
 
 class _Latest(NamedTuple):
@@ -559,21 +573,17 @@ class _Latest(NamedTuple):
 
 
 def _line_batch(
-    rows: Iterable[tuple[int, list[str] | str]], *, digest: DocumentHasher, latest: _Latest, postgres: bool
+    first: int, texts: list[str], *, digest: DocumentHasher, latest: _Latest, postgres: bool
 ) -> Batch:
-    """One chunk's good lines with their subscribers, and the errors of its other rows.
+    """One chunk's good lines with their subscribers, and the errors of its other rows (the chunk's lines
+    are ``texts``, the first of them line ``first``).
 
     The rows are checked column by column (:class:`~simkeep.lines.columns.Checked`), the rest one by one
     (:func:`_good_rows`), and admitted at once unless something repeats (:func:`_admitted`).
     """
-    items = list(rows)
-    count = len(items)
-    numbers, values = (list(column) for column in zip(*items, strict=True)) if items else ([], [])
     errors: list[RowError] = []
-    if any(map(isinstance, values, repeat(str))):  # rows the reader could not split: each its reason
-        errors = [RowError(n, "row", raw) for n, raw in items if isinstance(raw, str)]
-        numbers = [n for n, raw in items if not isinstance(raw, str)]
-        values = [raw for raw in values if not isinstance(raw, str)]
+    values, numbers = _split_chunk(first, texts, errors)
+    count = len(numbers) + len(errors)
     checked = Checked(
         values, latest=latest.seconds, postgres=postgres, place_known=_ric_place_known,
         phone_pattern=msisdn_prefix_pattern,
@@ -615,7 +625,8 @@ def _good_rows(
     postgres: bool,
 ) -> tuple[list[Sequence[Any]], list[int]]:
     """The good rows of a checked chunk by column (as :data:`_Admitted` lists the subscribers' and lines'
-    values) with their file lines; the others' errors are added to ``errors``.
+    values) with their file lines; the others' errors are added to ``errors``. ``values`` holds the chunk's
+    rows by column, as the file has them.
 
     A row the column-wise check did not pass is checked by :func:`check_line`, which names the problem or,
     for a row it accepts after all (spaces to strip, a rarer timestamp form), gives its values.
@@ -624,7 +635,7 @@ def _good_rows(
     slow: dict[int, _Line] = {}
     stamp = pg_stamp if postgres else sqlite_stamp
     for j in np.flatnonzero(~ok).tolist():
-        raw = values[j]
+        raw = [column[j] for column in values]
         result = check_line(raw, digest, latest.text, stamp)
         if not isinstance(result, _Line) and any(value != value.strip() for value in raw):
             result = check_line([value.strip() for value in raw], digest, latest.text, stamp)

@@ -18,17 +18,18 @@ from typing import Any
 import numpy as np
 
 Mask = np.ndarray[Any, np.dtype[np.bool_]]
+Codes = np.ndarray[Any, np.dtype[np.int16]]  # character codes, one row per value
 
 _ZERO = ord("0")
 
 
-def char_codes(values: Sequence[str], width: int) -> np.ndarray[Any, np.dtype[np.int64]] | None:
+def char_codes(values: Sequence[str], width: int) -> Codes | None:
     """The values (each ``width`` ASCII characters) as a (rows, width) array of character codes, or None
     when one is not ASCII or not ``width`` long (the caller checks a pattern that implies this first)."""
     text = "".join(values)
     if not text.isascii() or len(text) != width * len(values):
         return None
-    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).reshape(len(values), width).astype(np.int64)
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).reshape(len(values), width).astype(np.int16)
 
 
 def all_matching(pattern: re.Pattern[str], values: Sequence[str]) -> Mask:
@@ -118,14 +119,14 @@ _HEX = b"0123456789abcdef"  # keys as stored: a key in upper case is left to the
 _KEY_CHARS = 32
 
 
-def _where_good(values: Sequence[Any], good: Callable[[Any], bool]) -> Mask | bool:
+def where_good(values: Sequence[Any], good: Callable[[Any], bool]) -> Mask | bool:
     """Which values are good: True when every distinct value is (the usual case, at the cost of one set of
     the column), else a mask of the rows that hold a good one."""
     bad = {value for value in set(values) if not good(value)}
     return True if not bad else ~each(bad.__contains__, values)
 
 
-def _digits_ok(values: Sequence[str], shortest: int, longest: int) -> Mask | bool:
+def digits_ok(values: Sequence[str], shortest: int, longest: int) -> Mask | bool:
     """Which values are ``shortest`` to ``longest`` ASCII digits."""
     lengths = set(map(len, values))
     joined = "".join(values)
@@ -160,14 +161,14 @@ def stock_columns(
         return ok, values
     iccid, imsi, kind, location, store, label = values[:6]
     ok &= iccid_ok(iccid)
-    ok &= _digits_ok(imsi, 6, 15)
-    ok &= _where_good(kind, _KINDS.__contains__)
+    ok &= digits_ok(imsi, 6, 15)
+    ok &= where_good(kind, _KINDS.__contains__)
 
     def placed(place: tuple[str, str]) -> bool:
         where, code = place
         return (where == "warehouse" and not code) or (where == "store" and code in stores)
 
-    ok &= _where_good(list(zip(location, store, strict=True)), placed)
+    ok &= where_good(list(zip(location, store, strict=True)), placed)
     if max(map(len, label)) > _LABEL_MAX:
         ok &= np.fromiter(map(len, label), dtype=np.int64, count=len(label)) <= _LABEL_MAX
     if len(columns) > len(values[:6]):
@@ -183,7 +184,7 @@ def stock_columns(
                 return milenage and k_length == opc_length == _KEY_CHARS
             return not name and not k_length and not opc_length
 
-        ok &= _where_good(list(zip(algorithm, map(len, k), map(len, opc), strict=True)), keys_fit)
+        ok &= where_good(list(zip(algorithm, map(len, k), map(len, opc), strict=True)), keys_fit)
         ok &= _keys_ok(k)
         ok &= _keys_ok(opc)
     return ok, values

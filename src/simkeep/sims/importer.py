@@ -277,107 +277,14 @@ def parts_of(total_lines: int, size: int, readers: int) -> list[Part]:
     return [Part(size, chunks, index, readers) for index in range(readers)]
 
 
-def records(
-    path: Path, fields: int, part: Part | None = None, *, clean: Clean[T] | None = None
-) -> Iterator[tuple[int, list[str] | str | T]]:
-    """Rows of ``fields`` values with their line numbers, or a malformed row's reason; blank lines skipped.
-
-    Every record ends with its own physical line (``\\n``): no field of these files holds a line break, so a
-    quote left open must not swallow the lines after it (they would vanish into one bad row and be numbered
-    after its last line). When the CSV reader asks for more of an unfinished record it is handed a closing
-    quote instead, and that row is reported as malformed; the next line is read as the next row. Any other
-    CSV error costs one row too, so a broken row never stops an import half-way through. With ``part``,
-    only the lines of that part's chunks are parsed; the others are skipped unread by the CSV reader.
-
-    With ``clean``, each line is first offered to it: a plainly good line comes back as whatever ``clean``
-    makes of it (see :data:`Clean`), and only the other lines are parsed, one at a time, as above.
-    """
-    if clean is not None:
-        yield from _records_with(path, fields, part, clean)
-        return
-    with path.open(encoding="utf-8-sig", newline="\n") as handle:
-        next(handle, None)  # the header, checked by check_file
-        taken = 0  # physical lines the reader has taken for the current record
-        broken = False
-        start = 1  # the line the current record starts on
-
-        def feed() -> Iterator[str]:
-            nonlocal taken, broken, start
-            for first, texts in _stretches(handle, part):
-                for number, text in enumerate(texts, first):
-                    if taken:
-                        broken = True
-                        yield _CLOSE_QUOTE
-                    taken = 1
-                    start = number
-                    yield text
-            if taken:
-                broken = True
-                yield _CLOSE_QUOTE
-
-        reader = csv.reader(feed())
-        while True:
-            taken = 0
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield start, f"malformed CSV ({exc})"
-                continue
-            if broken:
-                broken = False
-                yield start, UNCLOSED_QUOTE
-            elif len(row) == fields:
-                yield start, row
-            elif row:
-                yield start, f"expected {fields} fields, found {len(row)}"
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-#: A fast path for plainly good lines: the raw text of a line to the value the import wants of it, or None
-#: for any line it is not sure of; those are parsed and checked the ordinary way. A fast path must accept
-#: only lines that the ordinary way accepts, and give the same values (the tests hold both to that).
-Clean = Callable[[str], T | None]
-
-
-def _records_with(
-    path: Path, fields: int, part: Part | None, clean: Clean[T]
-) -> Iterator[tuple[int, list[str] | str | T]]:
-    """:func:`records` with a fast path: lines ``clean`` accepts skip the CSV reader."""
-    with path.open(encoding="utf-8-sig", newline="\n") as handle:
-        next(handle, None)  # the header, checked by check_file
-        for first, texts in _stretches(handle, part):
-            for number, text in enumerate(texts, first):
-                row = clean(text)
-                if row is not None:
-                    yield number, row
-                    continue
-                record = one_record(text, fields)
-                if record is not None:
-                    yield number, record
-
-
-def _stretches(handle: Iterator[str], part: Part | None) -> Iterator[tuple[int, Iterator[str]]]:
-    """The physical lines of ``part``'s chunks after the header, as (first line's number, its lines) per
-    chunk, each to be read whole before the next; the other readers' chunks are passed over without a
-    Python step per line. Lines past the counted chunks (the file grew) come last, for ``in_chunks`` to
-    refuse."""
-    if part is None or part.of == 1:
-        yield 2, handle
-        return
-    for chunk in range(part.chunks):
-        lines = islice(handle, part.size)
-        if chunk % part.of == part.index:
-            yield 2 + chunk * part.size, lines
-        else:
-            deque(lines, maxlen=0)
-    yield 2 + part.chunks * part.size, handle
-
-
 def one_record(text: str, fields: int) -> list[str] | str | None:
-    """One physical line as :func:`records` reads it: its values, why it is malformed, or None if blank."""
+    """One physical line read by the CSV reader: its values, why it is malformed, or None if blank.
+
+    Every record ends with its own physical line (``\\n``): no field of these files holds a line break, so
+    a quote left open must not swallow the lines after it (they would vanish into one bad row and be
+    numbered after its last line). When the CSV reader asks for more of an unfinished record it is handed a
+    closing quote instead, and the row is reported as malformed. Any other CSV error costs this row only.
+    """
     reader = csv.reader((text, _CLOSE_QUOTE))
     try:
         row = next(reader)
@@ -396,7 +303,8 @@ def chunk_texts(path: Path, fields: int, part: Part) -> Iterator[tuple[int, list
     """Each chunk ``part`` owns, in file order: the number of its first line and its physical lines, as read.
 
     The other readers' chunks are passed over without a Python step per line. A record past the chunks
-    counted before the import (the file grew meanwhile) is refused, as :func:`in_chunks` refuses it.
+    counted before the import (the file grew meanwhile) is refused: the readers split the file by the lines
+    counted when it was checked.
     """
     with path.open(encoding="utf-8-sig", newline="\n") as handle:
         next(handle, None)  # the header, checked by check_file
@@ -408,30 +316,8 @@ def chunk_texts(path: Path, fields: int, part: Part) -> Iterator[tuple[int, list
                 deque(lines, maxlen=0)
         for number, text in enumerate(handle, 2 + part.chunks * part.size):
             if one_record(text, fields) is not None:
-                raise _grown(number)
-
-
-def in_chunks(rows: Iterable[tuple[int, R]], part: Part) -> Iterator[tuple[int, Iterator[tuple[int, R]]]]:
-    """Each chunk ``part`` owns, in order, with its rows (none for a chunk of blank lines)."""
-    iterator = iter(rows)
-    pending = next(iterator, None)
-
-    def rows_of(chunk: int) -> Iterator[tuple[int, R]]:
-        nonlocal pending
-        while pending is not None and part.chunk_of(pending[0]) == chunk:
-            yield pending
-            pending = next(iterator, None)
-
-    for chunk in part.owned():
-        yield chunk, rows_of(chunk)
-    if pending is not None:
-        raise _grown(pending[0])
-
-
-def _grown(line: int) -> ImportFileUnreadable:
-    return ImportFileUnreadable(
-        f"line {line} lies past the lines counted before the import: the file changed meanwhile"
-    )
+                msg = f"line {number} lies past the lines counted before the import: the file changed"
+                raise ImportFileUnreadable(msg)
 
 
 def copy_text(value: str) -> str:
@@ -524,6 +410,9 @@ def batches_of(
             if _received(receive.recv()) is not None:  # pragma: no cover - a reader's bug, not bad input
                 msg = "an import reader sent more batches than the file has chunks"
                 raise RuntimeError(msg)
+
+
+T = TypeVar("T")
 
 
 def in_turns(produce: Callable[[int, int], Iterator[T]], *, readers: int) -> Iterator[T]:
