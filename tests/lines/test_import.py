@@ -777,6 +777,15 @@ class TestDuplicates:
         assert (result.imported, result.rejected) == (3, 2)
         assert_only(cli, 1, 2, 3)
 
+    def test_a_batch_without_a_row_to_check(self, cli: ImportCli) -> None:
+        """A batch whose lines are all blank or cannot be split (here the second of three) reports its rows
+        and leaves the batches around it to import as usual."""
+        rows = [line_row(1), line_row(2), "", "a,b", '"open', line_row(3)]
+        result = import_lines(cli.engine, cli.settings, cli.write(HEADER, rows), batch_rows=2, parallel=False)
+        assert [(e.line, e.field) for e in result.errors] == [(5, "row"), (6, "row")]
+        assert (result.rows, result.imported, result.rejected) == (5, 3, 2)
+        assert_only(cli, 1, 2, 3)
+
     def test_holder_across_batches_is_one_subscriber(self, cli: ImportCli) -> None:
         """A subscriber_ref whose lines fall in different batches still makes one subscriber."""
         rows = [line_row(n, subscriber_ref="C0001", document_number=resident_id(1)) for n in (1, 2, 3)]

@@ -26,6 +26,7 @@ from simkeep.sims.importer import (
     STAGE_ROWS_PER_INSERT,
     ImportFileUnreadable,
     Part,
+    _stock_batch,
     _stock_row,
     chunk_texts,
     in_turns,
@@ -150,6 +151,15 @@ class TestStockColumns:
         assert stock_columns(plain, columns, STORES)[0].all()
         damaged = [*plain, "x" * 20 + ",1" * (len(columns) - 1) + "\n", '"quoted",' + plain[0]]
         assert stock_columns(damaged, columns, STORES)[0].tolist() == [True] * len(plain) + [False, False]
+
+    @pytest.mark.parametrize("postgres", [True, False], ids=["postgresql", "sqlite"])
+    def test_a_chunk_without_a_row_to_check(self, postgres: bool) -> None:
+        """A chunk of blank lines and lines that cannot be split (or none at all) gives a batch of its
+        errors and no row, on either database's form."""
+        for texts, errors in (([], []), (["\n", "a,b\n", '"open\n'], [3, 4])):
+            batch = _stock_batch(2, texts, columns=SIM_COLUMNS, stores=STORES, postgres=postgres, seal=None)
+            assert [(e.line, e.field) for e in batch.errors] == [(n, "row") for n in errors]
+            assert (batch.rows, len(batch.lines)) == (len(errors), 0)
 
     def test_leaves_upper_case_keys_to_the_full_checks(self) -> None:
         """Keys in upper case are good but stored in lower case: the column-wise check leaves them alone."""

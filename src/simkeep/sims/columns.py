@@ -128,6 +128,8 @@ def where_good(values: Sequence[Any], good: Callable[[Any], bool]) -> Mask | boo
 
 def digits_ok(values: Sequence[str], shortest: int, longest: int) -> Mask | bool:
     """Which values are ``shortest`` to ``longest`` ASCII digits."""
+    if not values:
+        return True
     lengths = set(map(len, values))
     joined = "".join(values)
     if shortest <= min(lengths) and max(lengths) <= longest and joined.isascii() and joined.isdigit():
