@@ -1042,7 +1042,11 @@ class LineWriter:
             "sb": pg_reserve_ids(cur, "subscribers", extra.subscribers.count("\n")),
         }
         for name, table in (("mb", "sims"), ("lb", "lines"), ("cb", "sim_changes")):
-            p[name] = pg_reserve_ids(cur, table, n)
+            # a first load began with no line, so with no SIM change (each names its line): every row of
+            # sim_changes is the load's own, whose primary key is dropped until the end
+            p[name] = pg_reserve_ids(
+                cur, table, n, past_rows=not (self.first_load and table == "sim_changes")
+            )
         self.line_ledger.add(p["lb"], batch.lines)
         self.sim_ledger.add(p["mb"], batch.lines)
         _index_joins(cur, on=False)

@@ -623,12 +623,18 @@ def driver(conn: Connection) -> Any:
     return cast(Any, conn.connection.driver_connection)
 
 
-def pg_reserve_ids(cur: Any, table: str, n: int) -> int:
-    """Reserve ``n`` consecutive ids of ``table`` (locked by the caller) and return the first."""
+def pg_reserve_ids(cur: Any, table: str, n: int, *, past_rows: bool = True) -> int:
+    """Reserve ``n`` consecutive ids of ``table`` (locked by the caller) and return the first.
+
+    The ids start past the table's sequence and, with ``past_rows``, past its highest id too (a row written
+    with an id of its own does not move the sequence). A caller whose table holds only rows with ids it
+    reserved itself passes False: without an index on ``id`` (a first load drops some primary keys) the
+    highest id is a scan of the whole table, once a batch.
+    """
+    beyond = f", (SELECT COALESCE(max(id), 0) + 1 FROM {table})" if past_rows else ""  # noqa: S608 - constant
     cur.execute(
-        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 - table names are constants
-        f"GREATEST(nextval(pg_get_serial_sequence('{table}', 'id')), "
-        f"(SELECT COALESCE(max(id), 0) + 1 FROM {table})) + %s - 1)",
+        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+        f"GREATEST(nextval(pg_get_serial_sequence('{table}', 'id')){beyond}) + %s - 1)",
         (n,),
     )
     return int(cur.fetchone()[0]) - n + 1
