@@ -262,14 +262,6 @@ class Part:
     index: int = 0
     of: int = 1
 
-    def owned(self) -> range:
-        """The chunks this reader reads, in file order."""
-        return range(self.index, self.chunks, self.of)
-
-    def chunk_of(self, line: int) -> int:
-        """The chunk that holds physical line ``line``."""
-        return (line - 2) // self.size
-
 
 def parts_of(total_lines: int, size: int, readers: int) -> list[Part]:
     """The file's ``total_lines`` data lines cut into chunks of ``size``, dealt to ``readers`` readers."""
