@@ -112,6 +112,7 @@ def split_plain(texts: Sequence[str], fields: int) -> tuple[Mask, list[list[str]
 
 # --- SIM stock ---------------------------------------------------------------------------------------------
 
+_SIM_FIELDS = 6  # iccid, imsi, kind, location, store, batch; then, optionally, the secrets
 _LABEL_MAX = 64
 _KINDS = frozenset({"physical", "esim"})
 _COMP128 = frozenset({"comp128v1", "comp128v2", "comp128v3"})
@@ -161,7 +162,7 @@ def stock_columns(
     ok, values = split_plain(texts, len(columns))
     if not texts:
         return ok, values
-    iccid, imsi, kind, location, store, label = values[:6]
+    iccid, imsi, kind, location, store, label = values[:_SIM_FIELDS]
     ok &= iccid_ok(iccid)
     ok &= digits_ok(imsi, 6, 15)
     ok &= where_good(kind, _KINDS.__contains__)
@@ -173,7 +174,7 @@ def stock_columns(
     ok &= where_good(list(zip(location, store, strict=True)), placed)
     if max(map(len, label)) > _LABEL_MAX:
         ok &= np.fromiter(map(len, label), dtype=np.int64, count=len(label)) <= _LABEL_MAX
-    if len(columns) > len(values[:6]):
+    if len(columns) > _SIM_FIELDS:  # the secret columns follow
         algorithm, k = values[6], values[7]
         opc = values[8] if "opc" in columns else [""] * len(k)
         milenage = "opc" in columns and columns[7] == "k"  # "ki" names a COMP128 key
