@@ -121,3 +121,39 @@ class TestMigrationsWithData:
             assert len({r[0] for r in rows}) == 3
         migrate.upgrade(engine)
         assert migrate.drift(engine) == []
+
+    def test_identifiers_bytewise_keep_the_change_feed(self, fresh: tuple[Engine, Settings]) -> None:
+        """Revision 0020: on PostgreSQL the identifier columns collate as "C" (the drift check names each
+        one that does not), the triggers it drops to change them are back and fire, and the rows stay;
+        nothing changes on SQLite, which compares bytes already."""
+        from sqlalchemy.orm import Session
+
+        from tests import factories
+
+        engine, settings = fresh
+        with Session(engine) as db:
+            line = factories.holder(db, settings).line
+            line_id, msisdn = line.id, line.msisdn
+            db.commit()
+        postgres = engine.dialect.name == "postgresql"
+        migrate.downgrade(engine, "0019")
+        before = [d for d in migrate.drift(engine) if isinstance(d, tuple) and d[0] == "collation"]
+        assert len(before) == (19 if postgres else 0)
+        assert ("collation", "lines", "msisdn", None, "C") in before or not postgres
+        migrate.upgrade(engine)
+        assert migrate.drift(engine) == []
+        with engine.begin() as conn:
+            kept = conn.execute(text("SELECT msisdn FROM lines WHERE id = :i"), {"i": line_id}).scalar()
+            assert kept == msisdn
+            fed = conn.execute(text("SELECT count(*) FROM camara_changes")).scalar_one()
+            conn.execute(text("UPDATE lines SET msisdn = '+8613900009999' WHERE id = :i"), {"i": line_id})
+            fed_after = conn.execute(text("SELECT count(*) FROM camara_changes")).scalar_one()
+            assert fed_after == fed + 2  # the new number and the old one (camara_changes_line_update)
+            joined = conn.execute(
+                text(
+                    "SELECT count(*) FROM lines AS l JOIN camara_changes AS c ON c.msisdn = l.msisdn "
+                    "WHERE l.id = :i AND c.msisdn = CAST(:m AS text)"
+                ),
+                {"i": line_id, "m": "+8613900009999"},
+            ).scalar_one()
+            assert joined >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, inspect
 
 import simkeep.models  # noqa: F401 - registers every table on the metadata
 from simkeep.db.base import Base
@@ -82,4 +83,26 @@ def drift(engine: Engine) -> list[object]:
         ctx = MigrationContext.configure(
             connection, opts={"compare_type": True, "render_as_batch": connection.dialect.name == "sqlite"}
         )
-        return list(compare_metadata(ctx, Base.metadata))
+        found: list[object] = list(compare_metadata(ctx, Base.metadata))
+        return found + _collation_drift(connection)
+
+
+_COLLATE = re.compile(r'COLLATE "([^"]+)"')
+
+
+def _collation_drift(connection: Connection) -> list[object]:
+    """Columns whose collation differs between the models and the database (Alembic compares a collation
+    only where both name one): ``("collation", table, column, in the database, in the models)``."""
+    dialect = connection.dialect
+    inspector = inspect(connection)
+    found: list[object] = []
+    for table in Base.metadata.sorted_tables:
+        columns = inspector.get_columns(table.name)
+        reflected = {c["name"]: getattr(c["type"], "collation", None) for c in columns}
+        for column in table.columns:
+            # compiled: an Enum's variant loses its collation when adapted to the dialect
+            named = _COLLATE.search(column.type.compile(dialect=dialect))
+            wanted = named.group(1) if named else None
+            if column.name in reflected and reflected[column.name] != wanted:
+                found.append(("collation", table.name, column.name, reflected[column.name], wanted))
+    return found

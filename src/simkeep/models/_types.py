@@ -5,13 +5,43 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from sqlalchemy import Enum
+from sqlalchemy import Enum, String
 
 from simkeep.db import sqlite_checks  # noqa: F401 - registers SQLite's form of the enum CHECK constraints
 
+#: The collation of :func:`identifier` columns on PostgreSQL: bytes, as SQLite's BINARY (migration 0020).
+BYTEWISE = "C"
 
-def enum_type(enum_cls: type[enum.Enum], name: str) -> Enum:
-    """A portable enum column: stored as its string value, with a named CHECK constraint."""
+
+def identifier(length: int) -> String:
+    """A machine identifier's column (MSISDN, ICCID, IMSI, a subscriber's reference or document hash), of
+    ASCII digits, letters and ``+``: compared byte by byte on PostgreSQL (``COLLATE "C"``) as on SQLite.
+
+    The database's own collation (``C.UTF-8``, ``en_US.UTF-8``) orders text for people and costs a call of
+    the C library's ``strcoll`` per comparison, and keeps PostgreSQL from sorting on abbreviated keys: an
+    index of a million random numbers built in 1.4 s against 2.5 s, and a first lines import spent about a
+    tenth less of the server's time (migration 0020). Equality is the same in both; the order of these
+    columns, where anything sorts by them, is the same for ASCII digits in every collation that matters
+    here, and a bytewise index also serves ``LIKE 'prefix%'``.
+    """
+    return String(length).with_variant(String(length, collation=BYTEWISE), "postgresql")
+
+
+def enum_type(enum_cls: type[enum.Enum], name: str, *, bytewise: bool = False) -> Enum:
+    """A portable enum column: stored as its string value, with a named CHECK constraint.
+
+    ``bytewise``: compared byte by byte on PostgreSQL, as :func:`identifier` (for the columns of an index
+    that a bulk import builds).
+    """
+    column = _enum(enum_cls, name)
+    if not bytewise:
+        return column
+    variant = _enum(enum_cls, name)
+    variant.collation = BYTEWISE
+    return column.with_variant(variant, "postgresql")
+
+
+def _enum(enum_cls: type[enum.Enum], name: str) -> Enum:
     return Enum(
         enum_cls,
         name=name,

@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, Stri
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
-from simkeep.models._types import enum_type
+from simkeep.models._types import enum_type, identifier
 
 
 class SubscriptionStatus(enum.StrEnum):
@@ -34,7 +34,7 @@ class CamaraSubscription(Base):
     public_id: Mapped[str] = mapped_column(String(36), unique=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id"), index=True)
     line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
-    msisdn: Mapped[str] = mapped_column(String(16))
+    msisdn: Mapped[str] = mapped_column(identifier(16))
     #: Created with a token bound to the number: answers leave the phone number out, as the spec says.
     three_legged: Mapped[bool] = mapped_column(default=False)
     event_type: Mapped[str] = mapped_column(String(100))
@@ -89,7 +89,7 @@ class CamaraChange(Base):
     #: Grows with every change; pruning never removes the newest row, so an id is never handed out twice
     #: (SQLite reuses the largest rowid only once it is deleted) and "rows after the last id seen" holds.
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
-    msisdn: Mapped[str] = mapped_column(String(16))
+    msisdn: Mapped[str] = mapped_column(identifier(16))
     #: PostgreSQL: the writing transaction's id (pg_current_xact_id); NULL on SQLite.
     xid: Mapped[int | None] = mapped_column(BigInteger)
     changed_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())

@@ -10,7 +10,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
-from simkeep.models._types import enum_type
+from simkeep.models._types import enum_type, identifier
 
 
 class EsimProfileState(enum.StrEnum):
@@ -36,7 +36,7 @@ class EsimProfile(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("replacement_orders.id"), unique=True)
     sim_id: Mapped[int] = mapped_column(ForeignKey("sims.id"), index=True)
-    iccid: Mapped[str] = mapped_column(String(20), unique=True)
+    iccid: Mapped[str] = mapped_column(identifier(20), unique=True)
     eid: Mapped[str | None] = mapped_column(String(32))
     state: Mapped[EsimProfileState] = mapped_column(
         enum_type(EsimProfileState, "esim_profile_state"), default=EsimProfileState.REQUESTED
@@ -66,7 +66,7 @@ class EsimProgressEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     profile_id: Mapped[int | None] = mapped_column(ForeignKey("esim_profiles.id"))
-    iccid: Mapped[str] = mapped_column(String(20))
+    iccid: Mapped[str] = mapped_column(identifier(20))
     eid: Mapped[str | None] = mapped_column(String(32))
     notification_point_id: Mapped[int]
     status: Mapped[str] = mapped_column(String(32))

@@ -9,7 +9,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
-from simkeep.models._types import enum_type
+from simkeep.models._types import enum_type, identifier
 
 
 class UsageKind(enum.StrEnum):
@@ -88,7 +88,7 @@ class PoolNumber(Base):
 
     __tablename__ = "number_pool"
 
-    msisdn: Mapped[str] = mapped_column(String(16), primary_key=True)
+    msisdn: Mapped[str] = mapped_column(identifier(16), primary_key=True)
     state: Mapped[NumberState] = mapped_column(enum_type(NumberState, "number_state"), index=True)
     recycled_at: Mapped[datetime]
     available_at: Mapped[datetime]
@@ -107,7 +107,7 @@ class NumberRecycling(Base):
     __table_args__ = (Index("ix_number_recyclings_msisdn_recycled", "msisdn", "recycled_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    msisdn: Mapped[str] = mapped_column(String(16))
+    msisdn: Mapped[str] = mapped_column(identifier(16))
     line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
     recycled_at: Mapped[datetime]
     reassigned_at: Mapped[datetime | None]

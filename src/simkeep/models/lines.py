@@ -9,7 +9,7 @@ from sqlalchemy import JSON, CheckConstraint, Computed, ForeignKey, Index, Strin
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
-from simkeep.models._types import enum_type
+from simkeep.models._types import enum_type, identifier
 
 
 class LineStatus(enum.StrEnum):
@@ -73,7 +73,7 @@ class Line(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    msisdn: Mapped[str] = mapped_column(String(16), unique=True)
+    msisdn: Mapped[str] = mapped_column(identifier(16), unique=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id"), index=True)
     plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"), index=True)
     status: Mapped[LineStatus] = mapped_column(

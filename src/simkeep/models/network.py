@@ -13,7 +13,7 @@ from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
-from simkeep.models._types import enum_type
+from simkeep.models._types import enum_type, identifier
 
 
 class EmbeddedHlrSubscriber(Base):
@@ -21,8 +21,8 @@ class EmbeddedHlrSubscriber(Base):
 
     __tablename__ = "embedded_hlr_subscribers"
 
-    imsi: Mapped[str] = mapped_column(String(15), primary_key=True)
-    msisdn: Mapped[str | None] = mapped_column(String(16), unique=True)
+    imsi: Mapped[str] = mapped_column(identifier(15), primary_key=True)
+    msisdn: Mapped[str | None] = mapped_column(identifier(16), unique=True)
     network_access_mode: Mapped[str] = mapped_column(String(8), default="cs+ps")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -61,9 +61,9 @@ class NetworkOperation(Base):
     )
     line_id: Mapped[int | None] = mapped_column(ForeignKey("lines.id"), index=True)
     order_id: Mapped[int | None] = mapped_column(ForeignKey("replacement_orders.id"), index=True)
-    msisdn: Mapped[str | None] = mapped_column(String(16))
-    old_imsi: Mapped[str | None] = mapped_column(String(15))
-    new_imsi: Mapped[str | None] = mapped_column(String(15))
+    msisdn: Mapped[str | None] = mapped_column(identifier(16))
+    old_imsi: Mapped[str | None] = mapped_column(identifier(15))
+    new_imsi: Mapped[str | None] = mapped_column(identifier(15))
     step: Mapped[int] = mapped_column(default=0)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(String(500))

@@ -9,7 +9,7 @@ from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
-from simkeep.models._types import enum_type
+from simkeep.models._types import enum_type, identifier
 
 
 class SimKind(enum.StrEnum):
@@ -64,11 +64,13 @@ class Sim(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    iccid: Mapped[str] = mapped_column(String(20), unique=True)
-    imsi: Mapped[str] = mapped_column(String(15), unique=True)
-    kind: Mapped[SimKind] = mapped_column(enum_type(SimKind, "sim_kind"))
-    status: Mapped[SimStatus] = mapped_column(enum_type(SimStatus, "sim_status"), default=SimStatus.IN_STOCK)
-    location: Mapped[SimLocation] = mapped_column(enum_type(SimLocation, "sim_location"))
+    iccid: Mapped[str] = mapped_column(identifier(20), unique=True)
+    imsi: Mapped[str] = mapped_column(identifier(15), unique=True)
+    kind: Mapped[SimKind] = mapped_column(enum_type(SimKind, "sim_kind", bytewise=True))
+    status: Mapped[SimStatus] = mapped_column(
+        enum_type(SimStatus, "sim_status", bytewise=True), default=SimStatus.IN_STOCK
+    )
+    location: Mapped[SimLocation] = mapped_column(enum_type(SimLocation, "sim_location", bytewise=True))
     store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
     batch: Mapped[str] = mapped_column(String(64), default="")
     # The HLR's authentication data (K/OPc for Milenage, Ki for COMP128), sealed by the vault

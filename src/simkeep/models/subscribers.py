@@ -10,7 +10,7 @@ from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
-from simkeep.models._types import enum_type
+from simkeep.models._types import enum_type, identifier
 
 
 class DocumentType(enum.StrEnum):
@@ -39,7 +39,7 @@ class Subscriber(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     real_name: Mapped[str] = mapped_column(String(200))
     document_type: Mapped[DocumentType] = mapped_column(enum_type(DocumentType, "document_type"))
-    document_number_hmac: Mapped[str] = mapped_column(String(64), index=True)
+    document_number_hmac: Mapped[str] = mapped_column(identifier(64), index=True)
     document_number_last4: Mapped[str] = mapped_column(String(4))
     document_country: Mapped[str] = mapped_column(String(3), default="CHN")
     contact_email: Mapped[str | None] = mapped_column(String(254))
@@ -47,7 +47,7 @@ class Subscriber(Base):
     delivery_address: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     language: Mapped[Language] = mapped_column(enum_type(Language, "language"), default=Language.ZH_CN)
     service_password_hash: Mapped[str | None] = mapped_column(String(200))
-    external_ref: Mapped[str | None] = mapped_column(String(64), unique=True)
+    external_ref: Mapped[str | None] = mapped_column(identifier(64), unique=True)
     contact_changed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
