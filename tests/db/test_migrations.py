@@ -139,7 +139,8 @@ class TestMigrationsWithData:
         migrate.downgrade(engine, "0019")
         before = [d for d in migrate.drift(engine) if isinstance(d, tuple) and d[0] == "collation"]
         assert len(before) == (19 if postgres else 0)
-        assert ("collation", "lines", "msisdn", None, "C") in before or not postgres
+        if postgres:
+            assert ("collation", "lines", "msisdn", None, "C") in before
         migrate.upgrade(engine)
         assert migrate.drift(engine) == []
         with engine.begin() as conn:
