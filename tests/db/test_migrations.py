@@ -158,3 +158,28 @@ class TestMigrationsWithData:
                 {"i": line_id, "m": "+8613900009999"},
             ).scalar_one()
             assert joined >= 1
+
+    def test_stock_pick_holds_the_stock(self, fresh: tuple[Engine, Settings]) -> None:
+        """Revision 0021: the stock-pick index holds the SIMs that are stock; the drift check names its
+        predicate where a database lacks it (Alembic compares none), and the SIMs stay."""
+        from sqlalchemy.orm import Session
+
+        from simkeep.models import SimStatus
+        from tests import factories
+
+        engine, _settings = fresh
+        with Session(engine) as db:
+            for status in SimStatus:
+                factories.sim(db, status=status)
+            db.commit()
+        migrate.downgrade(engine, "0020")
+        predicates = [d for d in migrate.drift(engine) if isinstance(d, tuple) and d[0] == "index predicate"]
+        assert [d[1:4] for d in predicates] == [("sims", "ix_sims_stock_pick", None)]
+        migrate.upgrade(engine)
+        assert migrate.drift(engine) == []
+        stock = "status IN ('in_stock', 'reserved', 'shipped')"
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM sims")).scalar_one() == len(SimStatus)
+            if engine.dialect.name == "sqlite":
+                counted = f"SELECT count(*) FROM sims INDEXED BY ix_sims_stock_pick WHERE {stock}"  # noqa: S608
+                assert conn.execute(text(counted)).scalar_one() == 3

@@ -84,7 +84,7 @@ def drift(engine: Engine) -> list[object]:
             connection, opts={"compare_type": True, "render_as_batch": connection.dialect.name == "sqlite"}
         )
         found: list[object] = list(compare_metadata(ctx, Base.metadata))
-        return found + _collation_drift(connection)
+        return found + _collation_drift(connection) + _predicate_drift(connection)
 
 
 _COLLATE = re.compile(r'COLLATE "([^"]+)"')
@@ -106,3 +106,48 @@ def _collation_drift(connection: Connection) -> list[object]:
             if column.name in reflected and reflected[column.name] != wanted:
                 found.append(("collation", table.name, column.name, reflected[column.name], wanted))
     return found
+
+
+_LITERAL = re.compile(r"'((?:[^']|'')*)'")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _predicate_drift(connection: Connection) -> list[object]:
+    """Partial indexes whose predicate differs between the models and the database (Alembic compares none):
+    ``("index predicate", table, index, in the database, in the models)``.
+
+    PostgreSQL gives a predicate back in its own form (``status IN ('a', 'b')`` as ``(status)::text =
+    ANY (ARRAY['a'::character varying, ...])``), so two predicates agree when both are absent, or when both
+    are present, name the same string literals in the same order, and the database's names every column
+    the model's does. SQLite keeps the statement's text, compared with its spaces normalised.
+    """
+    dialect = connection.dialect.name
+    inspector = inspect(connection)
+    found: list[object] = []
+    for table in Base.metadata.sorted_tables:
+        reflected = {
+            ix["name"]: _text_of(ix.get("dialect_options", {}).get(f"{dialect}_where"))
+            for ix in inspector.get_indexes(table.name)
+        }
+        for index in table.indexes:
+            if index.name not in reflected:
+                continue  # a missing index is Alembic's to report
+            wanted = _text_of(index.dialect_options[dialect].get("where"))
+            have = reflected[index.name]
+            columns = {c.name for c in table.columns}
+            if not _same_predicate(have, wanted, columns, exact=dialect == "sqlite"):
+                found.append(("index predicate", table.name, index.name, have, wanted))
+    return found
+
+
+def _text_of(predicate: object) -> str | None:
+    return None if predicate is None else " ".join(str(predicate).split())
+
+
+def _same_predicate(have: str | None, wanted: str | None, columns: set[str], *, exact: bool) -> bool:
+    if have is None or wanted is None:
+        return have is wanted
+    if exact:
+        return have == wanted
+    named = [set(_WORD.findall(_LITERAL.sub("", text))) & columns for text in (have, wanted)]
+    return _LITERAL.findall(have) == _LITERAL.findall(wanted) and named[1] <= named[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ColumnElement, ForeignKey, Index, String, Text, literal_column, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from simkeep.db.base import Base, utcnow
@@ -47,8 +47,26 @@ class SimChangeChannel(enum.StrEnum):
     ESIM = "esim"
 
 
+#: The statuses of a SIM that is stock: on a shelf (in stock), held for an order (reserved) or on its way to
+#: the holder (shipped). ``ix_sims_stock_pick`` holds these SIMs alone (migration 0021).
+STOCK_STATUSES = (SimStatus.IN_STOCK, SimStatus.RESERVED, SimStatus.SHIPPED)
+_STOCK_LIST = ", ".join(repr(str(s)) for s in STOCK_STATUSES)
+#: The index's predicate. PostgreSQL's form compares as text, which is the form it gives back
+#: (``pg_get_indexdef``), so that an index a first lines import drops and builds again is the same index.
+_STOCK_PREDICATE = {"sqlite": f"status IN ({_STOCK_LIST})", "postgresql": f"status::text IN ({_STOCK_LIST})"}
+
+
 class Sim(Base):
-    """One SIM card or eSIM profile."""
+    """One SIM card or eSIM profile.
+
+    ``ix_sims_stock_pick`` (status, kind, location, store_id, id) is partial: it holds the SIMs that are
+    stock (:data:`STOCK_STATUSES`), which picking a SIM and the stock counts read, and not the active,
+    suspended and retired ones, which are most of the table once the lines are migrated. A query uses it
+    only where it names the predicate as the index does, in literals (:func:`is_stock`): SQLite matches the
+    term, not its meaning, and a bound parameter matches nothing. Every line imported skips it: on
+    PostgreSQL a first load of 1,000,000 lines no longer builds it for 1,000,000 active SIMs (2.3 s of the
+    server's time), and a batch-by-batch import no longer inserts an entry per line.
+    """
 
     __tablename__ = "sims"
     __table_args__ = (
@@ -60,6 +78,8 @@ class Sim(Base):
             "store_id",
             "id",
             postgresql_with={"deduplicate_items": "off"},
+            postgresql_where=text(_STOCK_PREDICATE["postgresql"]),
+            sqlite_where=text(_STOCK_PREDICATE["sqlite"]),
         ),
     )
 
@@ -79,6 +99,12 @@ class Sim(Base):
     auth_sealed: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def is_stock() -> ColumnElement[bool]:
+    """``sims.status IN ('in_stock', 'reserved', 'shipped')``, in literals: the partial index's predicate,
+    which a query must name for SQLite (and a generic PostgreSQL plan) to read ``ix_sims_stock_pick``."""
+    return Sim.status.in_([literal_column(repr(str(s))) for s in STOCK_STATUSES])
 
 
 class SimChange(Base):

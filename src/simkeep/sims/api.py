@@ -7,7 +7,8 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from simkeep.auth.deps import DbSession, StaffActor
-from simkeep.models import Sim, StaffRole
+from simkeep.models import Sim, SimStatus, StaffRole
+from simkeep.models.sims import is_stock
 
 router = APIRouter(tags=["sims"])
 
@@ -26,7 +27,7 @@ def stock(session: DbSession, actor: StaffActor) -> list[StockCount]:
     """SIMs in stock by place and kind; clerks see their own store's."""
     stmt = (
         select(Sim.location, Sim.store_id, Sim.kind, func.count())
-        .where(Sim.status == "in_stock")
+        .where(is_stock(), Sim.status == SimStatus.IN_STOCK)
         .group_by(Sim.location, Sim.store_id, Sim.kind)
         .order_by(Sim.location, Sim.store_id, Sim.kind)
     )

@@ -8,6 +8,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from simkeep.identifiers import normalise_iccid
 from simkeep.models import Sim, SimKind, SimLocation, SimStatus
+from simkeep.models.sims import is_stock
 from simkeep.sims.errors import NoSimInStock, SimNotAvailable
 
 _PICK_ATTEMPTS = 20
@@ -17,7 +18,8 @@ def stock_pick(kind: SimKind, location: SimLocation, store_id: int | None) -> Se
     """The ids of the SIMs in stock of ``kind`` at a place (the warehouse, or the store ``store_id``),
     oldest first, rows locked and locked ones skipped: add the ``limit``.
 
-    It reads ``ix_sims_stock_pick`` (status, kind, location, store_id, id) from the place's first entry.
+    It reads ``ix_sims_stock_pick`` (status, kind, location, store_id, id; the SIMs that are stock, whose
+    predicate the statement names, see :func:`simkeep.models.sims.is_stock`) from the place's first entry.
     The store is matched as a range of one value and the rows are ordered by store, then id: with an
     equality PostgreSQL would count the store as fixed and see the primary key's order as the one asked for,
     and walk the primary key from the oldest SIM, on the assumption that SIMs in stock are spread evenly over
@@ -27,7 +29,8 @@ def stock_pick(kind: SimKind, location: SimLocation, store_id: int | None) -> Se
     place = Sim.store_id.is_(None) if store_id is None else Sim.store_id.between(store_id, store_id)
     return (
         select(Sim.id)
-        .where(Sim.status == SimStatus.IN_STOCK, Sim.kind == kind, Sim.location == location, place)
+        .where(is_stock(), Sim.status == SimStatus.IN_STOCK)
+        .where(Sim.kind == kind, Sim.location == location, place)
         .order_by(Sim.store_id, Sim.id)
         .with_for_update(skip_locked=True)
     )

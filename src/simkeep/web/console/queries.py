@@ -19,6 +19,7 @@ from simkeep.models import (
     Store,
     Subscriber,
 )
+from simkeep.models.sims import is_stock
 from simkeep.replacements.workflow import OPEN_STATES
 
 SEARCH_LIMIT = 50
@@ -77,9 +78,12 @@ def sims_by_id(session: Session, ids: set[int]) -> dict[int, Sim]:
 def stock_counts(
     session: Session, *, store_id: int | None = None
 ) -> list[tuple[str, int | None, str, str, int]]:
-    """SIM counts by (location, store, kind, status); one store's only when ``store_id`` is given."""
+    """Counts of the SIMs that are stock (in stock, reserved, shipped) by (location, store, kind, status);
+    one store's only when ``store_id`` is given. SIMs with their holders (active, suspended) and retired
+    ones are not stock; the counts read the stock-pick index alone, which holds the stock only."""
     stmt = (
         select(Sim.location, Sim.store_id, Sim.kind, Sim.status, func.count())
+        .where(is_stock())
         .group_by(Sim.location, Sim.store_id, Sim.kind, Sim.status)
         .order_by(Sim.location, Sim.store_id, Sim.kind, Sim.status)
     )

@@ -38,13 +38,13 @@ i18n.add(
     {
         "console.stock.menu": ("SIM 库存", "SIM stock"),
         "console.stock.title": ("SIM 卡库存", "SIM stock"),
-        "console.stock.counts": ("库存统计", "Counts"),
+        "console.stock.counts": ("库存统计（在库、已预留、已寄出）", "Stock (in stock, reserved, shipped)"),
         "console.stock.place": ("位置", "Place"),
         "console.stock.kind": ("类型", "Kind"),
         "console.stock.status": ("状态", "Status"),
         "console.stock.count": ("数量", "Count"),
         "console.stock.warehouse": ("仓库", "Warehouse"),
-        "console.stock.empty": ("没有 SIM 卡。", "No SIMs."),
+        "console.stock.empty": ("没有库存 SIM 卡。", "No SIMs in stock."),
         "console.stock.import": ("导入库存（CSV）", "Import stock (CSV)"),
         "console.stock.file": ("CSV 文件", "CSV file"),
         "console.stock.file_hint": (
