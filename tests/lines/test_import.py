@@ -1157,6 +1157,50 @@ class TestFirstLoad:
         assert_only(first_cli, 1, 2, 4)
         assert indexes(first_cli.engine) == before
 
+    def test_a_holder_of_an_earlier_batch_is_found(
+        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A first load looks a batch's references up only where an earlier batch of the load may hold one
+        (by hash): a holder's second number two batches on joins their first, and the same reference with
+        another document is refused, all in the one load."""
+        loads = first_loads(monkeypatch)
+        other_document = {"subscriber_ref": "C0002", "document_number": resident_id(9)}
+        same_holder = {"subscriber_ref": "C0001", "document_number": resident_id(1)}
+        rows = [line_row(1), line_row(2), line_row(3), line_row(4, **same_holder),
+                line_row(5, **other_document), line_row(6)]  # fmt: skip
+        result = import_lines(
+            first_cli.engine, first_cli.settings, first_cli.write(HEADER, rows), batch_rows=2
+        )
+        assert loads == [True]
+        assert [(e.line, e.field, e.reason) for e in result.errors] == [
+            (6, "document_number", "the subscriber_ref already belongs to a subscriber with another document")
+        ]
+        m = migrated(first_cli)
+        assert set(m.subscribers) == {"C0001", "C0002", "C0003", "C0006"}
+        assert m.lines[msisdn(4)].subscriber_id == m.lines[msisdn(1)].subscriber_id
+        assert msisdn(5) not in m.lines
+
+    def test_holders_from_before_the_load_are_found(
+        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Subscribers may exist without lines (their lines removed); a first load then looks every batch
+        up, and a holder's reference joins the existing subscriber."""
+        first = import_lines(first_cli.engine, first_cli.settings, first_cli.write(HEADER, [line_row(1)]))
+        assert first.imported == 1
+        with first_cli.engine.begin() as conn:
+            for table in ("sim_changes", "lines", "embedded_hlr_subscribers", "sims"):
+                conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - the test's own table names
+        holder = migrated(first_cli).subscribers["C0001"].id
+        loads = first_loads(monkeypatch)
+        rows = [line_row(2), line_row(3), line_row(1)]
+        path = first_cli.write(HEADER, rows, name="again.csv")
+        result = import_lines(first_cli.engine, first_cli.settings, path, batch_rows=2)
+        assert loads == [True]
+        assert (result.imported, result.rejected) == (3, 0)
+        m = migrated(first_cli)
+        assert m.lines[msisdn(1)].subscriber_id == holder
+        assert set(m.subscribers) == {"C0001", "C0002", "C0003"}
+
     def test_a_key_already_in_the_database_sends_the_file_batch_by_batch(
         self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
     ) -> None:
