@@ -494,7 +494,7 @@ class LinesExtra(NamedTuple):
 
     subscribers: str | None  # COPY text (PostgreSQL); None on SQLite, whose payload holds both tables
     plans: frozenset[str]
-    #: A first load's: ``hash()`` of each new subscriber's reference, sorted (see LineWriter.holders_known)
+    #: A first load's: ``hash()`` of each new subscriber's reference, sorted (see LineWriter.holders_new)
     ref_hashes: np.ndarray | None = None
 
 
@@ -538,7 +538,7 @@ def check_line_rows(
 
     ``first_load``: the batches go to a PostgreSQL first load (see :func:`first_load`), which builds the
     document-hash index after the last batch: the subscribers are not put in hash order for it, and each
-    batch carries its references' hashes instead (see :meth:`LineWriter.holders_known`).
+    batch carries its references' hashes instead (see :meth:`LineWriter.holders_new`).
     """
     moment = utcnow() + _CLOCK_SKEW
     latest = _Latest(sqlite_stamp("", moment), int(moment.timestamp()))
