@@ -129,12 +129,12 @@ def _predicate_drift(connection: Connection) -> list[object]:
             ix["name"]: _text_of(ix.get("dialect_options", {}).get(f"{dialect}_where"))
             for ix in inspector.get_indexes(table.name)
         }
+        columns = {c.name for c in table.columns}
         for index in table.indexes:
             if index.name not in reflected:
                 continue  # a missing index is Alembic's to report
             wanted = _text_of(index.dialect_options[dialect].get("where"))
             have = reflected[index.name]
-            columns = {c.name for c in table.columns}
             if not _same_predicate(have, wanted, columns, exact=dialect == "sqlite"):
                 found.append(("index predicate", table.name, index.name, have, wanted))
     return found

@@ -50,7 +50,8 @@ class SimChangeChannel(enum.StrEnum):
 #: The statuses of a SIM that is stock: on a shelf (in stock), held for an order (reserved) or on its way to
 #: the holder (shipped). ``ix_sims_stock_pick`` holds these SIMs alone (migration 0021).
 STOCK_STATUSES = (SimStatus.IN_STOCK, SimStatus.RESERVED, SimStatus.SHIPPED)
-_STOCK_LIST = ", ".join(repr(str(s)) for s in STOCK_STATUSES)
+_STOCK_LITERALS = tuple(repr(str(s)) for s in STOCK_STATUSES)  # 'in_stock', ... as SQL literals
+_STOCK_LIST = ", ".join(_STOCK_LITERALS)
 #: The index's predicate. PostgreSQL's form compares as text, which is the form it gives back
 #: (``pg_get_indexdef``), so that an index a first lines import drops and builds again is the same index.
 _STOCK_PREDICATE = {"sqlite": f"status IN ({_STOCK_LIST})", "postgresql": f"status::text IN ({_STOCK_LIST})"}
@@ -104,7 +105,7 @@ class Sim(Base):
 def is_stock() -> ColumnElement[bool]:
     """``sims.status IN ('in_stock', 'reserved', 'shipped')``, in literals: the partial index's predicate,
     which a query must name for SQLite (and a generic PostgreSQL plan) to read ``ix_sims_stock_pick``."""
-    return Sim.status.in_([literal_column(repr(str(s))) for s in STOCK_STATUSES])
+    return Sim.status.in_([literal_column(value) for value in _STOCK_LITERALS])
 
 
 class SimChange(Base):
