@@ -183,3 +183,82 @@ class TestMigrationsWithData:
             if engine.dialect.name == "sqlite":
                 counted = f"SELECT count(*) FROM sims INDEXED BY ix_sims_stock_pick WHERE {stock}"  # noqa: S608
                 assert conn.execute(text(counted)).scalar_one() == 3
+
+    def test_sqlite_number_keys_are_indexes(self, fresh: tuple[Engine, Settings]) -> None:
+        """Revision 0022: on SQLite the numbers' unique keys are indexes of their own (which a first lines
+        import can drop), as unique as before; the tables are copied with their rows, indexes and triggers,
+        and the drift check counts such an index as the models' constraint. PostgreSQL is left as it was."""
+        from sqlalchemy.exc import IntegrityError
+        from sqlalchemy.orm import Session
+
+        from tests import factories
+
+        engine, settings = fresh
+        with Session(engine) as db:
+            first, second = factories.holder(db, settings).line, factories.holder(db, settings).line
+            db.commit()
+            numbers = {first.id: first.msisdn, second.id: second.msisdn}
+
+        def schema() -> dict[str, str | None]:
+            with engine.connect() as conn:
+                if engine.dialect.name == "sqlite":
+                    rows = conn.execute(
+                        text(
+                            "SELECT name, sql FROM sqlite_schema WHERE type IN ('index', 'trigger') "
+                            "AND tbl_name IN ('lines', 'embedded_hlr_subscribers')"
+                        )
+                    )
+                else:
+                    rows = conn.execute(
+                        text(
+                            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                            "AND tablename IN ('lines', 'embedded_hlr_subscribers')"
+                        )
+                    )
+                return {str(name): sql for name, sql in rows}
+
+        at_head = schema()
+        migrate.downgrade(engine, "0021")
+        assert migrate.drift(engine) == []
+        at_0021 = schema()
+        migrate.upgrade(engine)
+        assert migrate.drift(engine) == []
+        assert schema() == at_head
+        keys = {"uq_lines_msisdn", "uq_embedded_hlr_subscribers_msisdn"}
+        if engine.dialect.name == "sqlite":
+            hlr = "embedded_hlr_subscribers"
+            assert {name: at_head[name] for name in keys} == {
+                "uq_lines_msisdn": "CREATE UNIQUE INDEX uq_lines_msisdn ON lines (msisdn)",
+                f"uq_{hlr}_msisdn": f"CREATE UNIQUE INDEX uq_{hlr}_msisdn ON {hlr} (msisdn)",
+            }
+            assert not keys & at_0021.keys()  # keys of CREATE TABLE, in automatic indexes
+            named = {name for name, sql in at_head.items() if sql is not None} - keys
+            assert named == {name for name, sql in at_0021.items() if sql is not None}  # indexes, triggers
+        else:
+            assert at_head == at_0021
+        with engine.begin() as conn:
+            assert dict(conn.execute(text("SELECT id, msisdn FROM lines")).all()) == numbers
+            conn.execute(
+                text(
+                    "INSERT INTO embedded_hlr_subscribers (imsi, msisdn, network_access_mode, updated_at) "
+                    "VALUES ('460019999999991', '+8613999999991', 'cs+ps', CURRENT_TIMESTAMP)"
+                )
+            )
+        for statement in (
+            "UPDATE lines SET msisdn = :number WHERE id = :other",
+            "INSERT INTO embedded_hlr_subscribers (imsi, msisdn, network_access_mode, updated_at) "
+            "VALUES ('460019999999992', '+8613999999991', 'cs+ps', CURRENT_TIMESTAMP)",
+        ):
+            with engine.begin() as conn, pytest.raises(IntegrityError, match=r"(?i)unique"):
+                conn.execute(text(statement), {"number": first.msisdn, "other": second.id})
+        with engine.connect() as conn:
+            assert dict(conn.execute(text("SELECT id, msisdn FROM lines")).all()) == numbers
+        if engine.dialect.name == "sqlite":  # an index that is not the key is drift
+            with engine.begin() as conn:
+                conn.execute(text("DROP INDEX uq_lines_msisdn"))
+                conn.execute(text("CREATE INDEX uq_lines_msisdn ON lines (msisdn)"))
+            found = [d for d in migrate.drift(engine) if isinstance(d, tuple)]
+            assert [(d[0], d[1].name) for d in found] == [
+                ("remove_index", "uq_lines_msisdn"),
+                ("add_constraint", "uq_lines_msisdn"),
+            ]

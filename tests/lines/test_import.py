@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,8 +52,8 @@ FUTURE = "2099-01-01T00:00:00Z"
 @pytest.fixture(params=["batches", "first-load"])
 def load_mode(request: pytest.FixtureRequest) -> str:
     """How the imports of a test run: batch by batch, or as a first load whatever the file's size, so that
-    on PostgreSQL every test of this module also runs through :func:`~simkeep.lines.importer.first_load`
-    (tests/lines/conftest.py leaves that variant out on SQLite, which has no first load)."""
+    every test of this module also runs through :func:`~simkeep.lines.importer.first_load`, on both
+    databases."""
     return str(request.param)
 
 
@@ -1039,16 +1041,24 @@ WRITTEN_TABLES = (
 def first_cli(
     fresh: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[ImportCli]:
-    """The command on a private, empty PostgreSQL database, where any file is big enough for a first load."""
-    if fresh[0].dialect.name != "postgresql":
-        pytest.skip("a first load is PostgreSQL's")
+    """The command on a private, empty database, where any file is big enough for a first load."""
     monkeypatch.setattr(lines_importer, "FIRST_LOAD_MIN_ROWS", 0)
     yield from import_cli(fresh, monkeypatch, tmp_path)
 
 
 def indexes(engine: Engine) -> dict[str, str]:
-    """Every index and constraint of the tables a first load writes, by name: its definition."""
+    """Every index and constraint of the tables a first load writes, by name: its definition (SQLite: the
+    triggers too, and a key of ``CREATE TABLE`` by its automatic index's name and table)."""
     with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            found = conn.execute(
+                text(
+                    "SELECT name, COALESCE(sql, tbl_name) FROM sqlite_schema WHERE type IN ('index', "
+                    "'trigger') AND tbl_name IN (SELECT value FROM json_each(:tables))"
+                ),
+                {"tables": json.dumps(WRITTEN_TABLES)},
+            )
+            return {str(name): str(definition) for name, definition in found}
         found = conn.execute(
             text(
                 "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
@@ -1077,14 +1087,19 @@ def first_loads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 class TestFirstLoad:
-    """PostgreSQL: a big file into a database without lines loads in one transaction, which locks out other
-    sessions, drops the secondary indexes of the tables it writes and builds them again before it commits."""
+    """A big file into a database without lines loads in one transaction, which drops indexes of the tables
+    it writes and builds them again before it commits: on PostgreSQL every secondary index, locking out
+    other sessions; on SQLite the numbers' keys and the change feed's trigger on new lines."""
 
     def test_indexes_are_built_again_and_other_sessions_wait(
         self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Mid-load, another session can read plans and poll the CAMARA change feed, but neither read the
         lines or SIMs nor add a plan; after it, every index is back as it was and the lines are whole."""
+        if first_cli.engine.dialect.name != "postgresql":
+            pytest.skip(
+                "PostgreSQL's table locks (SQLite: test_other_connections_see_the_database_before_it)"
+            )
         before = indexes(first_cli.engine)
         assert {"uq_lines_msisdn", "uq_lines_msisdn (constraint)", "ix_lines_plan_id"} <= before.keys()
         loads = first_loads(monkeypatch)
@@ -1125,6 +1140,63 @@ class TestFirstLoad:
         assert (result.imported, result.rejected) == (5, 0)
         assert indexes(first_cli.engine) == before
         assert_only(first_cli, 1, 2, 3, 4, 5)
+        assert import_lines(first_cli.engine, first_cli.settings, path).already_present == 5
+
+    def test_other_connections_see_the_database_before_it(
+        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SQLite: mid-load, another connection reads the database as it was before the load (no line, the
+        numbers' keys and the feed's trigger in place) and cannot write; after it, every index and trigger
+        is back as it was, the feed has one reload row, and the lines are whole."""
+        if first_cli.engine.dialect.name != "sqlite":
+            pytest.skip(
+                "SQLite's write lock (PostgreSQL: test_indexes_are_built_again_and_other_sessions_wait)"
+            )
+        before = indexes(first_cli.engine)
+        assert {"uq_lines_msisdn", "uq_embedded_hlr_subscribers_msisdn", "camara_changes_line_insert"} <= set(
+            before
+        )
+        loads = first_loads(monkeypatch)
+        seen: dict[str, object] = {}
+
+        def meanwhile(done: int, _total: int) -> None:
+            if done != 2:
+                return
+            other = sqlite3.connect(str(first_cli.engine.url.database), timeout=0.2, isolation_level=None)
+            try:
+                seen["lines"] = other.execute("SELECT count(*) FROM lines").fetchone()[0]
+                seen["schema"] = {
+                    name
+                    for (name,) in other.execute(
+                        "SELECT name FROM sqlite_schema WHERE name IN ('uq_lines_msisdn', "
+                        "'uq_embedded_hlr_subscribers_msisdn', 'camara_changes_line_insert')"
+                    )
+                }
+                try:
+                    other.execute("INSERT INTO plans (code, name, inactivity_days, created_at) "
+                                  "VALUES ('X1', 'X1', 90, CURRENT_TIMESTAMP)")  # fmt: skip
+                    seen["add a plan"] = "done"
+                except sqlite3.OperationalError as exc:
+                    seen["add a plan"] = str(exc)
+            finally:
+                other.close()
+
+        path = first_cli.write(HEADER, [line_row(n) for n in range(1, 6)])
+        result = import_lines(
+            first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False, on_progress=meanwhile
+        )
+        assert loads == [True]
+        assert seen == {
+            "lines": 0,
+            "schema": {"uq_lines_msisdn", "uq_embedded_hlr_subscribers_msisdn", "camara_changes_line_insert"},
+            "add a plan": "database is locked",
+        }
+        assert (result.imported, result.rejected) == (5, 0)
+        assert indexes(first_cli.engine) == before
+        assert_only(first_cli, 1, 2, 3, 4, 5)
+        with first_cli.engine.connect() as conn:
+            assert list(conn.execute(text("SELECT msisdn FROM camara_changes")).scalars()) == [RELOAD]
+            assert conn.execute(text("SELECT count(*) FROM plans WHERE code = 'X1'")).scalar() == 0
         assert import_lines(first_cli.engine, first_cli.settings, path).already_present == 5
 
     @pytest.mark.parametrize(
@@ -1230,7 +1302,8 @@ class TestFirstLoad:
         with first_cli.sessions() as session:
             before_rows = snapshot(session)
         before_indexes = indexes(first_cli.engine)
-        real = LineWriter._write_pg
+        method = "_write_pg" if first_cli.engine.dialect.name == "postgresql" else "_write_sqlite"
+        real = getattr(LineWriter, method)
         calls: list[int] = []
 
         def fail_second(writer: LineWriter, cur: Any, batch: Batch) -> Any:
@@ -1240,7 +1313,7 @@ class TestFirstLoad:
                 raise OSError(msg)
             return real(writer, cur, batch)
 
-        monkeypatch.setattr(LineWriter, "_write_pg", fail_second)
+        monkeypatch.setattr(LineWriter, method, fail_second)
         path = first_cli.write(HEADER, [line_row(n) for n in range(1, 5)])
         with pytest.raises(OSError, match="the disk is full"):
             import_lines(first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False)
@@ -1248,14 +1321,16 @@ class TestFirstLoad:
         with first_cli.sessions() as session:
             assert snapshot(session) == before_rows
         assert indexes(first_cli.engine) == before_indexes
-        monkeypatch.setattr(LineWriter, "_write_pg", real)
+        monkeypatch.setattr(LineWriter, method, real)
         result = import_lines(first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False)
         assert (result.imported, result.created_plans) == (4, ["KEEP8"])
         assert_only(first_cli, 1, 2, 3, 4)
 
-    def test_the_change_feed_gets_one_reload_row_a_batch(self, first_cli: ImportCli) -> None:
-        """A first load tells the API workers to load every line anew (one ``*`` row a batch) instead of
-        writing a feed row per line; a later import into the same database writes a row per line again."""
+    def test_the_change_feed_gets_reload_rows(self, first_cli: ImportCli) -> None:
+        """A first load tells the API workers to load every line anew (a ``*`` row: one a batch on
+        PostgreSQL, one for the load on SQLite) instead of writing a feed row per line; a later import into
+        the same database writes a row per line again."""
+        reloads = 3 if first_cli.engine.dialect.name == "postgresql" else 1
         path = first_cli.write(HEADER, [line_row(n) for n in range(1, 6)])
         assert (
             import_lines(first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False).imported
@@ -1263,12 +1338,12 @@ class TestFirstLoad:
         )
         with first_cli.engine.connect() as conn:
             fed = list(conn.execute(text("SELECT msisdn FROM camara_changes ORDER BY id")).scalars())
-        assert fed == [RELOAD] * 3
+        assert fed == [RELOAD] * reloads
         later = first_cli.write(HEADER, [line_row(6)], name="later.csv")
         assert import_lines(first_cli.engine, first_cli.settings, later, parallel=False).imported == 1
         with first_cli.engine.connect() as conn:
             fed = list(conn.execute(text("SELECT msisdn FROM camara_changes ORDER BY id")).scalars())
-        assert fed == [RELOAD] * 3 + [msisdn(6)]
+        assert fed == [RELOAD] * reloads + [msisdn(6)]
 
     def test_only_while_no_line_exists(self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch) -> None:
         """Once lines exist, a file however big is imported batch by batch: the service is in use."""

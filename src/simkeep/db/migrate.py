@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, UniqueConstraint, inspect
 
 import simkeep.models  # noqa: F401 - registers every table on the metadata
 from simkeep.db.base import Base
@@ -84,7 +85,32 @@ def drift(engine: Engine) -> list[object]:
             connection, opts={"compare_type": True, "render_as_batch": connection.dialect.name == "sqlite"}
         )
         found: list[object] = list(compare_metadata(ctx, Base.metadata))
+        if connection.dialect.name == "sqlite":
+            found = _unique_indexes_as_constraints(found)
         return found + _collation_drift(connection) + _predicate_drift(connection)
+
+
+def _unique_indexes_as_constraints(found: list[object]) -> list[object]:
+    """``found`` less each pair of a SQLite unique index "to remove" and the model's unique constraint "to
+    add" of the same name and columns: the same key. Migration 0022 made the numbers' keys such indexes on
+    SQLite, where a constraint of ``CREATE TABLE`` cannot be dropped, so that a first lines import can drop
+    and build them again (see :func:`simkeep.lines.importer.first_load`)."""
+
+    def key(obj: Any) -> tuple[str, str, tuple[str, ...]]:
+        return obj.table.name, str(obj.name), tuple(column.name for column in obj.columns)
+
+    removed = {
+        key(diff[1]): diff
+        for diff in found
+        if isinstance(diff, tuple) and diff[0] == "remove_index" and diff[1].unique
+    }
+    added = {
+        key(diff[1]): diff
+        for diff in found
+        if isinstance(diff, tuple) and diff[0] == "add_constraint" and isinstance(diff[1], UniqueConstraint)
+    }
+    same = {id(diff) for k in removed.keys() & added.keys() for diff in (removed[k], added[k])}
+    return [diff for diff in found if id(diff) not in same]
 
 
 _COLLATE = re.compile(r'COLLATE "([^"]+)"')

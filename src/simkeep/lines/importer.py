@@ -536,9 +536,9 @@ def check_line_rows(
 ) -> Iterator[Batch]:
     """Parse and validate the migration rows of ``part``; per chunk, a batch of good lines and errors.
 
-    ``first_load``: the batches go to a PostgreSQL first load (see :func:`first_load`), which builds the
-    document-hash index after the last batch: the subscribers are not put in hash order for it, and each
-    batch carries its references' hashes instead (see :meth:`LineWriter.holders_new`).
+    ``first_load``: the batches go to a first load (see :func:`first_load`): each batch carries its
+    references' hashes (see :meth:`LineWriter.holders_new`); on PostgreSQL, which builds the document-hash
+    index after the last batch, the subscribers are not put in hash order for it.
     """
     moment = utcnow() + _CLOCK_SKEW
     latest = _Latest(sqlite_stamp("", moment), int(moment.timestamp()))
@@ -616,7 +616,7 @@ def _line_batch(
     ref_hashes = None
     if first_load:
         ref_hashes = np.sort(np.fromiter(map(hash, subs[1]), np.int64, len(subs[1])))
-    else:  # index locality for the hash column, which a first load has not yet
+    if not (first_load and postgres):  # index locality for the hash column, which a first load has not yet
         order = sorted(range(len(subs[0])), key=subs[4].__getitem__)
         position = [0] * len(order)
         for new, old in enumerate(order):
@@ -988,8 +988,10 @@ class LineWriter:
         extra: LinesExtra = batch.extra
         now = sqlite_now()
         self._ensure_plans(cur, extra.plans, now)
-        cur.execute(_EXISTING_SUBS)
-        existing = {int(k): bool(same) for k, same in cur}
+        existing: dict[int, bool] = {}
+        if not self.holders_new(cur, extra.ref_hashes):
+            cur.execute(_EXISTING_SUBS)
+            existing = {int(k): bool(same) for k, same in cur}
         errors: list[RowError] = []
         refused: list[int] = []
         if not all(existing.values()):
@@ -1006,6 +1008,11 @@ class LineWriter:
         n = len(batch.lines)
         drop: set[int] = set()
         present, more = 0, list[RowError]()
+        if self.first_load:  # a key a kept index refuses ends the load: see first_load
+            self._insert_sqlite(cur, p, lookup=bool(existing))
+            self.line_ledger.add(p["lb"], batch.lines, set(refused))
+            self.sim_ledger.add(p["mb"], batch.lines, set(refused))
+            return n - len(errors), 0, errors
         cur.execute("SAVEPOINT sk_batch")
         try:
             self._insert_sqlite(cur, p, lookup=bool(existing))
@@ -1197,9 +1204,10 @@ class FirstLoadConflict(Exception):
 @contextmanager
 def first_load(conn: Connection, *, wanted: bool) -> Iterator[bool]:
     """Whether this import is a first load: when ``wanted`` (a file of at least :data:`FIRST_LOAD_MIN_ROWS`
-    lines), on PostgreSQL, while no line exists yet. That is an operator's first migration.
+    lines), while no line exists yet. That is an operator's first migration.
 
-    A first load runs in one transaction that locks the tables it writes against every other session
+    On SQLite see :func:`_sqlite_first_load`: one write transaction that drops the numbers' keys and the
+    change feed's trigger on new lines. On PostgreSQL a first load runs in one transaction that locks the tables it writes against every other session
     (readers too; ``plans`` against writers only), drops their indexes (unique keys and the primary keys
     of ``sim_changes`` and the embedded HLR included, but not the keys a foreign key refers to or the
     subscriber reference the import looks up), loads every batch, and builds the indexes again before it
@@ -1219,6 +1227,10 @@ def first_load(conn: Connection, *, wanted: bool) -> Iterator[bool]:
     as it was. Elsewhere, and for a role that may not drop the indexes, this yields False and changes
     nothing.
     """
+    if wanted and conn.dialect.name == "sqlite":
+        with _sqlite_first_load(conn) as first:
+            yield first
+        return
     if not wanted or conn.dialect.name != "postgresql":
         yield False
         return
@@ -1256,6 +1268,70 @@ def first_load(conn: Connection, *, wanted: bool) -> Iterator[bool]:
     except psycopg.errors.UniqueViolation as exc:
         transaction.rollback()
         raise FirstLoadConflict(str(exc).splitlines()[0]) from exc
+    except BaseException:
+        transaction.rollback()
+        raise
+    transaction.commit()
+
+
+#: SQLite: the indexes a first load drops and builds again: the numbers' keys, whose numbers come in no order
+#: the load can know (migration 0022 made them indexes of their own; they had been keys of ``CREATE TABLE``,
+#: which no statement but a copy of the table drops). The other indexes are kept up as the rows come, while
+#: the writer would otherwise wait for the readers' next batch: the keys of most grow with the rows' ids,
+#: and each batch's subscribers come in document-hash order (see :func:`_line_batch`); building one after
+#: the load is a sort of a million keys with a core idle.
+_SQLITE_FIRST_LOAD_DROPS = ("uq_lines_msisdn", "uq_embedded_hlr_subscribers_msisdn")
+_SQLITE_SECONDARY_INDEXES = (
+    "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL "
+    f"AND name IN ({', '.join(repr(n) for n in _SQLITE_FIRST_LOAD_DROPS)}) ORDER BY tbl_name, name"
+)
+#: SQLite: the change feed's trigger on new lines, which a first load leaves out (one reload row instead).
+_SQLITE_FEED_TRIGGER = "camara_changes_line_insert"
+
+
+@contextmanager
+def _sqlite_first_load(conn: Connection) -> Iterator[bool]:
+    """:func:`first_load` on SQLite: one write transaction while ``lines`` is empty. It drops the secondary
+    indexes (:data:`_SQLITE_SECONDARY_INDEXES`) and the change feed's trigger on new lines, and makes them
+    again before it commits, with one :data:`~simkeep.camara.facts.RELOAD` row in the feed. Other
+    connections see none of it: they read the database as it was until the commit (WAL), and a writer waits
+    for the write lock (its busy timeout) as it waits for any transaction. A key the kept indexes refuse
+    during the load, or a dropped unique index that cannot be built again, rolls the load back whole and
+    raises :class:`FirstLoadConflict`.
+    """
+    import sqlite3
+
+    transaction = conn.begin()
+    cur = driver(conn).cursor()
+    try:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM lines)")
+        if cur.fetchone()[0]:
+            transaction.rollback()
+            yield False
+            return
+        rebuild = cur.execute(_SQLITE_SECONDARY_INDEXES).fetchall()
+        trigger = cur.execute(
+            "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?", (_SQLITE_FEED_TRIGGER,)
+        ).fetchone()
+        for name, _ in rebuild:
+            cur.execute(f'DROP INDEX "{name}"')
+        if trigger is not None:
+            cur.execute(f'DROP TRIGGER "{_SQLITE_FEED_TRIGGER}"')
+    except BaseException:
+        transaction.rollback()
+        raise
+    try:
+        yield True
+        for _, ddl in rebuild:
+            cur.execute(ddl)
+        if trigger is not None:
+            cur.execute(trigger[0])
+            cur.execute(
+                "INSERT INTO camara_changes (msisdn) SELECT ? WHERE EXISTS (SELECT 1 FROM lines)", (RELOAD,)
+            )
+    except sqlite3.IntegrityError as exc:
+        transaction.rollback()
+        raise FirstLoadConflict(str(exc)) from exc
     except BaseException:
         transaction.rollback()
         raise
