@@ -1199,6 +1199,23 @@ class TestFirstLoad:
             assert conn.execute(text("SELECT count(*) FROM plans WHERE code = 'X1'")).scalar() == 0
         assert import_lines(first_cli.engine, first_cli.settings, path).already_present == 5
 
+    def test_the_wal_file_is_truncated(self, first_cli: ImportCli) -> None:
+        """SQLite: the load grows the WAL file to its own size; with other connections open (a server's),
+        the file would stay that big, so the load truncates it once committed."""
+        if first_cli.engine.dialect.name != "sqlite":
+            pytest.skip("SQLite's WAL file")
+        database = str(first_cli.engine.url.database)
+        server = sqlite3.connect(database)  # keeps the WAL file from going away with the import's connection
+        try:
+            server.execute("SELECT count(*) FROM lines").fetchone()
+            path = first_cli.write(HEADER, [line_row(n) for n in range(1, 41)])
+            result = import_lines(first_cli.engine, first_cli.settings, path, batch_rows=20, parallel=False)
+            assert result.imported == 40
+            assert Path(database + "-wal").stat().st_size < 64 * 1024  # the audit record's write, at most
+            assert server.execute("SELECT count(*) FROM lines").fetchone()[0] == 40
+        finally:
+            server.close()
+
     @pytest.mark.parametrize(
         ("repeat", "field", "reason"),
         [

@@ -1293,7 +1293,8 @@ _SQLITE_FEED_TRIGGER = "camara_changes_line_insert"
 def _sqlite_first_load(conn: Connection) -> Iterator[bool]:
     """:func:`first_load` on SQLite: one write transaction while ``lines`` is empty. It drops the secondary
     indexes (:data:`_SQLITE_SECONDARY_INDEXES`) and the change feed's trigger on new lines, and makes them
-    again before it commits, with one :data:`~simkeep.camara.facts.RELOAD` row in the feed. Other
+    again before it commits, with one :data:`~simkeep.camara.facts.RELOAD` row in the feed, and then
+    truncates the WAL file, which has grown to the size of the load. Other
     connections see none of it: they read the database as it was until the commit (WAL), and a writer waits
     for the write lock (its busy timeout) as it waits for any transaction. A key the kept indexes refuse
     during the load, or a dropped unique index that cannot be built again, rolls the load back whole and
@@ -1336,6 +1337,9 @@ def _sqlite_first_load(conn: Connection) -> Iterator[bool]:
         transaction.rollback()
         raise
     transaction.commit()
+    # The commit's checkpoint copied the load into the database file, but the WAL file keeps its size (the
+    # whole load) until every connection closes; a server's connections may stay open for days.
+    cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _index_joins(cur: Any, *, on: bool) -> None:
