@@ -1207,12 +1207,12 @@ def first_load(conn: Connection, *, wanted: bool) -> Iterator[bool]:
     lines), while no line exists yet. That is an operator's first migration.
 
     On SQLite see :func:`_sqlite_first_load`: one write transaction that drops the numbers' keys and the
-    change feed's trigger on new lines. On PostgreSQL a first load runs in one transaction that locks the tables it writes against every other session
-    (readers too; ``plans`` against writers only), drops their indexes (unique keys and the primary keys
-    of ``sim_changes`` and the embedded HLR included, but not the keys a foreign key refers to or the
-    subscriber reference the import looks up), loads every batch, and builds the indexes again before it
-    commits: building an index sorts its rows once, where inserting a million rows one by one into a dozen
-    indexes cost the server a third of the import's time.
+    change feed's trigger on new lines. On PostgreSQL a first load runs in one transaction that locks the
+    tables it writes against every other session (readers too; ``plans`` against writers only), drops
+    their indexes (unique keys and the primary keys of ``sim_changes`` and the embedded HLR included, but
+    not the keys a foreign key refers to or the subscriber reference the import looks up), loads every
+    batch, and builds the indexes again before it commits: building an index sorts its rows once, where
+    inserting a million rows one by one into a dozen indexes cost the server a third of the import's time.
 
     Where the import may skip the tables' triggers (the replica role), the CAMARA change feed gets one
     :data:`~simkeep.camara.facts.RELOAD` row a batch instead of a row per line: the API workers load every
