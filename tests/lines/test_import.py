@@ -1089,7 +1089,8 @@ def first_loads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 class TestFirstLoad:
     """A big file into a database without lines loads in one transaction, which drops indexes of the tables
     it writes and builds them again before it commits: on PostgreSQL every secondary index, locking out
-    other sessions; on SQLite the numbers' keys and the change feed's trigger on new lines."""
+    other sessions; on SQLite the numbers' keys, the document-hash index and the feed's trigger on new
+    lines."""
 
     def test_indexes_are_built_again_and_other_sessions_wait(
         self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch

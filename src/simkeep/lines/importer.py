@@ -536,9 +536,9 @@ def check_line_rows(
 ) -> Iterator[Batch]:
     """Parse and validate the migration rows of ``part``; per chunk, a batch of good lines and errors.
 
-    ``first_load``: the batches go to a first load (see :func:`first_load`): each batch carries its
-    references' hashes (see :meth:`LineWriter.holders_new`); on PostgreSQL, which builds the document-hash
-    index after the last batch, the subscribers are not put in hash order for it.
+    ``first_load``: the batches go to a first load (see :func:`first_load`), which builds the document-hash
+    index after the last batch: the subscribers are not put in hash order for it, and each batch carries
+    its references' hashes instead (see :meth:`LineWriter.holders_new`).
     """
     moment = utcnow() + _CLOCK_SKEW
     latest = _Latest(sqlite_stamp("", moment), int(moment.timestamp()))
@@ -616,7 +616,7 @@ def _line_batch(
     ref_hashes = None
     if first_load:
         ref_hashes = np.sort(np.fromiter(map(hash, subs[1]), np.int64, len(subs[1])))
-    if not (first_load and postgres):  # index locality for the hash column, which a first load has not yet
+    if not first_load:  # index locality for the hash column, which a first load has not yet
         order = sorted(range(len(subs[0])), key=subs[4].__getitem__)
         position = [0] * len(order)
         for new, old in enumerate(order):
@@ -1206,13 +1206,14 @@ def first_load(conn: Connection, *, wanted: bool) -> Iterator[bool]:
     """Whether this import is a first load: when ``wanted`` (a file of at least :data:`FIRST_LOAD_MIN_ROWS`
     lines), while no line exists yet. That is an operator's first migration.
 
-    On SQLite see :func:`_sqlite_first_load`: one write transaction that drops the numbers' keys and the
-    change feed's trigger on new lines. On PostgreSQL a first load runs in one transaction that locks the
-    tables it writes against every other session (readers too; ``plans`` against writers only), drops
-    their indexes (unique keys and the primary keys of ``sim_changes`` and the embedded HLR included, but
-    not the keys a foreign key refers to or the subscriber reference the import looks up), loads every
-    batch, and builds the indexes again before it commits: building an index sorts its rows once, where
-    inserting a million rows one by one into a dozen indexes cost the server a third of the import's time.
+    On SQLite see :func:`_sqlite_first_load`: one write transaction that drops the numbers' keys, the
+    document-hash index and the change feed's trigger on new lines. On PostgreSQL a first load runs in one
+    transaction that locks the tables it writes against every other session (readers too; ``plans``
+    against writers only), drops their indexes (unique keys and the primary keys of ``sim_changes`` and the
+    embedded HLR included, but not the keys a foreign key refers to or the subscriber reference the import
+    looks up), loads every batch, and builds the indexes again before it commits: building an index sorts
+    its rows once, where inserting a million rows one by one into a dozen indexes cost the server a third
+    of the import's time.
 
     Where the import may skip the tables' triggers (the replica role), the CAMARA change feed gets one
     :data:`~simkeep.camara.facts.RELOAD` row a batch instead of a row per line: the API workers load every
@@ -1274,13 +1275,17 @@ def first_load(conn: Connection, *, wanted: bool) -> Iterator[bool]:
     transaction.commit()
 
 
-#: SQLite: the indexes a first load drops and builds again: the numbers' keys, whose numbers come in no order
-#: the load can know (migration 0022 made them indexes of their own; they had been keys of ``CREATE TABLE``,
-#: which no statement but a copy of the table drops). The other indexes are kept up as the rows come, while
-#: the writer would otherwise wait for the readers' next batch: the keys of most grow with the rows' ids,
-#: and each batch's subscribers come in document-hash order (see :func:`_line_batch`); building one after
-#: the load is a sort of a million keys with a core idle.
-_SQLITE_FIRST_LOAD_DROPS = ("uq_lines_msisdn", "uq_embedded_hlr_subscribers_msisdn")
+#: SQLite: the indexes a first load drops and builds again, those whose keys come in no order the load can
+#: know: the numbers' keys (migration 0022 made them indexes of their own; they had been keys of ``CREATE
+#: TABLE``, which no statement but a copy of the table drops) and the document hashes. The other indexes
+#: are kept up as the rows come: their keys grow with the rows' ids, so each batch adds to their ends,
+#: while the writer would otherwise wait for the readers' next batch; building them after the load would be
+#: a sort of a million keys each with a core idle.
+_SQLITE_FIRST_LOAD_DROPS = (
+    "uq_lines_msisdn",
+    "uq_embedded_hlr_subscribers_msisdn",
+    "ix_subscribers_document_number_hmac",
+)
 _SQLITE_SECONDARY_INDEXES = (
     "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL "
     f"AND name IN ({', '.join(repr(n) for n in _SQLITE_FIRST_LOAD_DROPS)}) ORDER BY tbl_name, name"
@@ -1291,8 +1296,8 @@ _SQLITE_FEED_TRIGGER = "camara_changes_line_insert"
 
 @contextmanager
 def _sqlite_first_load(conn: Connection) -> Iterator[bool]:
-    """:func:`first_load` on SQLite: one write transaction while ``lines`` is empty. It drops the secondary
-    indexes (:data:`_SQLITE_SECONDARY_INDEXES`) and the change feed's trigger on new lines, and makes them
+    """:func:`first_load` on SQLite: one write transaction while ``lines`` is empty. It drops the indexes of
+    :data:`_SQLITE_FIRST_LOAD_DROPS` and the change feed's trigger on new lines, and makes them
     again before it commits, with one :data:`~simkeep.camara.facts.RELOAD` row in the feed, and then
     truncates the WAL file, which has grown to the size of the load. Other
     connections see none of it: they read the database as it was until the commit (WAL), and a writer waits
