@@ -16,13 +16,14 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +156,12 @@ def main(
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the generated file")
     parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite,postgres")
+    parser.add_argument(
+        "--beside-a-server",
+        action="store_true",
+        help="keep a connection open during the run, as a running server does (on SQLite a first load of "
+        "lines then writes through the WAL, not a rollback journal)",
+    )
     if name == "sims_import":
         parser.add_argument("--no-secrets", action="store_true", help="leave out the SIMs' secret columns")
     options = parser.parse_args()
@@ -175,7 +182,12 @@ def main(
                 if prepare is not None:
                     prepare(engine)
                 settle(engine)
-                run = run_cli([*command, str(csv_path), "--json"], url)
+                engine.dispose()  # the command alone on the database, as an operator runs it
+                with ExitStack() as server:
+                    if options.beside_a_server and backend == "sqlite":  # a server's idle connection
+                        idle = server.enter_context(closing(sqlite3.connect(str(engine.url.database))))
+                        idle.execute("SELECT count(*) FROM plans").fetchone()
+                    run = run_cli([*command, str(csv_path), "--json"], url)
             os.sync()  # what this run wrote would otherwise be written back during the next backend's run
             imported = int(str(run.output["imported"]))
             if imported != options.rows:

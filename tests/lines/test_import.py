@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +27,7 @@ from stdnum.cn import ric
 import simkeep.lines.importer as lines_importer
 from simkeep.camara.facts import RELOAD
 from simkeep.config import Settings
+from simkeep.db.engine import SQLITE_LOCK_TRY_MS
 from simkeep.identity.service import document_hash
 from simkeep.lines.importer import LINE_COLUMNS, LineWriter, import_lines
 from simkeep.models import (
@@ -1086,6 +1093,51 @@ def first_loads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return outcomes
 
 
+def journals(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """SQLite: for each first load to come, whether it wrote through a rollback journal (the database
+    alone) rather than the WAL."""
+    outcomes: list[bool] = []
+    real = lines_importer._sqlite_alone
+
+    @contextmanager
+    def spy(cur: Any) -> Iterator[bool]:
+        with real(cur) as alone:
+            outcomes.append(alone)
+            yield alone
+
+    monkeypatch.setattr(lines_importer, "_sqlite_alone", spy)
+    return outcomes
+
+
+def assert_journals(cli: ImportCli, alone: list[bool], company: str) -> None:
+    """SQLite: the one first load went through a rollback journal if it had the database alone."""
+    if cli.engine.dialect.name == "sqlite":
+        assert alone == [company == "alone"]
+
+
+@pytest.fixture(params=["alone", "beside-a-server"])
+def company(request: pytest.FixtureRequest, first_cli: ImportCli) -> Iterator[str]:
+    """Whom a first load shares the database with. ``alone``: no other connection is open (SQLite then
+    writes through a rollback journal). ``beside-a-server``: another connection stays open, as a running
+    server's do (SQLite then writes through the WAL); PostgreSQL has one way only."""
+    engine = first_cli.engine
+    if engine.dialect.name != "sqlite":
+        if request.param != "alone":
+            pytest.skip("SQLite's two journals")
+        yield request.param
+        return
+    engine.dispose()  # the test's own pooled connections would keep SQLite in WAL mode
+    if request.param == "alone":
+        yield request.param
+        return
+    server = sqlite3.connect(str(engine.url.database))
+    try:
+        server.execute("SELECT count(*) FROM lines").fetchone()
+        yield request.param
+    finally:
+        server.close()
+
+
 class TestFirstLoad:
     """A big file into a database without lines loads in one transaction, which drops indexes of the tables
     it writes and builds them again before it commits: on PostgreSQL every secondary index, locking out
@@ -1146,9 +1198,10 @@ class TestFirstLoad:
     def test_other_connections_see_the_database_before_it(
         self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """SQLite: mid-load, another connection reads the database as it was before the load (no line, the
-        numbers' keys and the feed's trigger in place) and cannot write; after it, every index and trigger
-        is back as it was, the feed has one reload row, and the lines are whole."""
+        """SQLite, beside a server (its connection open): the load writes through the WAL, and mid-load
+        another connection reads the database as it was before the load (no line, the numbers' keys and the
+        feed's trigger in place) and cannot write; after it, every index and trigger is back as it was, the
+        feed has one reload row, and the lines are whole."""
         if first_cli.engine.dialect.name != "sqlite":
             pytest.skip(
                 "SQLite's write lock (PostgreSQL: test_indexes_are_built_again_and_other_sessions_wait)"
@@ -1158,6 +1211,9 @@ class TestFirstLoad:
             before
         )
         loads = first_loads(monkeypatch)
+        alone = journals(monkeypatch)
+        server = sqlite3.connect(str(first_cli.engine.url.database))
+        server.execute("SELECT count(*) FROM plans").fetchone()
         seen: dict[str, object] = {}
 
         def meanwhile(done: int, _total: int) -> None:
@@ -1183,10 +1239,18 @@ class TestFirstLoad:
                 other.close()
 
         path = first_cli.write(HEADER, [line_row(n) for n in range(1, 6)])
-        result = import_lines(
-            first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False, on_progress=meanwhile
-        )
-        assert loads == [True]
+        try:
+            result = import_lines(
+                first_cli.engine,
+                first_cli.settings,
+                path,
+                batch_rows=2,
+                parallel=False,
+                on_progress=meanwhile,
+            )
+        finally:
+            server.close()
+        assert (loads, alone) == ([True], [False])
         assert seen == {
             "lines": 0,
             "schema": {"uq_lines_msisdn", "uq_embedded_hlr_subscribers_msisdn", "camara_changes_line_insert"},
@@ -1217,6 +1281,186 @@ class TestFirstLoad:
         finally:
             server.close()
 
+    def test_alone_it_writes_through_a_rollback_journal(
+        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SQLite, no other connection open: the load switches the database to a rollback journal (its
+        pages go to the database file once, not to the WAL and then the file), so that mid-load a
+        connection of simkeep cannot open it (it sets WAL mode) nor another write; afterwards it is in WAL
+        mode again with the connection's settings as they were, no journal left, the lines whole."""
+        engine = first_cli.engine
+        if engine.dialect.name != "sqlite":
+            pytest.skip("SQLite's journals")
+        database = str(engine.url.database)
+        before = indexes(engine)
+        engine.dispose()
+        alone = journals(monkeypatch)
+        seen: dict[str, object] = {}
+
+        def meanwhile(done: int, _total: int) -> None:
+            if done != 2:
+                return
+            seen["files"] = (Path(database + "-journal").exists(), Path(database + "-wal").exists())
+            other = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+            try:
+                seen["mode"] = other.execute("PRAGMA journal_mode").fetchone()[0]
+                for name, sql in (
+                    ("open as simkeep does", "PRAGMA journal_mode = WAL"),
+                    ("add a plan", "INSERT INTO plans (code, name, inactivity_days, created_at) "
+                                   "VALUES ('X1', 'X1', 90, CURRENT_TIMESTAMP)"),
+                ):  # fmt: skip
+                    try:
+                        other.execute(sql).fetchall()
+                        seen[name] = "done"
+                    except sqlite3.OperationalError as exc:
+                        seen[name] = str(exc)
+            finally:
+                other.close()
+
+        path = first_cli.write(HEADER, [line_row(n) for n in range(1, 6)])
+        result = import_lines(
+            engine, first_cli.settings, path, batch_rows=2, parallel=False, on_progress=meanwhile
+        )
+        assert alone == [True]
+        assert seen == {
+            "files": (True, False),
+            "mode": "delete",
+            "open as simkeep does": "database is locked",
+            "add a plan": "database is locked",
+        }
+        assert (result.imported, result.rejected) == (5, 0)
+        assert not Path(database + "-journal").exists()
+        check = sqlite3.connect(database)
+        try:
+            assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            check.close()
+        with engine.connect() as conn:  # the import's own connection, back in the pool
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            settings = [raw.execute(f"PRAGMA {name}").fetchone()[0] for name in ("main.journal_mode",
+                        "main.synchronous", "busy_timeout")]  # fmt: skip
+            assert settings == ["wal", 1, SQLITE_LOCK_TRY_MS]
+            assert list(conn.execute(text("SELECT msisdn FROM camara_changes")).scalars()) == [RELOAD]
+            assert conn.execute(text("SELECT count(*) FROM plans WHERE code = 'X1'")).scalar() == 0
+        assert indexes(engine) == before
+        assert_only(first_cli, 1, 2, 3, 4, 5)
+        assert import_lines(engine, first_cli.settings, path).already_present == 5
+
+    def test_alone_it_waits_for_a_read_to_end_before_it_commits(
+        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SQLite, through a rollback journal: another program's read that began mid-load (before the load
+        first wrote to the database file) keeps the commit waiting until it ends; one longer than
+        SQLITE_ALONE_WAIT_MS fails the load with "database is locked", the database as it was."""
+        engine = first_cli.engine
+        if engine.dialect.name != "sqlite":
+            pytest.skip("SQLite's journals")
+        database = str(engine.url.database)
+        with first_cli.sessions() as session:
+            before_rows = snapshot(session)
+        before_indexes = indexes(engine)
+        engine.dispose()
+        alone = journals(monkeypatch)
+        monkeypatch.setattr(lines_importer, "SQLITE_ALONE_WAIT_MS", 300)
+        readers: list[sqlite3.Connection] = []
+
+        def read_on(done: int, _total: int) -> None:
+            if done == 2:
+                reader = sqlite3.connect(database, isolation_level=None)
+                reader.execute("BEGIN")
+                assert reader.execute("SELECT count(*) FROM lines").fetchone()[0] == 0
+                readers.append(reader)
+
+        path = first_cli.write(HEADER, [line_row(n) for n in range(1, 6)])
+        try:
+            with pytest.raises(DBAPIError, match="database is locked"):
+                import_lines(
+                    engine, first_cli.settings, path, batch_rows=2, parallel=False, on_progress=read_on
+                )
+        finally:
+            readers.pop().close()
+        with first_cli.sessions() as session:
+            assert snapshot(session) == before_rows
+        assert indexes(engine) == before_indexes
+        assert not Path(database + "-journal").exists()
+
+        def read_briefly(done: int, _total: int) -> None:
+            if done == 2:
+                reader = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM lines").fetchone()
+                readers.append(reader)
+                threading.Timer(0.1, reader.close).start()
+
+        engine.dispose()
+        monkeypatch.setattr(lines_importer, "SQLITE_ALONE_WAIT_MS", 30_000)
+        result = import_lines(
+            engine, first_cli.settings, path, batch_rows=2, parallel=False, on_progress=read_briefly
+        )
+        assert alone == [True, True]
+        assert result.imported == 5
+        assert_only(first_cli, 1, 2, 3, 4, 5)
+
+    def test_a_kill_midway_leaves_the_database_as_it_was(self, first_cli: ImportCli, company: str) -> None:
+        """The import killed (SIGKILL) in the middle of a first load: the next connection finds the database
+        as it was before (SQLite alone: rolled back from the journal the load left; beside a server: the WAL
+        frames never committed), indexes and triggers included, in WAL mode; the file then imports whole."""
+        engine = first_cli.engine
+        with first_cli.sessions() as session:
+            before_rows = snapshot(session)
+        before_indexes = indexes(engine)
+        engine.dispose()
+        marker = first_cli.folder / "mid-load"
+        path = first_cli.write(HEADER, [line_row(n) for n in range(1, 7)])
+        script = textwrap.dedent(
+            """
+            import sys, time
+            from pathlib import Path
+            import simkeep.lines.importer as li
+            from simkeep.config import Settings
+            from simkeep.db.engine import make_engine
+
+            url, secret, path, marker = sys.argv[1:]
+            li.FIRST_LOAD_MIN_ROWS = 0
+
+            def stop_midway(done, _total):
+                if done == 2:
+                    Path(marker).write_text("two batches written")
+                    time.sleep(600)
+
+            settings = Settings(environment="test", secret_key=secret, database_url=url)
+            li.import_lines(make_engine(url), settings, Path(path), batch_rows=2, parallel=False,
+                            on_progress=stop_midway)
+            """
+        )
+        settings = first_cli.settings
+        child = subprocess.Popen(  # noqa: S603 - this interpreter, the test's own script
+            [sys.executable, "-c", script, settings.database_url, settings.secret_key, str(path), str(marker)]
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert marker.exists(), "the import did not reach its second batch"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        if engine.dialect.name == "sqlite":
+            database = str(engine.url.database)
+            assert Path(database + "-journal").exists() == (company == "alone")  # a hot journal
+        with first_cli.sessions() as session:
+            assert snapshot(session) == before_rows
+        assert indexes(engine) == before_indexes
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+                assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert not Path(database + "-journal").exists()
+        result = import_lines(engine, settings, path, batch_rows=2, parallel=False)
+        assert result.imported == 6
+        assert_only(first_cli, 1, 2, 3, 4, 5, 6)
+
     @pytest.mark.parametrize(
         ("repeat", "field", "reason"),
         [
@@ -1228,6 +1472,7 @@ class TestFirstLoad:
     def test_a_key_of_an_earlier_batch_sends_the_file_batch_by_batch(
         self,
         first_cli: ImportCli,
+        company: str,
         monkeypatch: pytest.MonkeyPatch,
         repeat: dict[str, str],
         field: str,
@@ -1237,11 +1482,13 @@ class TestFirstLoad:
         imported batch by batch, which names the row, and the indexes are as they were."""
         before = indexes(first_cli.engine)
         loads = first_loads(monkeypatch)
+        alone = journals(monkeypatch)
         rows = [line_row(1), line_row(2), line_row(3, **repeat), line_row(4)]
         result = import_lines(
             first_cli.engine, first_cli.settings, first_cli.write(HEADER, rows), batch_rows=2
         )
         assert loads == [True, False]
+        assert_journals(first_cli, alone, company)
         assert [(e.line, e.field, e.reason) for e in result.errors] == [(4, field, reason)]
         assert (result.rows, result.imported, result.rejected) == (4, 3, 1)
         assert_only(first_cli, 1, 2, 4)
@@ -1313,7 +1560,7 @@ class TestFirstLoad:
         assert m.sims[stock.id].status == SimStatus.IN_STOCK
 
     def test_a_failure_midway_leaves_the_database_as_it_was(
-        self, first_cli: ImportCli, monkeypatch: pytest.MonkeyPatch
+        self, first_cli: ImportCli, company: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """An error in the second batch rolls back the first batch too, the plan it created and the dropped
         indexes included; running the file again imports it whole."""
@@ -1332,10 +1579,12 @@ class TestFirstLoad:
             return real(writer, cur, batch)
 
         monkeypatch.setattr(LineWriter, method, fail_second)
+        alone = journals(monkeypatch)
         path = first_cli.write(HEADER, [line_row(n) for n in range(1, 5)])
         with pytest.raises(OSError, match="the disk is full"):
             import_lines(first_cli.engine, first_cli.settings, path, batch_rows=2, parallel=False)
         assert calls == [2, 4]
+        assert_journals(first_cli, alone, company)
         with first_cli.sessions() as session:
             assert snapshot(session) == before_rows
         assert indexes(first_cli.engine) == before_indexes
