@@ -184,6 +184,54 @@ class TestMigrationsWithData:
                 counted = f"SELECT count(*) FROM sims INDEXED BY ix_sims_stock_pick WHERE {stock}"  # noqa: S608
                 assert conn.execute(text(counted)).scalar_one() == 3
 
+    def test_postgres_sims_stock_defaults(self, fresh: tuple[Engine, Settings]) -> None:
+        """Revision 0023: on PostgreSQL a SIM's status and times have the table's defaults (the stock
+        import's COPY leaves them out), gone when downgraded; SQLite is left as it was; no drift either
+        way."""
+        engine, _ = fresh
+
+        def defaults() -> dict[str, str | None]:
+            with engine.connect() as conn:
+                if engine.dialect.name == "sqlite":
+                    found = conn.execute(text("SELECT name, dflt_value FROM pragma_table_info('sims')"))
+                else:
+                    found = conn.execute(
+                        text(
+                            "SELECT column_name, column_default FROM information_schema.columns "
+                            "WHERE table_schema = current_schema() AND table_name = 'sims'"
+                        )
+                    )
+                return {
+                    str(name): value
+                    for name, value in found
+                    if name in ("status", "created_at", "updated_at")
+                }
+
+        at_head = defaults()
+        migrate.downgrade(engine, "0022")
+        assert migrate.drift(engine) == []
+        assert defaults() == dict.fromkeys(("status", "created_at", "updated_at"))
+        migrate.upgrade(engine)
+        assert migrate.drift(engine) == []
+        assert defaults() == at_head
+        if engine.dialect.name == "sqlite":
+            assert at_head == dict.fromkeys(("status", "created_at", "updated_at"))
+            return
+        assert at_head == {
+            "status": "'in_stock'::character varying",
+            "created_at": "now()",
+            "updated_at": "now()",
+        }
+        with engine.begin() as conn:
+            started = conn.execute(text("SELECT now()")).scalar_one()
+            new_sim = (
+                "INSERT INTO sims (iccid, imsi, kind, location, batch) "
+                "VALUES ('89860000000000000017', '460000000000017', 'esim', 'warehouse', 'B')"
+            )
+            conn.execute(text(new_sim))
+            row = conn.execute(text("SELECT status, created_at, updated_at FROM sims")).one()
+        assert tuple(row) == ("in_stock", started, started)
+
     def test_sqlite_number_keys_are_indexes(self, fresh: tuple[Engine, Settings]) -> None:
         """Revision 0022: on SQLite the numbers' unique keys are indexes of their own (which a first lines
         import can drop), as unique as before; the tables are copied with their rows, indexes and triggers,

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
 from simkeep.config import Settings
+from simkeep.db.base import utcnow
 from simkeep.identifiers import iccid_problem
 from simkeep.identity.vault import Vault, get_vault
+from simkeep.models import Sim, SimStatus
 from simkeep.network.adapter import SimAuth
 from simkeep.sims.columns import iccid_ok, stock_columns
 from simkeep.sims.importer import (
@@ -270,6 +272,26 @@ def _sims(cli: ImportCli) -> list[tuple[Any, ...]]:
 class TestWriters:
     """A batch written at once (COPY straight into ``sims`` on PostgreSQL) and one written row by row after
     a conflict store the same columns, with consecutive ids in file order."""
+
+    def test_each_sim_has_its_batchs_time(self, cli: ImportCli) -> None:
+        """Written at once or after a conflict, a SIM is in stock and created and updated at its batch's
+        time (on PostgreSQL the table's defaults: the transaction's start), between the runs' start and
+        end."""
+        header = ",".join(SIM_COLUMNS)
+        rows = [
+            f"{factories.make_iccid(n)},{factories.make_imsi(n)},physical,warehouse,,B1" for n in range(1, 7)
+        ]
+        started = utcnow()
+        assert cli.report("sims", cli.write(header, rows[:3]))[1]["imported"] == 3
+        assert cli.report("sims", cli.write(header, rows))[1]["imported"] == 3  # classified: 3 present
+        ended = utcnow()
+        with cli.sessions() as session:
+            sims = list(session.scalars(select(Sim).order_by(Sim.id)))
+        assert [s.status for s in sims] == [SimStatus.IN_STOCK] * 6
+        assert all(s.created_at == s.updated_at for s in sims)
+        first, second = {s.created_at for s in sims[:3]}, {s.created_at for s in sims[3:]}
+        assert len(first) == len(second) == 1
+        assert started <= first.pop() < second.pop() <= ended
 
     def test_direct_and_classified_batches_store_the_same_rows(self, cli: ImportCli) -> None:
         """The second file overlaps the first, so its batch is classified; the rows look alike."""

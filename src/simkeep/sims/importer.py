@@ -1014,10 +1014,12 @@ _SIM_NEXT_ID_PG = (
     "SELECT setval(pg_get_serial_sequence('sims', 'id'), GREATEST(nextval(pg_get_serial_sequence('sims', "
     "'id')), (SELECT COALESCE(max(id), 0) + 1 FROM sims)), false)"
 )  # the first free id, which the next nextval (the id column's default) hands out
+#: PostgreSQL: a SIM's status and times are the table's defaults (``in_stock``, the transaction's start;
+#: migration 0023), which neither the COPY nor this insert names.
 _SIM_INSERT_PG = (
-    "INSERT INTO sims (id, iccid, imsi, kind, status, location, store_id, batch, auth_algorithm, "
-    "auth_sealed, created_at, updated_at) SELECT %s + k, iccid, imsi, kind, 'in_stock', location, "
-    "store_id, batch, auth_algorithm, auth_sealed, %s, %s FROM sk_import_stock"
+    "INSERT INTO sims (id, iccid, imsi, kind, location, store_id, batch, auth_algorithm, auth_sealed) "
+    "SELECT %s + k, iccid, imsi, kind, location, store_id, batch, auth_algorithm, auth_sealed "
+    "FROM sk_import_stock"
 )
 
 
@@ -1085,10 +1087,11 @@ class SimWriter:
 
         The ids come from the table's sequence, positioned on the first free id; with the table locked
         against other writers they are consecutive, which ``currval`` confirms before the ledger notes them.
+        The status and the times are the table's defaults: sent as text, the two times alone cost the server
+        a fifth of its time parsing them again for every row (migration 0023).
         """
         import psycopg
 
-        now = utcnow().isoformat()
         n = len(batch.lines)
         cur.execute("SET LOCAL client_min_messages = warning")
         cur.execute("LOCK TABLE sims IN SHARE ROW EXCLUSIVE MODE")
@@ -1098,10 +1101,8 @@ class SimWriter:
         base = int(cur.fetchone()[0])
         cur.execute("SAVEPOINT sk_batch")
         try:
-            with cur.copy(
-                f"COPY sims ({', '.join(_SIM_COPY_COLUMNS)}, status, created_at, updated_at) FROM STDIN"
-            ) as cp:
-                cp.write(batch.payload.replace("\n", f"\tin_stock\t{now}\t{now}\n"))
+            with cur.copy(f"COPY sims ({', '.join(_SIM_COPY_COLUMNS)}) FROM STDIN") as cp:
+                cp.write(batch.payload)
             cur.execute("SELECT currval(pg_get_serial_sequence('sims', 'id'))")
             if int(cur.fetchone()[0]) == base + n - 1:
                 self.ledger.add(base, batch.lines)
@@ -1109,7 +1110,7 @@ class SimWriter:
             cur.execute("ROLLBACK TO SAVEPOINT sk_batch")  # pragma: no cover - someone took ids meanwhile
         except psycopg.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT sk_batch")
-        return self._write_pg_staged(cur, batch, now)
+        return self._write_pg_staged(cur, batch)
 
     def _stores_held(self, cur: Any) -> bool:
         """Whether every store the reader knew still exists, locked against changes until the batch ends."""
@@ -1117,7 +1118,7 @@ class SimWriter:
         cur.execute("SELECT count(*) FROM stores WHERE id = ANY(%s)", (self.stores,))
         return int(cur.fetchone()[0]) == len(self.stores)
 
-    def _write_pg_staged(self, cur: Any, batch: Batch, now: str) -> tuple[int, int, list[RowError]]:
+    def _write_pg_staged(self, cur: Any, batch: Batch) -> tuple[int, int, list[RowError]]:
         """Stage the batch, find the rows a unique key refuses, and insert the others."""
         n = len(batch.lines)
         cur.execute(_SIM_STAGE)
@@ -1136,7 +1137,7 @@ class SimWriter:
         found_imsi = dict(cur.fetchall())
         drop, present, errors = self._classify(batch.lines, found_iccid, found_imsi)
         cur.execute("DELETE FROM sk_import_stock WHERE k = ANY(%s)", (sorted(drop),))
-        cur.execute(_SIM_INSERT_PG, (base, now, now))
+        cur.execute(_SIM_INSERT_PG, (base,))
         return n - len(drop), present, errors
 
     def _classify(
