@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from stdnum.cn import ric
+from structlog.testing import capture_logs
 
 import simkeep.lines.importer as lines_importer
 from simkeep.camara.facts import RELOAD
@@ -1352,7 +1353,8 @@ class TestFirstLoad:
     ) -> None:
         """SQLite, through a rollback journal: another program's read that began mid-load (before the load
         first wrote to the database file) keeps the commit waiting until it ends; one longer than
-        SQLITE_ALONE_WAIT_MS fails the load with "database is locked", the database as it was."""
+        SQLITE_ALONE_WAIT_MS fails the load with "database is locked", the database as it was (left in
+        rollback-journal mode while the read holds it, with a warning; simkeep's next connection sets WAL)."""
         engine = first_cli.engine
         if engine.dialect.name != "sqlite":
             pytest.skip("SQLite's journals")
@@ -1374,14 +1376,17 @@ class TestFirstLoad:
 
         path = first_cli.write(HEADER, [line_row(n) for n in range(1, 6)])
         try:
-            with pytest.raises(DBAPIError, match="database is locked"):
+            with capture_logs() as logs, pytest.raises(DBAPIError, match="database is locked"):
                 import_lines(
                     engine, first_cli.settings, path, batch_rows=2, parallel=False, on_progress=read_on
                 )
         finally:
             readers.pop().close()
+        assert [(e["event"], e["log_level"]) for e in logs] == [("sqlite_wal_not_restored", "warning")]
+        engine.dispose()
         with first_cli.sessions() as session:
             assert snapshot(session) == before_rows
+            assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert indexes(engine) == before_indexes
         assert not Path(database + "-journal").exists()
 

@@ -1343,10 +1343,7 @@ def _sqlite_first_load(conn: Connection) -> Iterator[bool]:
                 cur.execute(ddl)
             if trigger is not None:
                 cur.execute(trigger[0])
-                cur.execute(
-                    "INSERT INTO camara_changes (msisdn) SELECT ? WHERE EXISTS (SELECT 1 FROM lines)",
-                    (RELOAD,),
-                )
+                cur.execute(_SQLITE_RELOAD_ROW, (RELOAD,))
         except sqlite3.IntegrityError as exc:
             transaction.rollback()
             raise FirstLoadConflict(str(exc)) from exc
