@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from simkeep.db.engine import SQLITE_LOCK_TRY_MS, make_engine
+from simkeep.db.engine import SQLITE_LOCK_TRY_MS, make_engine, set_wal
 
 
 @pytest.fixture
@@ -174,3 +174,65 @@ def test_a_forked_child_does_not_inherit_a_taken_turn(path: Path) -> None:
     session.close()
     engine.dispose()
     assert answer == b"1"
+
+
+class TestSetWal:
+    """A connection puts the database in WAL mode as it opens, waiting while another holds it in a rollback
+    journal's lock (a first lines load switches to one while it has the database alone, and back after)."""
+
+    @pytest.fixture
+    def rollback(self, path: Path) -> Path:
+        """The database in rollback-journal mode."""
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+        finally:
+            conn.close()
+        return path
+
+    def test_waits_for_a_read_to_end(self, rollback: Path) -> None:
+        """Another connection's read keeps the switch waiting (SQLite's own handler gets no time at all
+        here, as in the deadlock where it fails at once); once the read ends, the database is in WAL mode."""
+        reader = sqlite3.connect(rollback, isolation_level=None, check_same_thread=False)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+        threading.Timer(0.2, reader.close).start()
+        switcher = sqlite3.connect(rollback, isolation_level=None)
+        try:
+            switcher.execute("PRAGMA busy_timeout = 0")
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                switcher.execute("PRAGMA journal_mode = WAL")  # what SQLite alone does
+            started = time.monotonic()
+            set_wal(switcher, 30)
+            assert time.monotonic() - started < 30
+            assert switcher.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            switcher.close()
+        engine = _engine(rollback)
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        engine.dispose()
+
+    def test_gives_up_after_its_timeout(self, rollback: Path) -> None:
+        """A read longer than the timeout: the switch fails with SQLite's "database is locked", and the
+        database stays as it was; so does opening an engine's connection past its busy timeout."""
+        reader = sqlite3.connect(rollback, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+        switcher = sqlite3.connect(rollback, isolation_level=None)
+        try:
+            switcher.execute("PRAGMA busy_timeout = 0")
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                set_wal(switcher, 0.1)
+            engine = _engine(rollback, busy_timeout_ms=100)
+            with pytest.raises(OperationalError, match="database is locked"), engine.connect():
+                pass
+            engine.dispose()
+        finally:
+            switcher.close()
+            reader.close()
+        check = sqlite3.connect(rollback)
+        try:
+            assert check.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+        finally:
+            check.close()

@@ -98,6 +98,33 @@ class _WriteGate:
 _GATES: weakref.WeakSet[_WriteGate] = weakref.WeakSet()
 
 
+def set_wal(cursor: Any, timeout: float) -> None:
+    """``PRAGMA main.journal_mode = WAL``, tried again for up to ``timeout`` seconds while the database is
+    locked.
+
+    Leaving a rollback journal for WAL takes the database for a moment (a first lines load switches it to a
+    rollback journal while it has it alone, and back after). Two connections doing so at once each hold a
+    shared lock and want the other's gone: SQLite then fails one at once with "database is locked" instead of
+    letting it wait (its busy handler would wait for ever), so the wait is done here. Past the timeout the
+    last try's error is raised.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA main.journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, _SET_WAL_MAX_SLEEP)
+
+
+#: The longest sleep between two tries of :func:`set_wal` (seconds).
+_SET_WAL_MAX_SLEEP = 0.05
+
+
 def _reopen_gates() -> None:
     for gate in list(_GATES):
         gate.lock = threading.Lock()
@@ -114,7 +141,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")  # the set-up may wait for a lock
-        cursor.execute("PRAGMA journal_mode=WAL")
+        set_wal(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={min(SQLITE_LOCK_TRY_MS, int(busy_timeout_ms))}")

@@ -32,6 +32,7 @@ from stdnum.cn import ric
 from simkeep.camara.facts import RELOAD
 from simkeep.config import Settings
 from simkeep.db.base import utcnow
+from simkeep.db.engine import set_wal
 from simkeep.identifiers import E164, imsi_problem, msisdn_problem
 from simkeep.lines.columns import Checked
 from simkeep.sims.columns import split_plain
@@ -1406,7 +1407,7 @@ def _sqlite_alone(cur: Any) -> Iterator[bool]:
         yield True
     finally:
         try:
-            cur.execute("PRAGMA main.journal_mode = WAL")
+            set_wal(cur, SQLITE_ALONE_WAIT_MS / 1000)
         except sqlite3.OperationalError as exc:
             log.warning(
                 "sqlite_wal_not_restored", reason=str(exc), note="simkeep sets WAL mode as it next opens it"
