@@ -202,9 +202,7 @@ class TestSetWal:
             switcher.execute("PRAGMA busy_timeout = 0")
             with pytest.raises(sqlite3.OperationalError, match="database is locked"):
                 switcher.execute("PRAGMA journal_mode = WAL")  # what SQLite alone does
-            started = time.monotonic()
             set_wal(switcher, 30)
-            assert time.monotonic() - started < 30
             assert switcher.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         finally:
             switcher.close()

@@ -1079,35 +1079,30 @@ def indexes(engine: Engine) -> dict[str, str]:
         return {str(name): str(definition) for name, definition in found}
 
 
-def first_loads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each pass of the imports to come made of :func:`~simkeep.lines.importer.first_load`."""
+def _yielded(monkeypatch: pytest.MonkeyPatch, name: str) -> list[bool]:
+    """What each use to come of the context manager ``name`` of the lines importer yielded."""
     outcomes: list[bool] = []
-    real = lines_importer.first_load
+    real = getattr(lines_importer, name)
 
     @contextmanager
-    def spy(conn: Any, *, wanted: bool) -> Iterator[bool]:
-        with real(conn, wanted=wanted) as on:
-            outcomes.append(on)
-            yield on
+    def spy(*args: Any, **kwargs: Any) -> Iterator[bool]:
+        with real(*args, **kwargs) as value:
+            outcomes.append(value)
+            yield value
 
-    monkeypatch.setattr(lines_importer, "first_load", spy)
+    monkeypatch.setattr(lines_importer, name, spy)
     return outcomes
+
+
+def first_loads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each pass of the imports to come made of :func:`~simkeep.lines.importer.first_load`."""
+    return _yielded(monkeypatch, "first_load")
 
 
 def journals(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """SQLite: for each first load to come, whether it wrote through a rollback journal (the database
     alone) rather than the WAL."""
-    outcomes: list[bool] = []
-    real = lines_importer._sqlite_alone
-
-    @contextmanager
-    def spy(cur: Any) -> Iterator[bool]:
-        with real(cur) as alone:
-            outcomes.append(alone)
-            yield alone
-
-    monkeypatch.setattr(lines_importer, "_sqlite_alone", spy)
-    return outcomes
+    return _yielded(monkeypatch, "_sqlite_alone")
 
 
 def assert_journals(cli: ImportCli, alone: list[bool], company: str) -> None:

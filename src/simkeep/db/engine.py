@@ -104,9 +104,9 @@ def set_wal(cursor: Any, timeout: float) -> None:
 
     Leaving a rollback journal for WAL takes the database for a moment (a first lines load switches it to a
     rollback journal while it has it alone, and back after). Two connections doing so at once each hold a
-    shared lock and want the other's gone: SQLite then fails one at once with "database is locked" instead of
-    letting it wait (its busy handler would wait for ever), so the wait is done here. Past the timeout the
-    last try's error is raised.
+    shared lock and want the other's gone: SQLite then fails one at once with "database is locked" rather
+    than call its busy handler (waiting would be a deadlock), so the wait is done here, each failed try
+    having let its lock go. Past the timeout the last try's error is raised.
     """
     deadline = time.monotonic() + timeout
     pause = 0.001
