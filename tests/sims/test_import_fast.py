@@ -24,6 +24,7 @@ from simkeep.models import Sim, SimStatus
 from simkeep.network.adapter import SimAuth
 from simkeep.sims.columns import iccid_ok, stock_columns
 from simkeep.sims.importer import (
+    READER_NICENESS,
     SIM_COLUMNS,
     STAGE_ROWS_PER_INSERT,
     ImportFileUnreadable,
@@ -387,6 +388,21 @@ class TestForkingReaders:
             assert len(set(makers.values())) == min(total, 3)
             assert all(makers[item % 3] == pid for item, pid in items)
         assert [item for item, _ in in_turns(partial(produce, total=5), readers=0)] == list(range(5))
+
+    def test_readers_run_at_a_lower_priority_than_the_writer(self) -> None:
+        """The forked readers yield the cores to the writer (and the database work it waits for): their
+        niceness is the writer's plus READER_NICENESS (at most 19); the writer's own is unchanged."""
+        writer = os.nice(0)
+
+        def niceness(_index: int, _of: int) -> Iterator[tuple[int, int]]:
+            return iter([(os.getpid(), os.nice(0))])
+
+        made = list(in_turns(niceness, readers=2))
+        assert len(made) == 2
+        assert all(pid != os.getpid() for pid, _ in made)
+        assert {nice for _, nice in made} == {min(writer + READER_NICENESS, 19)}
+        assert os.nice(0) == writer
+        assert list(in_turns(niceness, readers=0)) == [(os.getpid(), writer)]  # in process: untouched
 
     def test_the_main_thread_forks_and_other_threads_read_in_process(self) -> None:
         """A reader forked from a thread whose siblings are inside SQLite would inherit SQLite's mutexes held
