@@ -26,7 +26,7 @@ from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
@@ -359,7 +359,8 @@ class _Failure:
 
 
 def _produce(read: Callable[[Part], Iterator[Batch]], part: Part, send: Any) -> None:
-    os.nice(READER_NICENESS)
+    with suppress(OSError):  # lowering one's own priority is always allowed; if not, it runs as it is
+        os.nice(READER_NICENESS)
     try:
         for batch in read(part):
             send.send(batch)
