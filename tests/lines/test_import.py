@@ -568,10 +568,15 @@ class TestBatches:
 
     def test_default_batch_size_per_database(self, cli: ImportCli, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without ``batch_rows``, SQLite takes 100,000 lines to a transaction (fewer commits rewrite its
-        randomly ordered index pages fewer times); PostgreSQL takes the SIM import's 50,000. Here the sizes
-        are made 3 and 4, and the transactions are counted by the batches the writer is given."""
+        randomly ordered index pages fewer times); PostgreSQL 25,000 (its server starts on the first batch
+        sooner). Here the sizes are made 3 and 4, and the transactions are counted by the batches the writer
+        is given."""
+        assert (lines_importer.SQLITE_LINE_BATCH_ROWS, lines_importer.POSTGRES_LINE_BATCH_ROWS) == (
+            100_000,
+            25_000,
+        )
         monkeypatch.setattr(lines_importer, "SQLITE_LINE_BATCH_ROWS", 3)
-        monkeypatch.setattr(lines_importer, "BATCH_ROWS", 4)
+        monkeypatch.setattr(lines_importer, "POSTGRES_LINE_BATCH_ROWS", 4)
         sizes: list[int] = []
         write = LineWriter.write
 

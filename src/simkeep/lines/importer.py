@@ -37,7 +37,6 @@ from simkeep.identifiers import E164, imsi_problem, msisdn_problem
 from simkeep.lines.columns import Checked
 from simkeep.sims.columns import split_plain
 from simkeep.sims.importer import (
-    BATCH_ROWS,
     SIM_KINDS,
     SQLITE_STAGE_SCHEMA,
     Batch,
@@ -77,10 +76,15 @@ DOCUMENT_PURPOSE = "document-number"
 #: batch touched, and a batch of random numbers and document hashes touches most pages of their indexes,
 #: so fewer, larger batches write those pages fewer times: 1,000,000 lines, alternating, the writer's CPU
 #: 15.4 s against 17.8 s and the run 21.1 s against 23.1 s (five pairs), for 40-66 MB more memory; 200,000
-#: gave no more (19.9 s) for 120 MB more. PostgreSQL keeps :data:`~simkeep.sims.importer.BATCH_ROWS`: its
-#: first load is one transaction anyway, and larger batches there only start the server later (23.8 s
-#: against 23.2 s, two pairs through the command).
+#: gave no more (19.9 s) for 120 MB more.
 SQLITE_LINE_BATCH_ROWS = 100_000
+#: PostgreSQL: lines per batch, half the SIM import's. Its first load is one transaction anyway; smaller
+#: batches start the server sooner (the readers' first batch is ready in half the time) and leave it less
+#: to write after the readers have finished, while the readers run below the writer's priority (see
+#: :data:`~simkeep.sims.importer.READER_NICENESS`). 1,000,000 lines through the command, alternating with
+#: 50,000: shorter in seven of eight pairs, 25.1 s against 26.4 s on average (22-31 s, a drifting hour);
+#: 12,500 gave no more (two runs). 100,000 had been slower than 50,000 (23.8 s against 23.2 s, two pairs).
+POSTGRES_LINE_BATCH_ROWS = 25_000
 NEW_PLAN_INACTIVITY_DAYS = 180
 _LANGUAGES = frozenset({"zh-CN", "en"})
 _PASSPORT = re.compile(r"^[A-Z0-9]{5,9}\Z")
@@ -1436,11 +1440,11 @@ def import_lines(
     """Import lines from ``path``; raises :class:`ImportFileUnreadable` before writing anything.
 
     ``batch_rows``: lines per batch; by default :data:`SQLITE_LINE_BATCH_ROWS` on SQLite, else
-    :data:`~simkeep.sims.importer.BATCH_ROWS`.
+    :data:`POSTGRES_LINE_BATCH_ROWS`.
     """
     started = time.perf_counter()
     if batch_rows is None:
-        batch_rows = SQLITE_LINE_BATCH_ROWS if engine.dialect.name == "sqlite" else BATCH_ROWS
+        batch_rows = SQLITE_LINE_BATCH_ROWS if engine.dialect.name == "sqlite" else POSTGRES_LINE_BATCH_ROWS
     total = check_file(path, LINE_COLUMNS)
     load = partial(
         _load_lines, engine, path, total, document_key(settings.secret_key), batch_rows, parallel, on_progress
