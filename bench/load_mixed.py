@@ -6,10 +6,13 @@ each backend it makes a fresh database with N lines (default 200,000) for the ch
 and enough holders and store SIMs for ``F * S`` replacement flows (defaults 20 per second for 60 s); runs
 ``simkeep worker --exit-when-idle`` once, so that the day's scheduled jobs (the daily sweep over the N lines,
 its reminders and recyclings, their messages) are done, as they are during a working day; starts ``simkeep
-serve --workers W`` and ``simkeep worker`` as an operator would (with ``--check-workers C``, a second
-``simkeep serve`` with C workers answers the checks, as docs/deployment.md describes, and the first one keeps
-no facts copy); then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64 connections on a schedule
-of R checks a second (default 20,000, the issue's rate, whatever the latency: see ``PACED_RATE``;
+serve --workers W`` and ``simkeep worker`` as an operator would, and, for the checks, a second ``simkeep
+serve`` with C workers (default 1), as docs/deployment.md tells an operator whose relying parties' traffic is
+heavy to run the CAMARA API (the first one keeps no facts copy; ``--check-workers 0``: one ``simkeep serve``
+answers both loads on its W workers); then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64
+connections on a schedule of R checks a second (default 20,000, the issue's rate, whatever the latency: see
+``PACED_RATE``; a wrk thread more than 100 ms behind its schedule starts it again from the present, so the
+checks a slow server did not take in time are never sent and the figure counts only those answered;
 ``--check-rate 0``: as fast as the server answers; the older ``--check-delay-ms D`` has each connection wait D
 ms after an answer instead, which offers less as the latency grows), while a pool of clerk clients starts F
 store replacements a second (submit with the in-person check, cash payment, the scanned SIM, activation: four
@@ -233,6 +236,16 @@ def start_services(
     return processes, base, check_base, options.check_workers or options.workers
 
 
+def topology(options: argparse.Namespace) -> str:
+    """Which processes answer which load, as the run's output says it."""
+    if options.check_workers:
+        return (
+            f"the checks on a `simkeep serve --workers {options.check_workers}` of their own, "
+            f"the replacements on a `simkeep serve --workers {options.workers}`"
+        )
+    return f"the checks and the replacements on one `simkeep serve --workers {options.workers}`"
+
+
 def service_env(url: str) -> dict[str, str]:
     """The environment ``simkeep serve`` and ``simkeep worker`` run with on the benchmark's database."""
     return {
@@ -289,6 +302,7 @@ def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> l
         try:
             waited = wait_facts(check_base, workers=check_workers)
             print(f"{backend}: facts copies ready {waited:.1f} s after the server answered", flush=True)
+            print(f"{backend}: {topology(options)}", flush=True)
             form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
             token = httpx.post(check_base + "/oauth2/token", data=form, timeout=120).json()["access_token"]
             script = workdir / f"check-{backend}.lua"
@@ -350,9 +364,10 @@ def main() -> None:
     parser.add_argument(
         "--check-workers",
         type=int,
-        default=0,
-        help="serve the CAMARA checks from a `simkeep serve` of their own with this many worker processes "
-        "(0: the checks and the replacements share the --workers)",
+        default=1,
+        help="serve the CAMARA checks from a `simkeep serve` of their own with this many worker processes, "
+        "as docs/deployment.md advises where the banks' traffic is heavy (0: the checks and the replacements "
+        "share the --workers of one `simkeep serve`)",
     )
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument(
