@@ -98,6 +98,7 @@ def create_app(
                 session.close()
 
         app.state.session_scope = scope
+        app.state.session_factory = factory  # the request's session (auth.deps.get_session)
         app.state.owns_database = True  # the CAMARA hot path opens read connections of its own
         reader = None
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):

@@ -107,6 +107,9 @@ def record(
 
 
 _PENDING = "simkeep.audit.pending"
+#: The statements of every audited commit, built once (each commit would otherwise build them again).
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_HEAD = select(AuditEntry.__table__.c.entry_hash).order_by(AuditEntry.__table__.c.id.desc()).limit(1)
 
 
 def link_pending(session: Session) -> None:
@@ -124,9 +127,8 @@ def link_pending(session: Session) -> None:
     pending: list[tuple[Any, AuditEntry]] = session.info.pop(_PENDING, [])
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
-    table = AuditEntry.__table__
-    head = connection.execute(select(table.c.entry_hash).order_by(table.c.id.desc()).limit(1)).scalar()
+        connection.execute(_LOCK, {"k": _ADVISORY_LOCK_KEY})
+    head = connection.execute(_HEAD).scalar()
     prev_hash = head or GENESIS_HASH
     for _owner, entry in pending:
         entry.prev_hash = prev_hash

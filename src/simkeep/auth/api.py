@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 from simkeep.auth import service
 from simkeep.auth.deps import AppSettings, Credentials, DbSession
 from simkeep.identifiers import normalise_msisdn
+from simkeep.routing import OneTripRoute
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(route_class=OneTripRoute, prefix="/auth", tags=["auth"])
 
 
 class StaffSignIn(BaseModel):

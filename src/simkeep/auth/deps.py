@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import contextmanager_in_threadpool, run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -20,18 +22,45 @@ _bearer = HTTPBearer(
 )
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """The request's session. The endpoint commits once; errors roll back (except recorded failed proofs)."""
-    with request.app.state.session_scope() as session:
-        try:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session. The endpoint commits once; errors roll back (except recorded failed proofs).
+
+    An async dependency, so the request makes no trips to the thread pool for it when none is needed: a
+    sync one enters and leaves in a trip each, and under load every trip costs the server CPU (each wakes
+    a thread and hands the interpreter lock over). Making the session touches no database (it connects at
+    its first statement), and closing one that has committed only lets its objects go; closing one still
+    in a transaction rolls back, which runs on a thread. A scope handed to :func:`~simkeep.app.create_app`
+    (the tests') may use its connection as it opens and closes, so it runs on a thread throughout.
+    """
+    factory = getattr(request.app.state, "session_factory", None)
+    if factory is None:
+        scope = contextmanager_in_threadpool(request.app.state.session_scope())
+        async with scope as session, _keeping_changes(session):
             yield session
-        except DomainError as exc:
-            if exc.keep_changes:
-                session.commit()
-            raise
+        return
+    session = factory()
+    try:
+        async with _keeping_changes(session):
+            yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
-def get_app_settings(request: Request) -> Settings:
+@asynccontextmanager
+async def _keeping_changes(session: Session) -> AsyncIterator[None]:
+    """Commit what an error that keeps its changes (a recorded failed proof) wrote, then raise it on."""
+    try:
+        yield
+    except DomainError as exc:
+        if exc.keep_changes:
+            await run_in_threadpool(session.commit)
+        raise
+
+
+async def get_app_settings(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
@@ -71,10 +100,10 @@ def resolve_token(request: Request, session: Session, settings: Settings, token:
 CurrentActor = Annotated[Actor, Depends(current_actor)]
 
 
-def require_staff(*roles: StaffRole) -> Callable[[Actor], Actor]:
+def require_staff(*roles: StaffRole) -> Callable[[Actor], Coroutine[None, None, Actor]]:
     """A dependency that admits staff users with one of ``roles`` (admins always)."""
 
-    def dependency(actor: CurrentActor) -> Actor:
+    async def dependency(actor: CurrentActor) -> Actor:
         if not actor.is_staff:
             raise AuthenticationFailed("Sign in as a staff user.", code="STAFF_SIGN_IN_REQUIRED")
         if roles and not actor.has_role(*roles):
@@ -84,7 +113,7 @@ def require_staff(*roles: StaffRole) -> Callable[[Actor], Actor]:
     return dependency
 
 
-def require_line(actor: CurrentActor) -> Actor:
+async def require_line(actor: CurrentActor) -> Actor:
     """Admits a holder signed in to a line."""
     if actor.kind != "line":
         raise AuthenticationFailed(
@@ -93,7 +122,7 @@ def require_line(actor: CurrentActor) -> Actor:
     return actor
 
 
-def require_signed_in(actor: CurrentActor) -> Actor:
+async def require_signed_in(actor: CurrentActor) -> Actor:
     """Admits any signed-in caller, staff or holder."""
     if actor.kind not in ("staff", "line"):
         raise AuthenticationFailed("Sign in first.", code="SIGN_IN_REQUIRED")

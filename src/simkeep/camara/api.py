@@ -33,6 +33,7 @@ from simkeep.camara.protocol import serve_runtime
 from simkeep.camara.reader import client_read_scope, facts_cache_for, reader_for
 from simkeep.camara.runtime import CamaraRuntime, ClientState
 from simkeep.config import Settings
+from simkeep.routing import OneTripRoute
 
 
 @asynccontextmanager
@@ -81,7 +82,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             client_reads[1].dispose()
 
 
-router = APIRouter(tags=["camara"], lifespan=_lifespan, responses=CAMARA_RESPONSES)
+router = APIRouter(route_class=OneTripRoute, tags=["camara"], lifespan=_lifespan, responses=CAMARA_RESPONSES)
 
 
 def runtime_of(app: Any) -> CamaraRuntime:

@@ -20,9 +20,10 @@ from simkeep.camara.auth import AccessToken
 from simkeep.camara.common import PHONE_NUMBER, json_object
 from simkeep.camara.errors import CAMARA_RESPONSES, CamaraError, camara_response, camara_status
 from simkeep.camara.runtime import ClientState
+from simkeep.routing import OneTripRoute
 
 PREFIX = "/sim-swap-subscriptions/v0.3/subscriptions"
-router = APIRouter(tags=["camara"], responses=CAMARA_RESPONSES)
+router = APIRouter(route_class=OneTripRoute, tags=["camara"], responses=CAMARA_RESPONSES)
 
 #: Does the work of one call in a transaction: (session, token, client pk, JSON body) -> (status, body).
 Work = Callable[[Session, AccessToken, int, dict[str, Any] | None], tuple[int, Any]]

@@ -17,6 +17,7 @@ from simkeep.auth.deps import AppSettings, DbSession
 from simkeep.errors import InvalidInput
 from simkeep.esim import protocol
 from simkeep.esim.progress import record_progress
+from simkeep.routing import OneTripRoute
 from simkeep.security import constant_time_equal
 
 #: The SM-DP+ is answered in ES2+ JSON (SGP.22: a header with the execution status), not problem details.
@@ -26,7 +27,7 @@ ES2_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"application/json": {"schema": {"type": "object", "required": ["header"]}}},
     },
 }
-router = APIRouter(tags=["esim"], responses=ES2_RESPONSES)
+router = APIRouter(route_class=OneTripRoute, tags=["esim"], responses=ES2_RESPONSES)
 
 
 def _es2(body: dict[str, object], status_code: int = 200) -> JSONResponse:

@@ -17,8 +17,9 @@ from simkeep.identity import otp, passwords
 from simkeep.identity.errors import ProofFailed
 from simkeep.lines import repository as lines_repo
 from simkeep.models import StaffRole
+from simkeep.routing import OneTripRoute
 
-router = APIRouter(tags=["identity"])
+router = APIRouter(route_class=OneTripRoute, tags=["identity"])
 Reviewer = Annotated[Actor, Depends(require_staff(StaffRole.REVIEWER))]
 
 

@@ -13,8 +13,9 @@ from simkeep.auth.actors import Actor
 from simkeep.auth.deps import DbSession, require_staff
 from simkeep.jobs import service
 from simkeep.models import Job, JobState, StaffRole
+from simkeep.routing import OneTripRoute
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(route_class=OneTripRoute, tags=["jobs"])
 Admin = Annotated[Actor, Depends(require_staff(StaffRole.ADMIN))]
 
 

@@ -13,8 +13,9 @@ from simkeep.auth.deps import AppSettings, DbSession, require_staff
 from simkeep.keepalive import service
 from simkeep.models import StaffRole
 from simkeep.network.operations import commit_and_apply
+from simkeep.routing import OneTripRoute
 
-router = APIRouter(tags=["keepalive"])
+router = APIRouter(route_class=OneTripRoute, tags=["keepalive"])
 Admin = Annotated[Actor, Depends(require_staff(StaffRole.ADMIN))]
 
 

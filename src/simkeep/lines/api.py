@@ -31,8 +31,9 @@ from simkeep.loss import service as loss_service
 from simkeep.masking import mask_email, mask_iccid, mask_msisdn
 from simkeep.models import Line, Plan, ReplacementOrder, Sim, StaffRole
 from simkeep.network.operations import commit_and_apply
+from simkeep.routing import OneTripRoute
 
-router = APIRouter(prefix="/lines", tags=["lines"])
+router = APIRouter(route_class=OneTripRoute, prefix="/lines", tags=["lines"])
 Clerk = Annotated[Actor, Depends(require_staff(StaffRole.CLERK))]
 Reviewer = Annotated[Actor, Depends(require_staff(StaffRole.REVIEWER, StaffRole.CLERK))]
 

@@ -10,8 +10,9 @@ from simkeep.lines.schemas import LossReportCreate, LossReportRead
 from simkeep.loss import service
 from simkeep.models import SuspensionReason
 from simkeep.network.operations import commit_and_apply
+from simkeep.routing import OneTripRoute
 
-router = APIRouter(tags=["loss"])
+router = APIRouter(route_class=OneTripRoute, tags=["loss"])
 
 
 @router.post(

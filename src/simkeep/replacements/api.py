@@ -45,8 +45,9 @@ from simkeep.replacements.schemas import (
     Shipment,
     SimAssignment,
 )
+from simkeep.routing import OneTripRoute
 
-router = APIRouter(tags=["replacements"])
+router = APIRouter(route_class=OneTripRoute, tags=["replacements"])
 Reviewer = Annotated[Actor, Depends(require_staff(StaffRole.REVIEWER))]
 Admin = Annotated[Actor, Depends(require_staff(StaffRole.ADMIN))]
 OrderRef = Annotated[str, Query(min_length=1, max_length=16)]

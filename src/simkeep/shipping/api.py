@@ -12,9 +12,10 @@ from simkeep.auth.deps import AppSettings, DbSession, SignedInActor
 from simkeep.errors import InvalidInput
 from simkeep.logging import get_logger
 from simkeep.models import ParcelState
+from simkeep.routing import OneTripRoute
 from simkeep.shipping import service, webhooks
 
-router = APIRouter(tags=["shipping"])
+router = APIRouter(route_class=OneTripRoute, tags=["shipping"])
 log = get_logger("simkeep.shipping")
 
 

@@ -9,8 +9,9 @@ from sqlalchemy import func, select
 from simkeep.auth.deps import DbSession, StaffActor
 from simkeep.models import Sim, SimStatus, StaffRole
 from simkeep.models.sims import is_stock
+from simkeep.routing import OneTripRoute
 
-router = APIRouter(tags=["sims"])
+router = APIRouter(route_class=OneTripRoute, tags=["sims"])
 
 
 class StockCount(BaseModel):

@@ -40,7 +40,7 @@ def _next(request: Request) -> str:
     return quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
 
 
-def require_holder(request: Request, actor: PageActor) -> Actor:
+async def require_holder(request: Request, actor: PageActor) -> Actor:
     """A holder signed in to the portal; others are sent to the portal's sign-in."""
     if actor.kind != "line":
         raise RedirectTo(f"/portal/sign-in?next={_next(request)}")
@@ -50,7 +50,7 @@ def require_holder(request: Request, actor: PageActor) -> Actor:
 def require_staff_page(*roles: StaffRole):  # type: ignore[no-untyped-def]
     """Staff signed in to the console with one of ``roles`` (admins always); others sent to sign in."""
 
-    def dependency(request: Request, actor: PageActor) -> Actor:
+    async def dependency(request: Request, actor: PageActor) -> Actor:
         if not actor.is_staff:
             raise RedirectTo(f"/console/sign-in?next={_next(request)}")
         if roles and not actor.has_role(*roles):
