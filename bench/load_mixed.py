@@ -8,8 +8,9 @@ and enough holders and store SIMs for ``F * S`` replacement flows (defaults 20 p
 its reminders and recyclings, their messages) are done, as they are during a working day; starts ``simkeep
 serve --workers W`` and ``simkeep worker`` as an operator would, and, for the checks, a second ``simkeep
 serve`` with C workers (default 1), as docs/deployment.md tells an operator whose relying parties' traffic is
-heavy to run the CAMARA API (the first one keeps no facts copy; ``--check-workers 0``: one ``simkeep serve``
-answers both loads on its W workers); then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64
+heavy to run the CAMARA API (the first one keeps no facts copy; W defaults to 1, the deployment guide's advice
+on two cores; ``--check-workers 0``: one ``simkeep serve`` answers both loads on its W workers, default 2);
+then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64
 connections on a schedule of R checks a second (default 20,000, the issue's rate, whatever the latency: see
 ``PACED_RATE``; a wrk thread more than 100 ms behind its schedule starts it again from the present, so the
 checks a slow server did not take in time are never sent and the figure counts only those answered;
@@ -360,7 +361,13 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--flows-per-second", type=float, default=20.0)
     parser.add_argument("--duration", type=int, default=60)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of the `simkeep serve` for the replacements (default: 1 beside a "
+        "checks' server of its own, as docs/deployment.md advises on two cores; 2 when it serves both loads)",
+    )
     parser.add_argument(
         "--check-workers",
         type=int,
@@ -385,6 +392,8 @@ def main() -> None:
         "server answers)",
     )
     options = parser.parse_args()
+    if options.workers is None:
+        options.workers = 1 if options.check_workers else 2
     report()
     results: list[str] = []
     with tempfile.TemporaryDirectory(prefix="simkeep-bench-load-") as tmp:

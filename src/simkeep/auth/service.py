@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from simkeep.audit.service import record
@@ -184,26 +184,41 @@ def complete_portal_sign_in(session: Session, settings: Settings, *, line_id: in
     )
 
 
+#: The token and its staff user in one statement (every signed-in request asks it first): the columns an
+#: actor needs as a plain row, not two objects for the session to track (nor the user's password hash).
+_RESOLVE = (
+    select(
+        AuthToken.kind,
+        AuthToken.line_id,
+        AuthToken.assurance,
+        AuthToken.proof_methods,
+        AuthToken.expires_at,
+        AuthToken.revoked_at,
+        StaffUser.id.label("staff_user_id"),
+        StaffUser.username,
+        StaffUser.role,
+        StaffUser.store_id,
+        StaffUser.active,
+    )
+    .outerjoin(StaffUser, StaffUser.id == AuthToken.staff_user_id)
+    .where(AuthToken.token_hash == bindparam("token_hash"))
+)
+
+
 def resolve(session: Session, settings: Settings, token: str) -> Actor:
     """The actor a bearer token speaks for; raises when it is unknown, expired or revoked."""
-    # The token and its staff user in one statement (every staff request asks this first).
-    found = session.execute(
-        select(AuthToken, StaffUser)
-        .outerjoin(StaffUser, StaffUser.id == AuthToken.staff_user_id)
-        .where(AuthToken.token_hash == _token_hash(settings, token))
-    ).first()
-    row, user = (found[0], found[1]) if found is not None else (None, None)
+    row = session.execute(_RESOLVE, {"token_hash": _token_hash(settings, token)}).first()
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
         raise AuthenticationFailed("The access token is invalid or has expired.", code="INVALID_TOKEN")
     if row.kind == TokenKind.STAFF:
-        if user is None or not user.active:
+        if row.staff_user_id is None or not row.active:
             raise AuthenticationFailed("The access token is invalid or has expired.", code="INVALID_TOKEN")
         return Actor(
             kind="staff",
-            label=f"staff:{user.username}",
-            staff_user_id=user.id,
-            role=user.role,
-            store_id=user.store_id,
+            label=f"staff:{row.username}",
+            staff_user_id=row.staff_user_id,
+            role=row.role,
+            store_id=row.store_id,
         )
     methods = tuple(m for m in row.proof_methods.split(",") if m)
     return Actor(
