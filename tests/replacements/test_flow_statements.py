@@ -80,6 +80,7 @@ def _flow(
 def test_a_store_replacement_stays_within_its_thread_pool_trips(
     owned: tuple[TestClient, Engine, dict[str, str], str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each of the four requests goes to the thread pool twice: for the token and for the endpoint."""
     client, _engine, headers, msisdn, iccid = owned
     trips: list[str] = []
     run_sync = anyio.to_thread.run_sync
