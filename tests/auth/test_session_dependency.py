@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from simkeep.app import create_app
+from simkeep.auth.deps import get_session
 from simkeep.config import Settings
+from simkeep.db.engine import make_session_factory
 from simkeep.models import ProofAttempt
 from tests import factories
 
@@ -80,3 +84,27 @@ class TestRequestSession:
         r = client.get("/api/v1/replacements/NOPE", headers=headers)
         assert (r.status_code, r.json()["code"]) == (404, "ORDER_NOT_FOUND")
         assert _checked_out(client) == 0
+
+
+class TestCancelledRequest:
+    """A request cancelled while its session is in a transaction (the client went away) still ends it."""
+
+    def test_the_connection_goes_back_though_the_request_is_cancelled(
+        self, fresh: tuple[Engine, Settings]
+    ) -> None:
+        """The session's rollback and close run to the end inside a cancelled scope."""
+        engine, _settings = fresh
+        factory = make_session_factory(engine)
+        request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(session_factory=factory)))
+
+        async def cancelled_request() -> None:
+            requests_session = get_session(request)  # type: ignore[arg-type]
+            session = await anext(requests_session)
+            session.execute(select(1))  # in a transaction, holding a connection
+            assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await requests_session.aclose()
+
+        anyio.run(cancelled_request)
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+from anyio import CancelScope
 from fastapi import Depends, Request
 from fastapi.concurrency import contextmanager_in_threadpool, run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -44,7 +45,8 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             yield session
     finally:
         if session.in_transaction():
-            await run_in_threadpool(session.close)
+            with CancelScope(shield=True):  # a request cancelled mid-way still gives its connection back
+                await run_in_threadpool(session.close)
         else:
             session.close()
 
@@ -56,7 +58,8 @@ async def _keeping_changes(session: Session) -> AsyncIterator[None]:
         yield
     except DomainError as exc:
         if exc.keep_changes:
-            await run_in_threadpool(session.commit)
+            with CancelScope(shield=True):  # a failed proof counts even if the request is cancelled
+                await run_in_threadpool(session.commit)
         raise
 
 
