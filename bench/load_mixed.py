@@ -10,10 +10,10 @@ serve --workers W`` and ``simkeep worker`` as an operator would, and, for the ch
 serve`` with C workers (default 1), as docs/deployment.md tells an operator whose relying parties' traffic is
 heavy to run the CAMARA API (the first one keeps no facts copy; W defaults to 1, the deployment guide's advice
 on two cores; ``--check-workers 0``: one ``simkeep serve`` answers both loads on its W workers, default 2);
-then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64
-connections on a schedule of R checks a second (default 20,000, the issue's rate, whatever the latency: see
-``PACED_RATE``; a wrk thread more than 100 ms behind its schedule starts it again from the present, so the
-checks a slow server did not take in time are never sent and the figure counts only those answered;
+then, for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64 connections on a schedule of R checks a
+second (default 20,000, the issue's rate, whatever the latency: see ``PACED_RATE``; a wrk thread more than
+100 ms behind its schedule starts it again from the present, so the checks a slow server did not take in time
+are never sent and the figure counts only those answered;
 ``--check-rate 0``: as fast as the server answers; the older ``--check-delay-ms D`` has each connection wait D
 ms after an answer instead, which offers less as the latency grows), while a pool of clerk clients starts F
 store replacements a second (submit with the in-person check, cash payment, the scanned SIM, activation: four
