@@ -127,6 +127,9 @@ class Load:
     db_cpu_us: float = 0.0
     #: wrk's own CPU time per request (the load generator shares the machine's cores with the server).
     wrk_cpu_us: float = 0.0
+    #: The lines a script's ``done()`` printed beyond the figures (bench/load_mixed.py: the checks its
+    #: schedule skipped).
+    notes: tuple[str, ...] = ()
 
 
 def _cpu_seconds(pids: set[int]) -> float:
@@ -142,25 +145,32 @@ def _cpu_seconds(pids: set[int]) -> float:
     return total / tick
 
 
-def server_pids(root: int) -> tuple[set[int], set[int]]:
-    """The server process with its descendants, and the PostgreSQL server processes on this machine."""
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
+def process_table() -> dict[int, tuple[int, str, float]]:
+    """Every process on the machine: pid -> (parent, name, CPU seconds of it and of its reaped children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table: dict[int, tuple[int, str, float]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 head, tail = (entry / "stat").read_text().rsplit(")", 1)
             except OSError:
                 continue
-            parents[int(entry.name)] = int(tail.split()[1])
-            names[int(entry.name)] = head.split("(", 1)[1]
+            fields = tail.split()  # from the state on: ppid [1], utime stime cutime cstime [11:15]
+            cpu = sum(int(f) for f in fields[11:15]) / tick
+            table[int(entry.name)] = (int(fields[1]), head.split("(", 1)[1], cpu)
+    return table
+
+
+def server_pids(root: int) -> tuple[set[int], set[int]]:
+    """The server process with its descendants, and the PostgreSQL server processes on this machine."""
+    table = process_table()
     tree = {root}
     grew = True
     while grew:
-        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        found = {pid for pid, (parent, _, _) in table.items() if parent in tree} - tree
         tree |= found
         grew = bool(found)
-    return tree, {pid for pid, name in names.items() if name.startswith("postgres")}
+    return tree, {pid for pid, (_, name, _) in table.items() if name.startswith("postgres")}
 
 
 def free_port() -> int:
@@ -286,6 +296,7 @@ def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads:
         p50_ms=int(found.group(4)) / 1000,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         wrk_cpu_us=wrk_cpu / max(1, requests) * 1e6,
+        notes=tuple(line for line in out.splitlines() if line.startswith("SKIPPED ")),
     )
 
 

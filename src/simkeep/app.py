@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 
 import structlog
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -88,6 +89,9 @@ def create_app(
         )
         factory = make_session_factory(engine)
         _warn_about_missing_tools(settings)
+        # The threads that run requests' synchronous work (their database work) in this process: see
+        # docs/configuration.md, SIMKEEP_REQUEST_THREADS.
+        to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
 
         @contextmanager
         def scope() -> Iterator[Session]:

@@ -29,9 +29,16 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     An async dependency, so the request makes no trips to the thread pool for it when none is needed: a
     sync one enters and leaves in a trip each, and under load every trip costs the server CPU (each wakes
     a thread and hands the interpreter lock over). Making the session touches no database (it connects at
-    its first statement), and closing one that has committed only lets its objects go; closing one still
-    in a transaction rolls back, which runs on a thread. A scope handed to :func:`~simkeep.app.create_app`
-    (the tests') may use its connection as it opens and closes, so it runs on a thread throughout.
+    its first statement), and closing one that has committed only lets its objects go. A scope handed to
+    :func:`~simkeep.app.create_app` (the tests') may use its connection as it opens and closes, so it runs
+    on a thread throughout.
+
+    A session still in a transaction at the end (a request that only read, or failed) is ended without
+    waiting for a thread where waiting could deadlock: the threads are few (SIMKEEP_REQUEST_THREADS) and
+    others may be blocked on what this transaction holds. On SQLite every transaction holds the write lock,
+    so its rollback (local, it never waits) runs right here; on PostgreSQL a failed JSON API request has
+    already ended its transaction on its own thread (:mod:`simkeep.routing`), and what is left (reads)
+    holds no lock another request waits for, so it is closed on a thread.
     """
     factory = getattr(request.app.state, "session_factory", None)
     if factory is None:
@@ -44,22 +51,30 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         async with _keeping_changes(session):
             yield session
     finally:
-        if session.in_transaction():
+        if not session.in_transaction() or _is_sqlite(session):
+            session.close()
+        else:
             with CancelScope(shield=True):  # a request cancelled mid-way still gives its connection back
                 await run_in_threadpool(session.close)
-        else:
-            session.close()
+
+
+def _is_sqlite(session: Session) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
 
 
 @asynccontextmanager
 async def _keeping_changes(session: Session) -> AsyncIterator[None]:
-    """Commit what an error that keeps its changes (a recorded failed proof) wrote, then raise it on."""
+    """Commit what an error that keeps its changes (a recorded failed proof) wrote, then raise it on (a JSON
+    API request has committed it already, on its own thread: :mod:`simkeep.routing`)."""
     try:
         yield
     except DomainError as exc:
-        if exc.keep_changes:
-            with CancelScope(shield=True):  # a failed proof counts even if the request is cancelled
-                await run_in_threadpool(session.commit)
+        if exc.keep_changes and session.in_transaction():
+            if _is_sqlite(session):
+                session.commit()  # the write lock is held: no waiting for a thread (see get_session)
+            else:
+                with CancelScope(shield=True):  # a failed proof counts even if the request is cancelled
+                    await run_in_threadpool(session.commit)
         raise
 
 

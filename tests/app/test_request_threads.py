@@ -1,0 +1,83 @@
+"""SIMKEEP_REQUEST_THREADS: the threads of a `simkeep serve` worker that run requests' synchronous work."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from anyio import to_thread
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from simkeep.app import create_app
+from simkeep.config import Settings
+from simkeep.models import ProofAttempt, ReplacementOrder, StaffRole
+from tests import factories
+
+
+def _limit(client: TestClient) -> float:
+    """The thread limit of the app's event loop (read on the loop itself)."""
+    assert client.portal is not None
+    return client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
+
+
+def test_the_default_is_eight() -> None:
+    assert Settings().request_threads == 8
+
+
+def test_the_app_runs_requests_on_that_many_threads(fresh: tuple[Engine, Settings]) -> None:
+    _engine, settings = fresh
+    with TestClient(create_app(settings.model_copy(update={"request_threads": 3}))) as client:
+        assert _limit(client) == 3
+        assert client.get("/api/v1/fees").status_code == 200
+
+
+def test_requests_beyond_the_threads_wait_for_one_and_all_succeed(fresh: tuple[Engine, Settings]) -> None:
+    """With one thread, twelve reads at once are answered one after another, none refused. (On SQLite a read
+    holds the write lock until its session ends: ended on a thread of its own, the first read waited for the
+    thread the second held while the second waited for the lock, and reads failed DATABASE_BUSY.)"""
+    _engine, settings = fresh
+    with TestClient(create_app(settings.model_copy(update={"request_threads": 1}))) as client:
+        assert _limit(client) == 1
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            statuses = list(pool.map(lambda _: client.get("/api/v1/fees").status_code, range(12)))
+        assert statuses == [200] * 12
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "201", "many"])
+def test_a_bad_value_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIMKEEP_REQUEST_THREADS", value)
+    with pytest.raises(ValidationError, match="request_threads"):
+        Settings()
+
+
+def test_failing_requests_on_one_line_do_not_lock_each_other_out(fresh: tuple[Engine, Settings]) -> None:
+    """With one thread, twelve store submissions for the same line with the wrong document at once: each
+    locks the line, fails its proof and is refused, and each failed proof is kept (the transaction ends on
+    the request's own thread: left for a thread of its own, it held the line while the next request held
+    the only thread, waiting for the line). Nothing else changed: no order."""
+    engine, settings = fresh
+    with Session(engine) as session:
+        store = factories.store(session)
+        clerk = factories.staff(session, StaffRole.CLERK, store_row=store)
+        msisdn = factories.holder(session, settings).msisdn
+        session.commit()
+        username = clerk.username
+    with TestClient(create_app(settings.model_copy(update={"request_threads": 1}))) as client:
+        token = client.post(
+            "/api/v1/auth/staff/token", json={"username": username, "password": factories.STAFF_PASSWORD}
+        ).json()["access_token"]
+        body = {"msisdn": msisdn, "channel": "store", "in_person_document_number": "X0000000000000000"}
+
+        def submit(_: int) -> int:
+            headers = {"Authorization": f"Bearer {token}"}
+            return client.post("/api/v1/replacements", json=body, headers=headers).status_code
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            statuses = list(pool.map(submit, range(12)))
+    assert all(400 <= status < 500 and status != 409 for status in statuses), statuses
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(ReplacementOrder)) == 0
+        assert session.scalar(select(func.count()).select_from(ProofAttempt)) == 12
