@@ -11,7 +11,7 @@ serve`` with C workers (default 1), as docs/deployment.md tells an operator whos
 heavy to run the CAMARA API (the first one keeps no facts copy; W defaults to 1, the deployment guide's advice
 on two cores; ``--check-workers 0``: one ``simkeep serve`` answers both loads on its W workers, default 2);
 then, after ``--warmup`` seconds (default 5) of the same load, whose figures are printed but not reported
-(the servers' first requests fill their caches: a cold start cost up to 17,000 checks in the first 3 s),
+(the servers' first requests fill their caches: a cold start cost about 17,600 checks in the first 3 s),
 for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64 connections (``--connections``) on a schedule
 of R checks a second (default 20,000, the issue's rate, whatever the latency: see ``PACED_RATE``; a wrk
 thread more than 100 ms behind its schedule starts it again from the present, so the checks a slow server did
@@ -20,7 +20,7 @@ not take in time are never sent and the figure counts only those answered;
 ms after an answer instead, which offers less as the latency grows), while a pool of clerk clients starts F
 store replacements a second (submit with the in-person check, cash payment, the scanned SIM, activation: four
 requests; each clerk thread keeps one HTTP connection, with the standard library's client, which costs the
-shared cores a tenth of what httpx did). Face matching is not part of a store flow. It checks that every
+shared cores less than httpx did). Face matching is not part of a store flow. It checks that every
 check answered 200 or 404 (wrk's errors and non-2xx counts: 404 is the unknown numbers drawn), that every
 flow ended activated, and prints, besides the figures: the flows' median and slowest duration by 10 s of
 start time (a saturated server shows as a stretch of slow windows); where the machine's cores went during
@@ -169,8 +169,8 @@ IDLE_SECONDS = 2.0
 
 class Counter:
     """One clerk client: a store replacement, start to finish, timed. Each thread keeps one HTTP/1.1
-    connection (the standard library's client: httpx spent about 2 ms of CPU a request here, on the cores the
-    servers use)."""
+    connection (the standard library's client, which spends less CPU than httpx on the cores the servers
+    use)."""
 
     def __init__(self, base: str, headers: dict[str, str]) -> None:
         url = httpx.URL(base)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 
 import structlog
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,6 +68,14 @@ def create_served_app() -> ASGIApp:
     return CamaraFastPath(app, max_bytes=app.state.settings.max_request_bytes, state=app.state)
 
 
+def _set_up_threads(app: FastAPI, settings: Settings) -> None:
+    """The threads of this process's event loop: those that run requests' synchronous work (their
+    database work: docs/configuration.md, SIMKEEP_REQUEST_THREADS), and apart from them those that end
+    sessions still in a transaction (:func:`simkeep.auth.deps.get_session`)."""
+    to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+    app.state.session_endings = CapacityLimiter(64)
+
+
 def create_app(
     settings: Settings | None = None, *, session_scope: SessionScope | None = None, fast_path: bool = True
 ) -> FastAPI:
@@ -89,9 +97,7 @@ def create_app(
         )
         factory = make_session_factory(engine)
         _warn_about_missing_tools(settings)
-        # The threads that run requests' synchronous work (their database work) in this process: see
-        # docs/configuration.md, SIMKEEP_REQUEST_THREADS.
-        to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+        _set_up_threads(app, settings)
 
         @contextmanager
         def scope() -> Iterator[Session]:

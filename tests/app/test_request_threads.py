@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from anyio import to_thread
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from simkeep.app import create_app
+from simkeep.auth.deps import DbSession
 from simkeep.config import Settings
-from simkeep.models import ProofAttempt, ReplacementOrder, StaffRole
+from simkeep.models import Line, ProofAttempt, ReplacementOrder, StaffRole
 from tests import factories
 
 
@@ -81,3 +84,24 @@ def test_failing_requests_on_one_line_do_not_lock_each_other_out(fresh: tuple[En
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(ReplacementOrder)) == 0
         assert session.scalar(select(func.count()).select_from(ProofAttempt)) == 12
+
+
+def test_a_route_leaving_its_transaction_open_locks_no_one_out(fresh: tuple[Engine, Settings]) -> None:
+    """A plain sync route (as the pages are, not the JSON API's route class) that locks a line and returns
+    without ending its transaction (as a page showing an error does): twelve at once with one thread all
+    answer, since the sessions end on threads apart from the request threads."""
+    engine, settings = fresh
+    with Session(engine) as session:
+        msisdn = factories.holder(session, settings).msisdn
+        session.commit()
+    app = create_app(settings.model_copy(update={"request_threads": 1}))
+
+    def hold(session: DbSession) -> JSONResponse:  # a response of its own, as a page's (no model to check)
+        locked = session.execute(select(Line.id).where(Line.msisdn == msisdn).with_for_update()).first()
+        time.sleep(0.02)
+        return JSONResponse({"locked": locked is not None})
+
+    app.add_api_route("/test/hold", hold, methods=["POST"])
+    with TestClient(app) as client, ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda _: client.post("/test/hold").json(), range(12)))
+    assert answers == [{"locked": True}] * 12

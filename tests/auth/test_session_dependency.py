@@ -98,6 +98,7 @@ class TestCancelledRequest:
         request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(session_factory=factory)))
 
         async def cancelled_request() -> None:
+            request.app.state.session_endings = anyio.CapacityLimiter(4)  # as the app's lifespan makes it
             requests_session = get_session(request)  # type: ignore[arg-type]
             session = await anext(requests_session)
             session.execute(select(1))  # in a transaction, holding a connection

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from anyio import CancelScope
+from anyio import CancelScope, to_thread
 from fastapi import Depends, Request
 from fastapi.concurrency import contextmanager_in_threadpool, run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -33,12 +33,13 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     :func:`~simkeep.app.create_app` (the tests') may use its connection as it opens and closes, so it runs
     on a thread throughout.
 
-    A session still in a transaction at the end (a request that only read, or failed) is ended without
-    waiting for a thread where waiting could deadlock: the threads are few (SIMKEEP_REQUEST_THREADS) and
-    others may be blocked on what this transaction holds. On SQLite every transaction holds the write lock,
-    so its rollback (local, it never waits) runs right here; on PostgreSQL a failed JSON API request has
-    already ended its transaction on its own thread (:mod:`simkeep.routing`), and what is left (reads)
-    holds no lock another request waits for, so it is closed on a thread.
+    A session still in a transaction at the end (a request that only read, or failed, or a page that showed
+    an error) is ended without waiting for a request thread: those are few (SIMKEEP_REQUEST_THREADS), and
+    all of them may be taken by requests blocked on a lock this transaction holds (SQLite's write lock, a
+    line row locked ``FOR UPDATE``), which would then never be released. On SQLite its rollback (local, it
+    never waits) runs right here; on PostgreSQL it runs on a thread apart from the request threads
+    (``app.state.session_endings``). A failed JSON API request has ended its transaction on its own thread
+    already (:mod:`simkeep.routing`).
     """
     factory = getattr(request.app.state, "session_factory", None)
     if factory is None:
@@ -48,22 +49,28 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         return
     session = factory()
     try:
-        async with _keeping_changes(session):
+        async with _keeping_changes(session, request):
             yield session
     finally:
         if not session.in_transaction() or _is_sqlite(session):
             session.close()
         else:
             with CancelScope(shield=True):  # a request cancelled mid-way still gives its connection back
-                await run_in_threadpool(session.close)
+                await _apart(request, session.close)
 
 
 def _is_sqlite(session: Session) -> bool:
     return session.get_bind().dialect.name == "sqlite"
 
 
+async def _apart(request: Request, end: Callable[[], None]) -> None:
+    """Run ``end`` (a session's close or commit) on a thread apart from the request threads (see
+    :func:`get_session`)."""
+    await to_thread.run_sync(end, limiter=request.app.state.session_endings)
+
+
 @asynccontextmanager
-async def _keeping_changes(session: Session) -> AsyncIterator[None]:
+async def _keeping_changes(session: Session, request: Request | None = None) -> AsyncIterator[None]:
     """Commit what an error that keeps its changes (a recorded failed proof) wrote, then raise it on (a JSON
     API request has committed it already, on its own thread: :mod:`simkeep.routing`)."""
     try:
@@ -74,7 +81,10 @@ async def _keeping_changes(session: Session) -> AsyncIterator[None]:
                 session.commit()  # the write lock is held: no waiting for a thread (see get_session)
             else:
                 with CancelScope(shield=True):  # a failed proof counts even if the request is cancelled
-                    await run_in_threadpool(session.commit)
+                    if request is None:
+                        await run_in_threadpool(session.commit)
+                    else:
+                        await _apart(request, session.commit)
         raise
 
 
