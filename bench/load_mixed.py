@@ -424,10 +424,13 @@ def topology(options: argparse.Namespace) -> str:
     return f"the checks and the replacements on one `simkeep serve --workers {options.workers}`"
 
 
-def service_env(url: str) -> dict[str, str]:
-    """The environment ``simkeep serve`` and ``simkeep worker`` run with on the benchmark's database."""
+def service_env(url: str, request_threads: int | None = None) -> dict[str, str]:
+    """The environment ``simkeep serve`` and ``simkeep worker`` run with on the benchmark's database (the
+    servers' request threads as set, else their default)."""
+    threads = {} if request_threads is None else {"SIMKEEP_REQUEST_THREADS": str(request_threads)}
     return {
         **os.environ,
+        **threads,
         "SIMKEEP_ENVIRONMENT": "development",
         "SIMKEEP_SECRET_KEY": SECRET,
         "SIMKEEP_DATABASE_URL": url,
@@ -483,7 +486,7 @@ def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> l
             session.commit()
             client_id, secret = issued.client.client_id, issued.secret
             clerk, pairs = seed_flows(session, settings, flows)
-        env = service_env(url)
+        env = service_env(url, options.request_threads)
         settle(env, workdir, backend)
         processes, base, check_base, check_workers = start_services(env, options, workdir, backend)
         try:
@@ -570,6 +573,13 @@ def main() -> None:
         "share the --workers of one `simkeep serve`)",
     )
     parser.add_argument("--connections", type=int, default=64, help="wrk's connections for the checks")
+    parser.add_argument(
+        "--request-threads",
+        type=int,
+        default=8,
+        help="SIMKEEP_REQUEST_THREADS of the servers (default 8: fewer stretches in which the replacements' "
+        "server saturates at this load on two cores than with the default 40; docs/configuration.md)",
+    )
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument(
         "--check-rate",

@@ -23,9 +23,10 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = 30_000
     db_pool_size: int = 10
     #: Threads per `simkeep serve` worker process that run requests' synchronous work (anyio's default
-    #: thread limiter, 40 unless set). Python runs one thread at a time, so threads only overlap waits;
-    #: under load more of them spend the CPU handing the interpreter lock around (docs/configuration.md).
-    request_threads: int = Field(default=8, ge=1, le=200)
+    #: thread limiter). Python runs one thread at a time, so threads only overlap waits; under load more
+    #: of them spend the CPU handing the interpreter lock around, fewer let a burst of signed-in requests
+    #: hold every pooled connection while waiting for a thread (docs/configuration.md).
+    request_threads: int = Field(default=40, ge=1, le=200)
     max_request_bytes: int = 1_000_000
     #: How long `simkeep serve` keeps an idle HTTP keep-alive connection open (behind a load balancer, set
     #: it above the balancer's own idle timeout, so the server never closes a connection the balancer

@@ -26,8 +26,8 @@ def _limit(client: TestClient) -> float:
     return client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
 
 
-def test_the_default_is_eight() -> None:
-    assert Settings().request_threads == 8
+def test_the_default_is_the_frameworks() -> None:
+    assert Settings().request_threads == 40
 
 
 def test_the_app_runs_requests_on_that_many_threads(fresh: tuple[Engine, Settings]) -> None:
