@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 
 import structlog
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter, Semaphore, to_thread
 from fastapi import FastAPI, Request
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,12 +68,29 @@ def create_served_app() -> ASGIApp:
     return CamaraFastPath(app, max_bytes=app.state.settings.max_request_bytes, state=app.state)
 
 
+#: Connections of a worker's pool kept from its requests' sessions, for the worker's other users of the pool:
+#: the CAMARA query recorder, client reads, OAuth token exchanges, CAMARA answers read from the database.
+#: Each of those takes a connection only within one trip to a thread, so it never waits for a thread
+#: while holding one.
+POOL_RESERVED_FOR_OTHERS = 4
+
+
+def request_session_slots(settings: Settings) -> int:
+    """How many requests of one worker may hold a session at once: the pool's connections (its size plus
+    twice that on overflow: :func:`~simkeep.db.engine.make_engine`) less :data:`POOL_RESERVED_FOR_OTHERS`,
+    and at least one. The pool has at least three, so a connection is always left for a request that has a
+    thread (:func:`simkeep.auth.deps.get_session`)."""
+    return max(1, settings.db_pool_size * 3 - POOL_RESERVED_FOR_OTHERS)
+
+
 def _set_up_threads(app: FastAPI, settings: Settings) -> None:
     """The threads of this process's event loop: those that run requests' synchronous work (their
     database work: docs/configuration.md, SIMKEEP_REQUEST_THREADS), and apart from them those that end
-    sessions still in a transaction (:func:`simkeep.auth.deps.get_session`)."""
+    sessions still in a transaction; and the bound on requests holding a session at once
+    (:func:`simkeep.auth.deps.get_session`)."""
     to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
     app.state.session_endings = CapacityLimiter(64)
+    app.state.request_sessions = Semaphore(request_session_slots(settings))
 
 
 def create_app(

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=lambda: f"sqlite:///{Path('var/simkeep.db').resolve()}")
     secret_key: str = PLACEHOLDER_SECRET
     sqlite_busy_timeout_ms: int = 30_000
-    db_pool_size: int = 10
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
     #: Threads per `simkeep serve` worker process that run requests' synchronous work (anyio's default
     #: thread limiter). Python runs one thread at a time, so threads only overlap waits; under load more
     #: of them spend the CPU handing the interpreter lock around, fewer let a burst of signed-in requests

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from simkeep.app import create_app
+from simkeep.app import create_app, request_session_slots
 from simkeep.auth.deps import DbSession
 from simkeep.config import Settings
 from simkeep.models import Line, ProofAttempt, ReplacementOrder, StaffRole
@@ -56,22 +56,46 @@ def test_a_bad_value_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> 
         Settings()
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "1001", "many"])
+def test_a_bad_pool_size_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIMKEEP_DB_POOL_SIZE", value)
+    with pytest.raises(ValidationError, match="db_pool_size"):
+        Settings()
+
+
+def test_requests_hold_sessions_up_to_the_pool_less_its_other_users() -> None:
+    assert request_session_slots(Settings()) == 26  # 10 + 20 on overflow, 4 kept for the others
+    assert request_session_slots(Settings(db_pool_size=2)) == 2
+    assert request_session_slots(Settings(db_pool_size=1)) == 1
+
+
+def _clerk_and_holder(engine: Engine, settings: Settings) -> tuple[str, str]:
+    """A store clerk's username and a holder's number, committed."""
+    with Session(engine) as session:
+        store = factories.store(session)
+        clerk = factories.staff(session, StaffRole.CLERK, store_row=store)
+        msisdn = factories.holder(session, settings).msisdn
+        session.commit()
+        return clerk.username, msisdn
+
+
+def _staff_token(client: TestClient, username: str) -> str:
+    answer = client.post(
+        "/api/v1/auth/staff/token", json={"username": username, "password": factories.STAFF_PASSWORD}
+    )
+    token: str = answer.json()["access_token"]
+    return token
+
+
 def test_failing_requests_on_one_line_do_not_lock_each_other_out(fresh: tuple[Engine, Settings]) -> None:
     """With one thread, twelve store submissions for the same line with the wrong document at once: each
     locks the line, fails its proof and is refused, and each failed proof is kept (the transaction ends on
     the request's own thread: left for a thread of its own, it held the line while the next request held
     the only thread, waiting for the line). Nothing else changed: no order."""
     engine, settings = fresh
-    with Session(engine) as session:
-        store = factories.store(session)
-        clerk = factories.staff(session, StaffRole.CLERK, store_row=store)
-        msisdn = factories.holder(session, settings).msisdn
-        session.commit()
-        username = clerk.username
+    username, msisdn = _clerk_and_holder(engine, settings)
     with TestClient(create_app(settings.model_copy(update={"request_threads": 1}))) as client:
-        token = client.post(
-            "/api/v1/auth/staff/token", json={"username": username, "password": factories.STAFF_PASSWORD}
-        ).json()["access_token"]
+        token = _staff_token(client, username)
         body = {"msisdn": msisdn, "channel": "store", "in_person_document_number": "X0000000000000000"}
 
         def submit(_: int) -> int:
@@ -105,3 +129,35 @@ def test_a_route_leaving_its_transaction_open_locks_no_one_out(fresh: tuple[Engi
     with TestClient(app) as client, ThreadPoolExecutor(max_workers=12) as pool:
         answers = list(pool.map(lambda _: client.post("/test/hold").json(), range(12)))
     assert answers == [{"locked": True}] * 12
+
+
+_LINES = select(Line.msisdn, Line.status, Line.suspension_reason, Line.last_activity_at).order_by(Line.id)
+
+
+def test_a_burst_larger_than_the_pool_waits_its_turn(fresh: tuple[Engine, Settings]) -> None:
+    """Twelve signed-in reads at once on a pool of three connections and one thread are all answered. (A
+    signed-in request keeps its connection from the token's lookup to its endpoint, each in a trip to a
+    thread. Unbounded, three requests held the three connections waiting for the thread, while the fourth
+    held the thread waiting for a connection, until the pool's 30 s timeout failed it. The requests now
+    wait for a session on the event loop, never more at once than the pool can serve besides the worker's
+    other users of it.) Nothing is written: the lines are as they were."""
+    engine, settings = fresh
+    username, msisdn = _clerk_and_holder(engine, settings)
+    with Session(engine) as session:
+        before = session.execute(_LINES).all()
+    small = settings.model_copy(update={"request_threads": 1, "db_pool_size": 1})
+    app = create_app(small)
+    with TestClient(app) as client:
+        assert app.state.request_sessions.value == request_session_slots(small) == 1
+        token = _staff_token(client, username)
+
+        def read(_: int) -> int:
+            headers = {"Authorization": f"Bearer {token}"}
+            return client.get(f"/api/v1/lines/{msisdn}", headers=headers).status_code
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            statuses = list(pool.map(read, range(12)))
+    assert statuses == [200] * 12
+    with Session(engine) as session:
+        after = session.execute(_LINES).all()
+    assert after == before

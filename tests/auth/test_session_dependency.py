@@ -92,13 +92,15 @@ class TestCancelledRequest:
     def test_the_connection_goes_back_though_the_request_is_cancelled(
         self, fresh: tuple[Engine, Settings]
     ) -> None:
-        """The session's rollback and close run to the end inside a cancelled scope."""
+        """The session's rollback and close run to the end inside a cancelled scope, and the request's
+        session slot is given back."""
         engine, _settings = fresh
         factory = make_session_factory(engine)
         request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(session_factory=factory)))
 
         async def cancelled_request() -> None:
-            request.app.state.session_endings = anyio.CapacityLimiter(4)  # as the app's lifespan makes it
+            request.app.state.session_endings = anyio.CapacityLimiter(4)  # as the app's lifespan makes them
+            request.app.state.request_sessions = anyio.Semaphore(2)
             requests_session = get_session(request)  # type: ignore[arg-type]
             session = await anext(requests_session)
             session.execute(select(1))  # in a transaction, holding a connection
@@ -106,6 +108,7 @@ class TestCancelledRequest:
             with anyio.CancelScope() as scope:
                 scope.cancel()
                 await requests_session.aclose()
+            assert request.app.state.request_sessions.value == 2  # its slot is free again
 
         anyio.run(cancelled_request)
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]

@@ -40,6 +40,14 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     never waits) runs right here; on PostgreSQL it runs on a thread apart from the request threads
     (``app.state.session_endings``). A failed JSON API request has ended its transaction on its own thread
     already (:mod:`simkeep.routing`).
+
+    A request waits on the event loop for its session (``app.state.request_sessions``,
+    :func:`simkeep.app.request_session_slots`): a signed-in request takes its pooled connection in its first
+    trip to a thread (the token's lookup) and keeps it until its last (the endpoint), waiting for a thread
+    in between. Unbounded, a burst of more requests than connections held every connection while waiting
+    for a thread, with every thread taken by requests waiting for a connection, until the pool's timeout.
+    Bounded below the pool's size, a request that has a thread always finds a connection; a burst queues
+    on the event loop, where waiting costs nothing and holds nothing.
     """
     factory = getattr(request.app.state, "session_factory", None)
     if factory is None:
@@ -47,16 +55,17 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         async with scope as session, _keeping_changes(session):
             yield session
         return
-    session = factory()
-    try:
-        async with _keeping_changes(session, request):
-            yield session
-    finally:
-        if not session.in_transaction() or _is_sqlite(session):
-            session.close()
-        else:
-            with CancelScope(shield=True):  # a request cancelled mid-way still gives its connection back
-                await _apart(request, session.close)
+    async with request.app.state.request_sessions:
+        session = factory()
+        try:
+            async with _keeping_changes(session, request):
+                yield session
+        finally:
+            if not session.in_transaction() or _is_sqlite(session):
+                session.close()
+            else:
+                with CancelScope(shield=True):  # a request cancelled mid-way still gives its connection back
+                    await _apart(request, session.close)
 
 
 def _is_sqlite(session: Session) -> bool:
