@@ -424,13 +424,17 @@ def topology(options: argparse.Namespace) -> str:
     return f"the checks and the replacements on one `simkeep serve --workers {options.workers}`"
 
 
-def service_env(url: str, request_threads: int | None = None) -> dict[str, str]:
+def service_env(
+    url: str, request_threads: int | None = None, request_sessions: int | None = None
+) -> dict[str, str]:
     """The environment ``simkeep serve`` and ``simkeep worker`` run with on the benchmark's database (the
-    servers' request threads as set, else their default)."""
-    threads = {} if request_threads is None else {"SIMKEEP_REQUEST_THREADS": str(request_threads)}
+    servers' request threads and request sessions as set, else their defaults)."""
+    tuned = {} if request_threads is None else {"SIMKEEP_REQUEST_THREADS": str(request_threads)}
+    if request_sessions is not None:
+        tuned["SIMKEEP_REQUEST_SESSIONS"] = str(request_sessions)
     return {
         **os.environ,
-        **threads,
+        **tuned,
         "SIMKEEP_ENVIRONMENT": "development",
         "SIMKEEP_SECRET_KEY": SECRET,
         "SIMKEEP_DATABASE_URL": url,
@@ -486,7 +490,7 @@ def bench_backend(backend: str, options: argparse.Namespace, workdir: Path) -> l
             session.commit()
             client_id, secret = issued.client.client_id, issued.secret
             clerk, pairs = seed_flows(session, settings, flows)
-        env = service_env(url, options.request_threads)
+        env = service_env(url, options.request_threads, options.request_sessions)
         settle(env, workdir, backend)
         processes, base, check_base, check_workers = start_services(env, options, workdir, backend)
         try:
@@ -579,6 +583,13 @@ def main() -> None:
         default=8,
         help="SIMKEEP_REQUEST_THREADS of the servers (default 8: fewer stretches in which the replacements' "
         "server saturates at this load on two cores than with the default 40; docs/configuration.md)",
+    )
+    parser.add_argument(
+        "--request-sessions",
+        type=int,
+        default=2,
+        help="SIMKEEP_REQUEST_SESSIONS of the servers (default 2: a flow's server CPU stays what it is one "
+        "flow at a time when the replacements pile up, where 26 cost a third more; docs/configuration.md)",
     )
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument(

@@ -76,11 +76,13 @@ POOL_RESERVED_FOR_OTHERS = 4
 
 
 def request_session_slots(settings: Settings) -> int:
-    """How many requests of one worker may hold a session at once: the pool's connections (its size plus
-    twice that on overflow: :func:`~simkeep.db.engine.make_engine`) less :data:`POOL_RESERVED_FOR_OTHERS`,
-    and at least one. The pool has at least three, so a connection is always left for a request that has a
-    thread (:func:`simkeep.auth.deps.get_session`)."""
-    return max(1, settings.db_pool_size * 3 - POOL_RESERVED_FOR_OTHERS)
+    """How many requests of one worker may hold a session at once: SIMKEEP_REQUEST_SESSIONS where set, and
+    never more than the pool's connections (its size plus twice that on overflow:
+    :func:`~simkeep.db.engine.make_engine`) less :data:`POOL_RESERVED_FOR_OTHERS`, at least one. The pool
+    has at least three, so a connection is always left for a request that has a thread
+    (:func:`simkeep.auth.deps.get_session`)."""
+    most = max(1, settings.db_pool_size * 3 - POOL_RESERVED_FOR_OTHERS)
+    return most if settings.request_sessions is None else min(settings.request_sessions, most)
 
 
 def _set_up_threads(app: FastAPI, settings: Settings) -> None:

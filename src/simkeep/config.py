@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     #: of them spend the CPU handing the interpreter lock around, fewer let a burst of signed-in requests
     #: hold every pooled connection while waiting for a thread (docs/configuration.md).
     request_threads: int = Field(default=40, ge=1, le=200)
+    #: Requests of a `simkeep serve` worker that hold a database session at once; the others wait their
+    #: turn on the event loop. Unset: the pool's connections less four (26 with the default pool). Never
+    #: more than that (docs/configuration.md).
+    request_sessions: int | None = Field(default=None, ge=1, le=3000)
     max_request_bytes: int = 1_000_000
     #: How long `simkeep serve` keeps an idle HTTP keep-alive connection open (behind a load balancer, set
     #: it above the balancer's own idle timeout, so the server never closes a connection the balancer

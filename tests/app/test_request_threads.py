@@ -63,10 +63,52 @@ def test_a_bad_pool_size_is_refused(value: str, monkeypatch: pytest.MonkeyPatch)
         Settings()
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "3001", "many"])
+def test_a_bad_session_bound_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIMKEEP_REQUEST_SESSIONS", value)
+    with pytest.raises(ValidationError, match="request_sessions"):
+        Settings()
+
+
 def test_requests_hold_sessions_up_to_the_pool_less_its_other_users() -> None:
+    assert Settings().request_sessions is None
     assert request_session_slots(Settings()) == 26  # 10 + 20 on overflow, 4 kept for the others
     assert request_session_slots(Settings(db_pool_size=2)) == 2
     assert request_session_slots(Settings(db_pool_size=1)) == 1
+
+
+def test_the_session_bound_as_set_never_above_the_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIMKEEP_REQUEST_SESSIONS", "2")
+    assert request_session_slots(Settings()) == 2
+    assert request_session_slots(Settings(request_sessions=100)) == 26
+    assert request_session_slots(Settings(request_sessions=100, db_pool_size=40)) == 100
+
+
+def test_one_session_at_a_time_serves_a_burst_of_writes(fresh: tuple[Engine, Settings]) -> None:
+    """With one request session and many threads, twelve failing store submissions and twelve reads at once
+    are each answered in turn: the submissions refused (each failed proof kept, no order), the reads
+    answered."""
+    engine, settings = fresh
+    username, msisdn = _clerk_and_holder(engine, settings)
+    app = create_app(settings.model_copy(update={"request_sessions": 1}))
+    with TestClient(app) as client:
+        assert app.state.request_sessions.value == 1
+        headers = {"Authorization": f"Bearer {_staff_token(client, username)}"}
+        body = {"msisdn": msisdn, "channel": "store", "in_person_document_number": "X0000000000000000"}
+
+        def call(n: int) -> int:
+            if n % 2:
+                return client.get(f"/api/v1/lines/{msisdn}", headers=headers).status_code
+            return client.post("/api/v1/replacements", json=body, headers=headers).status_code
+
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            statuses = list(pool.map(call, range(24)))
+        assert app.state.request_sessions.value == 1  # every slot given back
+    assert statuses[1::2] == [200] * 12
+    assert all(400 <= status < 500 and status != 409 for status in statuses[::2]), statuses
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(ReplacementOrder)) == 0
+        assert session.scalar(select(func.count()).select_from(ProofAttempt)) == 12
 
 
 def _clerk_and_holder(engine: Engine, settings: Settings) -> tuple[str, str]:
