@@ -24,8 +24,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=1000)
     #: Threads per `simkeep serve` worker process that run requests' synchronous work (anyio's default
     #: thread limiter). Python runs one thread at a time, so threads only overlap waits; under load more
-    #: of them spend the CPU handing the interpreter lock around, fewer let a burst of signed-in requests
-    #: hold every pooled connection while waiting for a thread (docs/configuration.md).
+    #: of them spend the CPU handing the interpreter lock around (docs/configuration.md).
     request_threads: int = Field(default=40, ge=1, le=200)
     #: Requests of a `simkeep serve` worker that hold a database session at once; the others wait their
     #: turn on the event loop. Unset: the pool's connections less four (26 with the default pool). Never

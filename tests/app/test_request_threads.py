@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio
+import httpx
 import pytest
 from anyio import to_thread
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
@@ -203,3 +207,49 @@ def test_a_burst_larger_than_the_pool_waits_its_turn(fresh: tuple[Engine, Settin
     with Session(engine) as session:
         after = session.execute(_LINES).all()
     assert after == before
+
+
+def test_a_client_slow_to_send_its_form_holds_no_session(fresh: tuple[Engine, Settings]) -> None:
+    """With one request session, a page that reads its form itself (as the portal's uploads do) while its
+    client has sent only half of it does not keep other requests waiting: the body is received before the
+    request takes its session. Then the slow form arrives whole and is answered; nothing was written."""
+    engine, settings = fresh
+    with Session(engine) as session:
+        before = session.execute(_LINES).all()
+    app = create_app(settings.model_copy(update={"request_sessions": 1}))
+
+    async def form_page(request: Request, session: DbSession) -> dict[str, str]:
+        form = await request.form()
+        session.execute(select(1))
+        return {key: str(value) for key, value in form.items()}
+
+    app.add_api_route("/test/form", form_page, methods=["POST"])
+    rest_sent = anyio.Event()
+    answers: dict[str, int | dict[str, str]] = {}
+
+    async def slow_form() -> AsyncIterator[bytes]:
+        yield b"first=1&"
+        await rest_sent.wait()
+        yield b"second=2"
+
+    async def scenario() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://simkeep.test") as client:
+
+                async def post_slowly() -> None:
+                    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+                    answer = await client.post("/test/form", content=slow_form(), headers=headers)
+                    answers["slow"] = answer.json()
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(post_slowly)
+                    await anyio.sleep(0.2)  # the slow request is in, half its form still to come
+                    with anyio.fail_after(10):  # before the fix: waited for the session for ever
+                        answers["other"] = (await client.get("/api/v1/fees")).status_code
+                    rest_sent.set()
+
+    anyio.run(scenario)
+    assert answers == {"other": 200, "slow": {"first": "1", "second": "2"}}
+    with Session(engine) as session:
+        assert session.execute(_LINES).all() == before

@@ -96,7 +96,9 @@ class TestCancelledRequest:
         session slot is given back."""
         engine, _settings = fresh
         factory = make_session_factory(engine)
-        request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(session_factory=factory)))
+        request = SimpleNamespace(
+            method="GET", app=SimpleNamespace(state=SimpleNamespace(session_factory=factory))
+        )
 
         async def cancelled_request() -> None:
             request.app.state.session_endings = anyio.CapacityLimiter(4)  # as the app's lifespan makes them

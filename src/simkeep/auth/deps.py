@@ -47,8 +47,10 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     in between. Unbounded, a burst of more requests than connections held every connection while waiting
     for a thread, with every thread taken by requests waiting for a connection, until the pool's timeout.
     Bounded below the pool's size, a request that has a thread always finds a connection; a burst queues
-    on the event loop, where waiting costs nothing and holds nothing.
+    on the event loop, where waiting costs nothing and holds nothing. The request's body is in before it
+    waits (:func:`_received`), so a client slow to send one holds no session meanwhile.
     """
+    await _received(request)
     factory = getattr(request.app.state, "session_factory", None)
     if factory is None:
         scope = contextmanager_in_threadpool(request.app.state.session_scope())
@@ -66,6 +68,20 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             else:
                 with CancelScope(shield=True):  # a request cancelled mid-way still gives its connection back
                     await _apart(request, session.close)
+
+
+async def _received(request: Request) -> None:
+    """Receive the request's body now if nothing has read it yet: a page that reads its form itself would
+    otherwise wait for a slow client's upload holding a session (and its connection, once the caller's
+    token is looked up). The body is kept for the page's own read (Starlette parses the form from it), and
+    its size is bounded before it arrives (:class:`~simkeep.body_limit.BodyLimitMiddleware`). A route whose
+    body the framework has read already (JSON, form fields) costs nothing more."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    try:
+        await request.body()
+    except RuntimeError:  # "Stream consumed": the framework parsed the form from the stream itself
+        return
 
 
 def _is_sqlite(session: Session) -> bool:
