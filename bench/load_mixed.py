@@ -9,7 +9,9 @@ its reminders and recyclings, their messages) are done, as they are during a wor
 serve --workers W`` and ``simkeep worker`` as an operator would, and, for the checks, a second ``simkeep
 serve`` with C workers (default 1), as docs/deployment.md tells an operator whose relying parties' traffic is
 heavy to run the CAMARA API (the first one keeps no facts copy; W defaults to 1, the deployment guide's advice
-on two cores; ``--check-workers 0``: one ``simkeep serve`` answers both loads on its W workers, default 2);
+on two cores; ``--check-workers 0``: one ``simkeep serve`` answers both loads on its W workers, default 2;
+each server with 8 request threads and 2 requests holding a session at once, ``--request-threads`` and
+``--request-sessions``);
 then, after ``--warmup`` seconds (default 5) of the same load, whose figures are printed but not reported
 (the servers' first requests fill their caches: a cold start cost about 17,600 checks in the first 3 s),
 for S seconds, wrk drives ``POST /sim-swap/v2/check`` with 64 connections (``--connections``) on a schedule
@@ -589,7 +591,7 @@ def main() -> None:
         type=int,
         default=2,
         help="SIMKEEP_REQUEST_SESSIONS of the servers (default 2: a flow's server CPU stays what it is one "
-        "flow at a time when the replacements pile up, where 26 cost a third more; docs/configuration.md)",
+        "flow at a time when the replacements pile up, where 26 cost 18-43% more; docs/configuration.md)",
     )
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument(
