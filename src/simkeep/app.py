@@ -85,7 +85,7 @@ def request_session_slots(settings: Settings) -> int:
     return most if settings.request_sessions is None else min(settings.request_sessions, most)
 
 
-def _set_up_threads(app: FastAPI, settings: Settings) -> None:
+def _set_up_concurrency(app: FastAPI, settings: Settings) -> None:
     """The threads of this process's event loop: those that run requests' synchronous work (their
     database work: docs/configuration.md, SIMKEEP_REQUEST_THREADS), and apart from them those that end
     sessions still in a transaction; and the bound on requests holding a session at once
@@ -116,7 +116,7 @@ def create_app(
         )
         factory = make_session_factory(engine)
         _warn_about_missing_tools(settings)
-        _set_up_threads(app, settings)
+        _set_up_concurrency(app, settings)
 
         @contextmanager
         def scope() -> Iterator[Session]:
